@@ -1,0 +1,150 @@
+/*
+ * config.h -- the configuration: one table of keys drives the INI parser,
+ * the command-line flags, validation, --print-config and the docs test.
+ *
+ * Every key is settable in the INI file (`name = value`, '#' or ';'
+ * comments, optional [camskeyd] section, [client "NAME"] sections) and as
+ * `--name VALUE` on the command line; flags win over the file. INI names
+ * are the flag names without the dashes prefix ("max-wait-ms"); '_' is
+ * accepted for '-'. Errors are collected, one line each:
+ *     FILE:LINE: KEY: REASON        (file errors)
+ *     command line: --KEY: REASON   (flag errors)
+ * Secrets are never configuration: only paths to them are.
+ * Never logs. Threads: build on one thread, then read-only; reload builds a
+ * new struct config and swaps it in.
+ */
+#ifndef CAMSKEYD_CONFIG_H
+#define CAMSKEYD_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "buf.h"
+#include "limits.h"
+
+#define CONFIG_MAX_CLIENTS 64
+
+struct config_client {
+	char name[LIMIT_CLIENT_NAME_MAX + 1];
+	char token_sha256[65];  /* lower-case hex SHA-256 of the bearer token, or "" */
+	unsigned weight;        /* fair-share weight, 1..1000, default 1 */
+	uint64_t max_wait_ms;   /* 0 = the global max-wait-ms */
+};
+
+enum config_signature {
+	CONFIG_SIGNATURE_V3 = 3,
+	CONFIG_SIGNATURE_V1 = 1,
+};
+
+struct config {
+	char *config_file;         /* the INI file read, or NULL */
+
+	/* front end */
+	char *listen;              /* "127.0.0.1:8080" */
+	bool allow_remote;         /* permit a non-loopback listen without tokens */
+	unsigned threads;          /* HTTP worker threads */
+	unsigned max_connections;
+	unsigned connection_timeout_s;
+	char *admin_token_sha256;  /* hex SHA-256 of the admin token, or "" */
+
+	/* upstream */
+	char *upstream;            /* base URL */
+	char *upstream_ca;         /* extra CA bundle path, or "" */
+	enum config_signature signature;
+	unsigned upstream_connect_timeout_ms;
+	unsigned upstream_timeout_ms;
+	unsigned upstream_retries; /* System.LimitControl retries per flight */
+	char *credentials_file;    /* path, or "" */
+
+	/* quota */
+	double rate;               /* upstream calls per second */
+	unsigned burst;            /* bucket size */
+	unsigned rate_margin_ms;   /* safety margin added to the 1 s window */
+	unsigned max_wait_ms;      /* default longest wait for quota */
+	unsigned queue_max;        /* waiting callers, in all */
+
+	/* cache */
+	char *cache;               /* SQLite path */
+	uint64_t ttl_s;            /* VALID keys */
+	uint64_t status_ttl_s;     /* keys with another status */
+	uint64_t negative_ttl_s;   /* definitive upstream errors */
+	uint64_t stale_while_revalidate_s;
+	uint64_t stale_if_error_s;
+	uint64_t max_entries;
+	uint64_t hot_entries;      /* in-memory entries (the hit path) */
+
+	/* logging */
+	char *log_level;           /* debug|info|warn|error */
+	bool access_log;
+
+	struct config_client clients[CONFIG_MAX_CLIENTS];
+	unsigned n_clients;
+};
+
+/* What a key is, for the table (config.c) and the docs test. */
+enum config_type {
+	CONFIG_TYPE_STRING,
+	CONFIG_TYPE_UINT,
+	CONFIG_TYPE_DOUBLE,
+	CONFIG_TYPE_BOOL,
+	CONFIG_TYPE_ENUM,
+};
+
+struct config_key_info {
+	const char *name;          /* "max-wait-ms" */
+	enum config_type type;
+	const char *default_text;  /* as printed in docs */
+	const char *unit;          /* "ms", "s", "1/s", "" */
+	bool reloadable;           /* SIGHUP may change it */
+	const char *description;   /* one line */
+};
+
+/* The table of top-level keys (not the [client] ones). */
+const struct config_key_info *config_keys(size_t *ret_count);
+
+/* Fill cfg with the defaults. Always succeeds. */
+void config_init(struct config *cfg);
+/* Free every string and reset to zero. NULL ok. */
+void config_free(struct config *cfg);
+
+/*
+ * Parse INI text as if read from `filename` (used in messages) on top of cfg.
+ * Every error is appended to err as one line. 0, or -EINVAL if any error.
+ */
+int config_parse_string(struct config *cfg, const char *filename, const char *text,
+			struct buf *err);
+/* Read and parse a file (at most LIMIT_CONFIG_FILE_MAX_BYTES). 0, -EINVAL, -errno. */
+int config_parse_file(struct config *cfg, const char *path, struct buf *err);
+/* Apply one flag (name without "--"). 0 or -EINVAL with a line in err. */
+int config_set(struct config *cfg, const char *name, const char *value, struct buf *err);
+/* Cross-key checks after everything is applied. 0 or -EINVAL. */
+int config_validate(const struct config *cfg, struct buf *err);
+
+/* What main should do after argument parsing. */
+enum config_mode {
+	CONFIG_MODE_RUN,
+	CONFIG_MODE_CHECK,     /* --check-config */
+	CONFIG_MODE_PRINT,     /* --print-config */
+	CONFIG_MODE_HELP,      /* --help */
+	CONFIG_MODE_VERSION,   /* --version */
+};
+
+/*
+ * Parse argv: defaults, then --config FILE, then every other flag on top,
+ * then config_validate(). Stops at the first non-flag argument and reports
+ * its index in *ret_first_arg (argc if none) for subcommands.
+ * 0 or -EINVAL with every error in err.
+ */
+int config_from_argv(int argc, char **argv, struct config *cfg, enum config_mode *ret_mode,
+		     int *ret_first_arg, struct buf *err);
+
+/* Print the effective configuration as INI (no secrets exist in it). */
+void config_print(const struct config *cfg, FILE *out);
+/* The SYNOPSIS and flag list for --help. */
+void config_usage(FILE *out);
+
+/* Find a client by name; NULL if none. */
+const struct config_client *config_client_find(const struct config *cfg, const char *name);
+
+#endif

@@ -1,0 +1,63 @@
+/*
+ * limiter.h -- when the next upstream call may be sent, so that the account
+ * never sees more than `rate` calls in any sliding second at the upstream.
+ *
+ * Two rules, both checked at send time, retries included:
+ *  1. spacing (GCRA): calls are spaced 1/effective_rate apart, with at most
+ *     `burst` calls early; burst 1 is pure spacing;
+ *  2. a log of the last floor(rate) send times: a new call waits until the
+ *     oldest of them is more than 1 s + margin old. This bounds every sliding
+ *     second by construction whatever the burst, and the margin absorbs
+ *     network jitter (the upstream counts arrivals, not our sends): margin =
+ *     configured margin + the observed spread of call latencies.
+ * When the account is throttled anyway (System.LimitControl, or a hint with
+ * Remain:0), the effective rate halves (multiplicative decrease, floor
+ * rate/16) and sends pause; then it recovers additively by rate/10 per second
+ * without throttles, back to `rate`.
+ * Pure: time is an argument (monotonic microseconds); never logs.
+ * Threads: one owner (the engine thread).
+ */
+#ifndef CAMSKEYD_LIMITER_H
+#define CAMSKEYD_LIMITER_H
+
+#include <stdint.h>
+
+struct limiter_options {
+	double rate;         /* calls per second, > 0 */
+	unsigned burst;      /* >= 1 */
+	unsigned margin_ms;  /* fixed safety margin added to the 1 s window */
+};
+
+struct limiter;
+
+struct limiter *limiter_new(const struct limiter_options *opt, int64_t now_us);
+void limiter_free(struct limiter *l);
+/* New rate/burst/margin (reload); keeps the send log and back-off state. */
+void limiter_configure(struct limiter *l, const struct limiter_options *opt, int64_t now_us);
+
+/* Earliest time >= now_us at which a call may be sent. */
+int64_t limiter_next_send_us(struct limiter *l, int64_t now_us);
+/* Record a call sent at now_us (callers check limiter_next_send_us first). */
+void limiter_record_send(struct limiter *l, int64_t now_us);
+/*
+ * Estimated time from now until `ahead` more calls have been sent and this
+ * one may go (ahead = 0: the next slot). Used to refuse a wait that cannot
+ * succeed and to compute Retry-After.
+ */
+int64_t limiter_wait_estimate_us(struct limiter *l, int64_t now_us, uint64_t ahead);
+
+/* A completed call took latency_us: feeds the jitter margin. */
+void limiter_observe_latency(struct limiter *l, int64_t latency_us);
+/* The upstream answered System.LimitControl at now_us. */
+void limiter_on_throttle(struct limiter *l, int64_t now_us);
+/* A rate-limit hint arrived (-1 for an absent field). */
+void limiter_on_hint(struct limiter *l, int64_t now_us, int64_t remain, int64_t time_left_ms);
+
+/* Current effective calls per second (after back-off). */
+double limiter_effective_rate(struct limiter *l, int64_t now_us);
+/* Current total margin added to the window, in microseconds. */
+int64_t limiter_margin_us(const struct limiter *l);
+/* Throttles seen since start. */
+uint64_t limiter_throttles(const struct limiter *l);
+
+#endif

@@ -1,0 +1,93 @@
+/*
+ * span.c -- string spans and the range-checked number parser (see span.h).
+ */
+#include "span.h"
+
+#include <errno.h>
+#include <string.h>
+#include <strings.h>
+
+struct span span_cstr(const char *s)
+{
+	return span_make(s, strlen(s));
+}
+
+bool span_eq(struct span a, const char *s)
+{
+	size_t n = strlen(s);
+
+	return a.len == n && memcmp(a.p, s, n) == 0;
+}
+
+bool span_eq_nocase(struct span a, const char *s)
+{
+	size_t n = strlen(s);
+
+	return a.len == n && strncasecmp(a.p, s, n) == 0;
+}
+
+bool span_starts_with(struct span a, const char *prefix)
+{
+	size_t n = strlen(prefix);
+
+	return a.len >= n && memcmp(a.p, prefix, n) == 0;
+}
+
+struct span span_trim(struct span s)
+{
+	while (s.len && (s.p[0] == ' ' || s.p[0] == '\t')) {
+		s.p++;
+		s.len--;
+	}
+	while (s.len && (s.p[s.len - 1] == ' ' || s.p[s.len - 1] == '\t'))
+		s.len--;
+	return s;
+}
+
+bool span_split(struct span s, char c, struct span *ret_head, struct span *ret_tail)
+{
+	const char *at = s.len ? memchr(s.p, c, s.len) : NULL;
+
+	if (!at)
+		return false;
+	*ret_head = span_make(s.p, (size_t)(at - s.p));
+	*ret_tail = span_make(at + 1, s.len - (size_t)(at - s.p) - 1);
+	return true;
+}
+
+int span_to_u64(struct span s, uint64_t min, uint64_t max, uint64_t *ret)
+{
+	uint64_t v = 0;
+	size_t i;
+
+	if (s.len == 0 || s.len > 20)
+		return -EINVAL;
+	for (i = 0; i < s.len; i++) {
+		unsigned d;
+
+		if (s.p[i] < '0' || s.p[i] > '9')
+			return -EINVAL;
+		d = (unsigned)(s.p[i] - '0');
+		if (v > (UINT64_MAX - d) / 10)
+			return -ERANGE;
+		v = v * 10 + d;
+	}
+	if (v < min || v > max)
+		return -ERANGE;
+	*ret = v;
+	return 0;
+}
+
+int str_to_u64(const char *s, uint64_t min, uint64_t max, uint64_t *ret)
+{
+	return span_to_u64(span_cstr(s), min, max, ret);
+}
+
+int span_copy(struct span s, char *dst, size_t dst_size)
+{
+	if (s.len + 1 > dst_size)
+		return -E2BIG;
+	memcpy(dst, s.p, s.len);
+	dst[s.len] = '\0';
+	return 0;
+}

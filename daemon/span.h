@@ -1,0 +1,45 @@
+/*
+ * span.h -- length-aware string views, a cursor, and the one number parser.
+ *
+ * Parsers work on (pointer, length) spans and never need a NUL; the cursor
+ * advances only when a step succeeds. Never logs. Threads: any.
+ */
+#ifndef CAMSKEYD_SPAN_H
+#define CAMSKEYD_SPAN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct span {
+	const char *p;
+	size_t len;
+};
+
+static inline struct span span_make(const char *p, size_t len)
+{
+	struct span s = { p, len };
+	return s;
+}
+struct span span_cstr(const char *s);
+bool span_eq(struct span a, const char *s);
+bool span_eq_nocase(struct span a, const char *s);
+bool span_starts_with(struct span a, const char *prefix);
+/* Drop leading and trailing spaces and tabs. */
+struct span span_trim(struct span s);
+/* Split at the first c: *ret_head before it, *ret_tail after it. false if absent. */
+bool span_split(struct span s, char c, struct span *ret_head, struct span *ret_tail);
+
+/*
+ * Parse a whole span as an unsigned decimal in [min, max].
+ * 0, or -EINVAL (not a number, sign, junk, empty) or -ERANGE (out of bounds).
+ * *ret untouched on failure.
+ */
+int span_to_u64(struct span s, uint64_t min, uint64_t max, uint64_t *ret);
+/* Same for a NUL-terminated string. */
+int str_to_u64(const char *s, uint64_t min, uint64_t max, uint64_t *ret);
+
+/* Copy a span into dst (size dst_size) with a NUL; -E2BIG if it does not fit. */
+int span_copy(struct span s, char *dst, size_t dst_size);
+
+#endif

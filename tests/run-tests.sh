@@ -1,0 +1,63 @@
+#!/bin/sh
+# Run every unit test binary and every end-to-end scenario; print one
+# closing line "N passed, N failed" and exit non-zero on any failure.
+# Usage: BUILD=build tests/run-tests.sh [--unit-only] [FILTER]
+set -u
+BUILD=${BUILD:-build}
+unit_only=0
+[ "${1:-}" = "--unit-only" ] && { unit_only=1; shift; }
+filter=${1:-}
+passed=0
+failed=0
+failed_names=""
+logdir=$BUILD/test-logs
+mkdir -p "$logdir"
+
+for t in "$BUILD"/tests/test_*; do
+	[ -x "$t" ] || continue
+	name=$(basename "$t")
+	case "$name" in *"$filter"*) ;; *) continue ;; esac
+	out=$("$t" 2>&1)
+	rc=$?
+	line=$(printf '%s\n' "$out" | grep -E '^# [0-9]+ passed, [0-9]+ failed$' | tail -n 1)
+	p=$(printf '%s' "$line" | sed -E 's/^# ([0-9]+) passed.*/\1/')
+	f=$(printf '%s' "$line" | sed -E 's/.* ([0-9]+) failed$/\1/')
+	[ -n "$p" ] || { p=0; f=1; }
+	[ "$rc" != 0 ] && [ "$f" = 0 ] && f=1
+	passed=$((passed + p))
+	failed=$((failed + f))
+	if [ "$f" != 0 ]; then
+		failed_names="$failed_names $name"
+		printf '%s\n' "$out" | grep -v '^ok - ' | sed "s/^/$name: /"
+	else
+		echo "unit $name: $p passed"
+	fi
+done
+
+if [ "$unit_only" = 0 ]; then
+	for t in tests/e2e/[0-9]*.py; do
+		[ -f "$t" ] || continue
+		name=$(basename "$t" .py)
+		case "$name" in *"$filter"*) ;; *) continue ;; esac
+		start=$(date +%s)
+		BUILD="$BUILD" timeout 300 python3 "$t" >"$logdir/$name.log" 2>&1
+		rc=$?
+		secs=$(( $(date +%s) - start ))
+		p=$(grep -cE '^ok - ' "$logdir/$name.log")
+		f=$(grep -cE '^not ok - ' "$logdir/$name.log")
+		[ "$rc" != 0 ] && [ "$f" = 0 ] && f=1
+		passed=$((passed + p))
+		failed=$((failed + f))
+		if [ "$f" != 0 ]; then
+			failed_names="$failed_names $name"
+			echo "e2e $name: FAILED (rc=$rc, ${secs}s); log $logdir/$name.log:"
+			tail -n 40 "$logdir/$name.log" | sed "s/^/  | /"
+		else
+			echo "e2e $name: $p passed (${secs}s)"
+		fi
+	done
+fi
+
+[ -n "$failed_names" ] && echo "failed:$failed_names"
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ] && [ "$passed" -gt 0 ]

@@ -1,0 +1,80 @@
+/*
+ * harness.h -- the unit-test harness: one file per module, tests named by
+ * behaviour, a line per test, a closing "# N passed, N failed" line that
+ * tests/run-tests.sh adds up.
+ *
+ *   TEST(empty_bucket_reports_wait_until_next_token) { CHECK(x == 1); }
+ *   int main(void) { RUN(empty_bucket_reports_wait_until_next_token); return harness_done(); }
+ *
+ * CHECK records a failure and goes on; REQUIRE stops the test.
+ * TEST_DATA_DIR is the tests/data directory (overridable by $TEST_DATA_DIR).
+ */
+#ifndef CAMSKEYD_HARNESS_H
+#define CAMSKEYD_HARNESS_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int harness_passed, harness_failed, harness_current_failed;
+
+#define TEST(name) static void name(void)
+
+#define CHECK(cond)                                                                    \
+	do {                                                                           \
+		if (!(cond)) {                                                         \
+			harness_current_failed = 1;                                    \
+			fprintf(stderr, "  %s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, \
+				#cond);                                                \
+		}                                                                      \
+	} while (0)
+
+#define REQUIRE(cond)                                                                  \
+	do {                                                                           \
+		if (!(cond)) {                                                         \
+			harness_current_failed = 1;                                    \
+			fprintf(stderr, "  %s:%d: REQUIRE(%s) failed\n", __FILE__, __LINE__, \
+				#cond);                                                \
+			return;                                                        \
+		}                                                                      \
+	} while (0)
+
+#define CHECK_STR(a, b)                                                                \
+	do {                                                                           \
+		const char *a_ = (a), *b_ = (b);                                       \
+		if (!a_ || !b_ || strcmp(a_, b_) != 0) {                               \
+			harness_current_failed = 1;                                    \
+			fprintf(stderr, "  %s:%d: %s == %s failed:\n    got      [%s]\n    expected [%s]\n", \
+				__FILE__, __LINE__, #a, #b, a_ ? a_ : "(null)",        \
+				b_ ? b_ : "(null)");                                   \
+		}                                                                      \
+	} while (0)
+
+#define RUN(name)                                                                      \
+	do {                                                                           \
+		harness_current_failed = 0;                                            \
+		name();                                                                \
+		if (harness_current_failed) {                                          \
+			harness_failed++;                                              \
+			printf("not ok - %s\n", #name);                               \
+		} else {                                                               \
+			harness_passed++;                                              \
+			printf("ok - %s\n", #name);                                   \
+		}                                                                      \
+		fflush(stdout);                                                        \
+	} while (0)
+
+static inline int harness_done(void)
+{
+	printf("# %d passed, %d failed\n", harness_passed, harness_failed);
+	return harness_failed ? 1 : 0;
+}
+
+static inline const char *harness_data_dir(void)
+{
+	const char *d = getenv("TEST_DATA_DIR");
+
+	return d && *d ? d : "tests/data";
+}
+
+#endif
