@@ -38,7 +38,7 @@ else
 OPT := -O1 -g
 HARDEN := -fPIE
 endif
-CPPFLAGS += -D_GNU_SOURCE -Idaemon
+CPPFLAGS += -D_GNU_SOURCE -iquote daemon
 CFLAGS   += $(WARN) $(OPT) $(HARDEN) $(SANFLAGS) -pthread $(PKG_CFLAGS) -MMD -MP
 LDFLAGS  += -pie -Wl,-z,relro,-z,now -pthread $(SANFLAGS)
 LDLIBS   += $(PKG_LIBS) -lm

@@ -27,7 +27,7 @@
 #include <stdint.h>
 
 #include "cams.h"
-#include "limits.h"
+#include "bounds.h"
 
 enum cache_kind {
 	CACHE_KIND_KEY = 0,      /* a key (any status) */

@@ -5,7 +5,7 @@
 #ifndef CAMSKEYD_CAMS_H
 #define CAMSKEYD_CAMS_H
 
-#include "limits.h"
+#include "bounds.h"
 
 #define CAMS_API_VERSION "2020-06-06"
 #define CAMS_ACTION "GetPhoneEncryptionPublicKey"

@@ -21,7 +21,7 @@
 #include <stdio.h>
 
 #include "buf.h"
-#include "limits.h"
+#include "bounds.h"
 
 #define CONFIG_MAX_CLIENTS 64
 

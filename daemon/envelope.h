@@ -14,7 +14,7 @@
 #include <stddef.h>
 
 #include "buf.h"
-#include "limits.h"
+#include "bounds.h"
 
 struct envelope_reply {
 	char request_id[LIMIT_REQUEST_ID_MAX + 1];

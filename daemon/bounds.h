@@ -1,12 +1,14 @@
 /*
- * limits.h -- every compiled-in limit of camskeyd, with a name and a reason.
+ * bounds.h -- every compiled-in limit of camskeyd, with a name and a reason.
+ * (Not "limits.h": that name would shadow the C library header of the same
+ * name for code that includes it with include_next, as GCC's own does.)
  *
  * Inputs are bounded here so that the allocation wrappers in mem.h may abort
  * on failure: nothing a caller, the upstream or a config file sends can make
  * the daemon allocate without bound.
  */
-#ifndef CAMSKEYD_LIMITS_H
-#define CAMSKEYD_LIMITS_H
+#ifndef CAMSKEYD_BOUNDS_H
+#define CAMSKEYD_BOUNDS_H
 
 /* PhoneNumber: digits only, with country code (E.164 is at most 15). */
 #define LIMIT_PHONE_MIN_DIGITS 5

@@ -1,0 +1,338 @@
+/*
+ * envelope.c -- the CAMS JSON envelope, parsed and rendered (see envelope.h).
+ *
+ * Parsing: the upstream body goes through cJSON once; the shape is checked
+ * field by field and every string is copied into the fixed-size fields of
+ * struct envelope_reply (the PEM into one heap string). A string longer than
+ * its field is an error, never silently truncated: a truncated RequestId or
+ * key would be worse than a 502. The cJSON tree is deleted before returning,
+ * on every path, so no tree ever leaves this file.
+ *
+ * A key is accepted only if OpenSSL parses it as a PEM "PUBLIC KEY"
+ * (SubjectPublicKeyInfo); anything before the BEGIN line or after the END
+ * line other than white space is refused, so what the cache stores and
+ * callers receive is exactly one key. Its fingerprint is the SHA-256 of the
+ * DER SubjectPublicKeyInfo (i2d_PUBKEY), lower-case hex: it does not change
+ * with line wrapping or trailing newlines of the PEM.
+ *
+ * Rendering writes JSON by hand into a struct buf in a fixed key order
+ * (the order the upstream uses), with RFC 8259 string escaping; bytes >= 0x80
+ * pass through unchanged (the inputs are the upstream's UTF-8 strings).
+ *
+ * Invariants: on failure the output struct is untouched; errbuf never holds
+ * key material or anything secret. Pure: no logging, no clocks. Threads: any
+ * (the OpenSSL error queue touched here is per-thread).
+ */
+#include "envelope.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include "mem.h"
+
+static void set_error(char *errbuf, size_t errbuf_size, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void set_error(char *errbuf, size_t errbuf_size, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!errbuf || errbuf_size == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(errbuf, errbuf_size, fmt, ap);
+	va_end(ap);
+}
+
+static bool is_space(char c)
+{
+	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+/*
+ * Copy the string member name of obj into dst[dst_size].
+ * 1 copied, 0 absent (or JSON null) and optional, -EBADMSG otherwise.
+ */
+static int copy_string(const cJSON *obj, const char *name, bool required, char *dst,
+		       size_t dst_size, char *errbuf, size_t errbuf_size)
+{
+	const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, name);
+	size_t n;
+
+	if (!item || cJSON_IsNull(item)) {
+		if (required) {
+			set_error(errbuf, errbuf_size, "missing %s", name);
+			return -EBADMSG;
+		}
+		return 0;
+	}
+	if (!cJSON_IsString(item) || !item->valuestring) {
+		set_error(errbuf, errbuf_size, "%s is not a string", name);
+		return -EBADMSG;
+	}
+	n = strlen(item->valuestring);
+	if (n + 1 > dst_size) {
+		set_error(errbuf, errbuf_size, "%s longer than %zu bytes", name, dst_size - 1);
+		return -EBADMSG;
+	}
+	memcpy(dst, item->valuestring, n + 1);
+	return 1;
+}
+
+/* A key status is a token of [A-Z_], 1..LIMIT_STATUS_MAX bytes. */
+static bool status_valid(const char *s)
+{
+	size_t i;
+
+	for (i = 0; s[i]; i++) {
+		if (!((s[i] >= 'A' && s[i] <= 'Z') || s[i] == '_'))
+			return false;
+	}
+	return i >= 1 && i <= LIMIT_STATUS_MAX;
+}
+
+int envelope_pem_fingerprint(const char *pem, size_t len, char ret_hex[LIMIT_SHA256_HEX])
+{
+	static const char digits[] = "0123456789abcdef";
+	static const char begin[] = "-----BEGIN PUBLIC KEY-----";
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int md_len = 0;
+	unsigned char *der = NULL;
+	EVP_PKEY *pkey = NULL;
+	BIO *bio = NULL;
+	size_t skip = 0;
+	char rest[64];
+	int der_len, n, r = -EBADMSG;
+	unsigned i;
+
+	if (!pem || len == 0 || len > LIMIT_PEM_MAX_BYTES)
+		return -EBADMSG;
+	/* PEM_read_bio_PUBKEY skips any text before BEGIN; we do not. */
+	while (skip < len && is_space(pem[skip]))
+		skip++;
+	if (len - skip < sizeof(begin) - 1 || memcmp(pem + skip, begin, sizeof(begin) - 1) != 0)
+		return -EBADMSG;
+
+	bio = BIO_new_mem_buf(pem, (int)len);
+	if (!bio)
+		goto out;
+	pkey = PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL);
+	if (!pkey)
+		goto out_free_bio;
+	/* Only white space may follow the END line. */
+	while ((n = BIO_read(bio, rest, (int)sizeof(rest))) > 0) {
+		int j;
+
+		for (j = 0; j < n; j++) {
+			if (!is_space(rest[j]))
+				goto out_free_key;
+		}
+	}
+	der_len = i2d_PUBKEY(pkey, &der);
+	if (der_len <= 0 || !der)
+		goto out_free_key;
+	if (!EVP_Digest(der, (size_t)der_len, md, &md_len, EVP_sha256(), NULL) || md_len != 32)
+		goto out_free_der;
+	for (i = 0; i < md_len; i++) {
+		ret_hex[2 * i] = digits[md[i] >> 4];
+		ret_hex[2 * i + 1] = digits[md[i] & 15];
+	}
+	ret_hex[2 * md_len] = '\0';
+	r = 0;
+out_free_der:
+	OPENSSL_free(der);
+out_free_key:
+	EVP_PKEY_free(pkey);
+out_free_bio:
+	BIO_free(bio);
+out:
+	/* Leave no stale OpenSSL errors behind for the next caller on this thread. */
+	ERR_clear_error();
+	return r;
+}
+
+/* Validate Data of an "OK" answer into r (pem allocated on success). */
+static int parse_data(const cJSON *root, struct envelope_reply *r, char *errbuf,
+		      size_t errbuf_size)
+{
+	const cJSON *data = cJSON_GetObjectItemCaseSensitive(root, "Data");
+	const cJSON *key;
+	size_t pem_len;
+	int k;
+
+	if (!cJSON_IsObject(data)) {
+		set_error(errbuf, errbuf_size, data ? "Data is not an object" : "missing Data");
+		return -EBADMSG;
+	}
+	k = copy_string(data, "PhoneNumber", false, r->phone, sizeof(r->phone), errbuf,
+			errbuf_size);
+	if (k < 0)
+		return k;
+	k = copy_string(data, "EncryptionPublicKeyStatus", true, r->status, sizeof(r->status),
+			errbuf, errbuf_size);
+	if (k < 0)
+		return k;
+	if (!status_valid(r->status)) {
+		set_error(errbuf, errbuf_size, "EncryptionPublicKeyStatus is not a token of [A-Z_]");
+		return -EBADMSG;
+	}
+
+	key = cJSON_GetObjectItemCaseSensitive(data, "EncryptionPublicKey");
+	if (!key) {
+		set_error(errbuf, errbuf_size, "missing EncryptionPublicKey");
+		return -EBADMSG;
+	}
+	if (!cJSON_IsString(key) || !key->valuestring) {
+		set_error(errbuf, errbuf_size, "EncryptionPublicKey is not a string");
+		return -EBADMSG;
+	}
+	pem_len = strlen(key->valuestring);
+	if (pem_len > LIMIT_PEM_MAX_BYTES) {
+		set_error(errbuf, errbuf_size, "EncryptionPublicKey longer than %d bytes",
+			  LIMIT_PEM_MAX_BYTES);
+		return -EBADMSG;
+	}
+	if (envelope_pem_fingerprint(key->valuestring, pem_len, r->fingerprint) < 0) {
+		set_error(errbuf, errbuf_size, "EncryptionPublicKey is not a PEM public key");
+		return -EBADMSG;
+	}
+	r->pem = xstrndup(key->valuestring, pem_len);
+	return 0;
+}
+
+int envelope_parse(const char *body, size_t len, struct envelope_reply *ret, char *errbuf,
+		   size_t errbuf_size)
+{
+	struct envelope_reply r;
+	cJSON *root;
+	int k;
+
+	memset(&r, 0, sizeof(r));
+	if (!body || len == 0) {
+		set_error(errbuf, errbuf_size, "empty body");
+		return -EBADMSG;
+	}
+	root = cJSON_ParseWithLength(body, len);
+	if (!root) {
+		set_error(errbuf, errbuf_size, "not JSON");
+		return -EBADMSG;
+	}
+	if (!cJSON_IsObject(root)) {
+		set_error(errbuf, errbuf_size, "not a JSON object");
+		goto out_bad;
+	}
+	k = copy_string(root, "RequestId", true, r.request_id, sizeof(r.request_id), errbuf,
+			errbuf_size);
+	if (k < 0)
+		goto out_bad;
+	k = copy_string(root, "Code", true, r.code, sizeof(r.code), errbuf, errbuf_size);
+	if (k < 0)
+		goto out_bad;
+	if (r.code[0] == '\0') {
+		set_error(errbuf, errbuf_size, "empty Code");
+		goto out_bad;
+	}
+	k = copy_string(root, "Message", false, r.message, sizeof(r.message), errbuf,
+			errbuf_size);
+	if (k < 0)
+		goto out_bad;
+	/* An error answer's Data, if any, is not ours to interpret. */
+	if (strcmp(r.code, "OK") == 0 && parse_data(root, &r, errbuf, errbuf_size) < 0)
+		goto out_bad;
+
+	cJSON_Delete(root);
+	*ret = r;
+	return 0;
+
+out_bad:
+	cJSON_Delete(root);
+	free(r.pem);
+	return -EBADMSG;
+}
+
+void envelope_reply_free(struct envelope_reply *r)
+{
+	if (!r)
+		return;
+	free(r->pem);
+	r->pem = NULL;
+}
+
+void envelope_json_string(struct buf *out, const char *s)
+{
+	static const char digits[] = "0123456789abcdef";
+	const char *run;
+
+	buf_addc(out, '"');
+	if (!s)
+		s = "";
+	run = s;
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		const char *esc = NULL;
+
+		switch (c) {
+		case '"': esc = "\\\""; break;
+		case '\\': esc = "\\\\"; break;
+		case '\b': esc = "\\b"; break;
+		case '\f': esc = "\\f"; break;
+		case '\n': esc = "\\n"; break;
+		case '\r': esc = "\\r"; break;
+		case '\t': esc = "\\t"; break;
+		default:
+			if (c >= 0x20)
+				continue;
+			break;
+		}
+		/* Flush the plain run before this byte, then its escape. */
+		buf_add(out, run, (size_t)(s - run));
+		run = s + 1;
+		if (esc) {
+			buf_adds(out, esc);
+		} else {
+			char u[6] = { '\\', 'u', '0', '0', digits[c >> 4], digits[c & 15] };
+
+			buf_add(out, u, sizeof(u));
+		}
+	}
+	buf_add(out, run, (size_t)(s - run));
+	buf_addc(out, '"');
+}
+
+void envelope_render_ok(struct buf *out, const char *request_id, const char *message,
+			const char *phone, const char *pem, const char *status)
+{
+	buf_adds(out, "{\"RequestId\":");
+	envelope_json_string(out, request_id);
+	buf_adds(out, ",\"Code\":\"OK\",\"Message\":");
+	envelope_json_string(out, message);
+	buf_adds(out, ",\"Data\":{\"PhoneNumber\":");
+	envelope_json_string(out, phone);
+	buf_adds(out, ",\"EncryptionPublicKey\":");
+	envelope_json_string(out, pem);
+	buf_adds(out, ",\"EncryptionPublicKeyStatus\":");
+	envelope_json_string(out, status);
+	buf_adds(out, "}}");
+}
+
+void envelope_render_error(struct buf *out, const char *request_id, const char *code,
+			   const char *message)
+{
+	buf_adds(out, "{\"RequestId\":");
+	envelope_json_string(out, request_id);
+	buf_adds(out, ",\"Code\":");
+	envelope_json_string(out, code);
+	buf_adds(out, ",\"Message\":");
+	envelope_json_string(out, message);
+	buf_addc(out, '}');
+}

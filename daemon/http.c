@@ -1,0 +1,700 @@
+/*
+ * http.c -- the libmicrohttpd front end (see http.h).
+ *
+ * Owns: the MHD daemon, the listening socket, the access settings snapshot
+ * (tokens, clients, limits). The snapshot is immutable and swapped with an
+ * atomic pointer on reload, so the hit path takes no lock to read it; old
+ * snapshots are kept until http_free() (a reload is rare and a snapshot is
+ * small).
+ *
+ * A request's life: on_request() is first called after the headers; the
+ * request is answered there (hit, error, health, metrics) or suspended and
+ * submitted to the proxy. The proxy's on_done (engine thread) resumes the
+ * connection; MHD calls on_request() again and the answer is queued. The
+ * completion callback writes the access line and frees the request.
+ * Bodies sent to us are ignored (nothing here takes a body).
+ */
+#include "http.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "envelope.h"
+#include "log.h"
+#include "mem.h"
+#include "metrics.h"
+#include "route.h"
+#include "span.h"
+
+#define HTTP_CONNECTION_MEMORY_BYTES (LIMIT_URI_MAX_BYTES + LIMIT_HEADERS_MAX_BYTES + 8192)
+
+struct http_snapshot {
+	struct http_snapshot *older;   /* kept until http_free */
+	bool tokens_required;
+	char admin_token_sha256[65];
+	unsigned default_max_wait_ms;
+	struct config_client clients[CONFIG_MAX_CLIENTS];
+	unsigned n_clients;
+};
+
+struct http {
+	struct MHD_Daemon *mhd;
+	struct proxy *proxy;
+	_Atomic(struct http_snapshot *) snapshot;
+	int listen_fd;
+	char listen_address[80];
+	uint64_t id_seed;
+	atomic_uint_fast64_t id_counter;
+};
+
+/* One per request; allocated after the headers, freed on completion. */
+struct http_request {
+	struct http *h;
+	struct MHD_Connection *connection;
+	struct proxy_request preq;
+	int64_t started_us;
+	enum route_kind route;
+	int status;
+	enum { HR_NEW, HR_SUSPENDED, HR_RESUMED, HR_ANSWERED } state;
+	const char *method;
+	char client_name[LIMIT_CLIENT_NAME_MAX + 1];
+	char if_none_match[80];
+};
+
+static int64_t mono_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void sha256_hex(const char *s, size_t len, char out[65])
+{
+	unsigned char md[32];
+	unsigned int md_len = 0;
+	static const char digits[] = "0123456789abcdef";
+
+	EVP_Digest(s, len, md, &md_len, EVP_sha256(), NULL);
+	for (unsigned i = 0; i < 32; i++) {
+		out[2 * i] = digits[md[i] >> 4];
+		out[2 * i + 1] = digits[md[i] & 15];
+	}
+	out[64] = '\0';
+}
+
+/* ---- responses ----------------------------------------------------------------- */
+
+static void add_common_headers(struct MHD_Response *r, const struct http_request *hr)
+{
+	MHD_add_response_header(r, "X-Request-Id", hr->preq.request_id);
+}
+
+static enum MHD_Result queue_body(struct http_request *hr, int status, const char *content_type,
+				  char *body, size_t len, int retry_after_s)
+{
+	struct MHD_Response *r;
+	enum MHD_Result ret;
+	char num[24];
+
+	/* body is malloc'd; MHD frees it with the response */
+	r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+	if (!r) {
+		free(body);
+		return MHD_NO;
+	}
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+	add_common_headers(r, hr);
+	if (retry_after_s > 0) {
+		snprintf(num, sizeof(num), "%d", retry_after_s);
+		MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, num);
+	}
+	if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
+		MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW,
+					hr->route == ROUTE_KEY ? "GET, HEAD, DELETE" : "GET, HEAD");
+	if (status == MHD_HTTP_UNAUTHORIZED)
+		MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+					"Bearer realm=\"camskeyd\"");
+	hr->status = status;
+	ret = MHD_queue_response(hr->connection, (unsigned)status, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+static enum MHD_Result queue_error(struct http_request *hr, int status, const char *code,
+				   const char *message)
+{
+	struct buf b;
+	size_t len;
+	char *body;
+
+	buf_init(&b, LIMIT_BODY_MAX_BYTES);
+	envelope_render_error(&b, hr->preq.request_id, code, message);
+	body = buf_steal(&b, &len);
+	return queue_body(hr, status, "application/json", body, len, 0);
+}
+
+static void unref_entry(void *cls)
+{
+	cache_entry_unref(cls);
+}
+
+/* The answer the proxy produced (from an entry or an error body). */
+static enum MHD_Result queue_proxy_answer(struct http_request *hr)
+{
+	struct proxy_request *pr = &hr->preq;
+	struct MHD_Response *r;
+	enum MHD_Result ret;
+	char value[128];
+	int status = pr->http_status;
+
+	if (pr->entry) {
+		struct cache_entry *e = pr->entry;
+		bool not_modified = false;
+
+		if (e->etag[0] && hr->if_none_match[0]) {
+			char quoted[LIMIT_SHA256_HEX + 2];
+
+			snprintf(quoted, sizeof(quoted), "\"%s\"", e->etag);
+			not_modified = strstr(hr->if_none_match, quoted) != NULL ||
+				       strcmp(hr->if_none_match, "*") == 0;
+		}
+		if (not_modified && status == 200) {
+			status = MHD_HTTP_NOT_MODIFIED;
+			r = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+			metrics_result(METRICS_RESULT_NOT_MODIFIED);
+		} else {
+			/* Serve the entry's pre-rendered body; the reference goes with it. */
+			r = MHD_create_response_from_buffer_with_free_callback_cls(
+				e->body_len, e->body, unref_entry, e);
+			if (r)
+				pr->entry = NULL;
+		}
+		if (!r)
+			return MHD_NO;
+		if (status != MHD_HTTP_NOT_MODIFIED)
+			MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+		if (e->etag[0]) {
+			snprintf(value, sizeof(value), "\"%s\"", e->etag);
+			MHD_add_response_header(r, MHD_HTTP_HEADER_ETAG, value);
+		}
+		snprintf(value, sizeof(value), "%" PRId64, pr->age_s);
+		MHD_add_response_header(r, MHD_HTTP_HEADER_AGE, value);
+	} else {
+		r = MHD_create_response_from_buffer(pr->body_len, pr->body, MHD_RESPMEM_MUST_FREE);
+		if (!r)
+			return MHD_NO;
+		pr->body = NULL;
+		MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+	}
+	if (pr->cache_status[0]) {
+		snprintf(value, sizeof(value), "camskeyd; %s", pr->cache_status);
+		MHD_add_response_header(r, "Cache-Status", value);
+	}
+	if (pr->retry_after_s > 0) {
+		snprintf(value, sizeof(value), "%d", pr->retry_after_s);
+		MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, value);
+	}
+	add_common_headers(r, hr);
+	hr->status = status;
+	ret = MHD_queue_response(hr->connection, (unsigned)status, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+/* ---- access control -------------------------------------------------------------- */
+
+/*
+ * Who is asking: a configured client by bearer token (constant-time
+ * comparison of SHA-256 digests), else X-Client-Id, else the peer address.
+ * -EACCES when tokens are required and none matches.
+ */
+static int identify(struct http_request *hr, const struct http_snapshot *s)
+{
+	const char *auth = MHD_lookup_connection_value(hr->connection, MHD_HEADER_KIND,
+						       MHD_HTTP_HEADER_AUTHORIZATION);
+	const char *id;
+	const union MHD_ConnectionInfo *ci;
+
+	if (auth && strncasecmp(auth, "Bearer ", 7) == 0) {
+		char digest[65];
+		const char *token = auth + 7;
+		int found = -1;
+
+		sha256_hex(token, strlen(token), digest);
+		/* Compare with every client so timing does not tell which one matched. */
+		for (unsigned i = 0; i < s->n_clients; i++) {
+			if (s->clients[i].token_sha256[0] &&
+			    CRYPTO_memcmp(digest, s->clients[i].token_sha256, 64) == 0)
+				found = (int)i;
+		}
+		mem_wipe(digest, sizeof(digest));
+		if (found >= 0) {
+			snprintf(hr->client_name, sizeof(hr->client_name), "%s",
+				 s->clients[found].name);
+			return 0;
+		}
+		if (s->tokens_required)
+			return -EACCES;
+	} else if (s->tokens_required) {
+		return -EACCES;
+	}
+	id = MHD_lookup_connection_value(hr->connection, MHD_HEADER_KIND, "X-Client-Id");
+	if (id && *id) {
+		size_t len = strlen(id);
+		bool ok = len <= LIMIT_CLIENT_NAME_MAX;
+
+		for (size_t i = 0; ok && i < len; i++) {
+			char c = id[i];
+
+			ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+			     (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+		}
+		if (ok) {
+			snprintf(hr->client_name, sizeof(hr->client_name), "%s", id);
+			return 0;
+		}
+	}
+	ci = MHD_get_connection_info(hr->connection, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	if (ci && ci->client_addr && ci->client_addr->sa_family == AF_INET) {
+		const struct sockaddr_in *sin = (const void *)ci->client_addr;
+
+		inet_ntop(AF_INET, &sin->sin_addr, hr->client_name, sizeof(hr->client_name));
+	} else if (ci && ci->client_addr && ci->client_addr->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *sin6 = (const void *)ci->client_addr;
+
+		inet_ntop(AF_INET6, &sin6->sin6_addr, hr->client_name, sizeof(hr->client_name));
+	} else {
+		snprintf(hr->client_name, sizeof(hr->client_name), "local");
+	}
+	return 0;
+}
+
+static bool is_admin(struct http_request *hr, const struct http_snapshot *s)
+{
+	const char *auth = MHD_lookup_connection_value(hr->connection, MHD_HEADER_KIND,
+						       MHD_HTTP_HEADER_AUTHORIZATION);
+	char digest[65];
+	bool ok;
+
+	if (!s->admin_token_sha256[0] || !auth || strncasecmp(auth, "Bearer ", 7) != 0)
+		return false;
+	sha256_hex(auth + 7, strlen(auth + 7), digest);
+	ok = CRYPTO_memcmp(digest, s->admin_token_sha256, 64) == 0;
+	mem_wipe(digest, sizeof(digest));
+	return ok;
+}
+
+/* ---- the engine's callback --------------------------------------------------------- */
+
+static void on_proxy_done(struct proxy_request *pr)
+{
+	struct http_request *hr = pr->cls;
+
+	hr->state = HR_RESUMED;
+	MHD_resume_connection(hr->connection);
+}
+
+/* ---- routes -------------------------------------------------------------------------- */
+
+static enum MHD_Result handle_key(struct http_request *hr, const struct http_snapshot *s,
+				  const char *method)
+{
+	struct MHD_Connection *c = hr->connection;
+	struct proxy_request *pr = &hr->preq;
+	struct route_error err;
+	struct route_cache_control cc;
+	const char *v;
+	uint32_t max_wait_ms = s->default_max_wait_ms;
+	const union MHD_ConnectionInfo *ci;
+	const struct config_client *client = NULL;
+
+	v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "CustSpaceId");
+	if (v && route_set_cust_space_id(v, strlen(v), &pr->key, &err) < 0) {
+		metrics_result(METRICS_RESULT_BAD_REQUEST);
+		return queue_error(hr, MHD_HTTP_BAD_REQUEST, err.code, err.message);
+	}
+	if (identify(hr, s) < 0) {
+		metrics_count(METRICS_UNAUTHORIZED);
+		return queue_error(hr, MHD_HTTP_UNAUTHORIZED, "Proxy.Unauthorized",
+				   "a valid bearer token is required");
+	}
+	if (strcmp(method, MHD_HTTP_METHOD_DELETE) == 0) {
+		int rc;
+
+		if (!is_admin(hr, s))
+			return queue_error(hr, MHD_HTTP_FORBIDDEN, "Proxy.Forbidden",
+					   "purging a key needs the admin token");
+		rc = proxy_purge(hr->h->proxy, &pr->key);
+		if (rc < 0)
+			return queue_error(hr, MHD_HTTP_INTERNAL_SERVER_ERROR, "Proxy.CacheError",
+					   "the cache could not delete the key");
+		if (rc == 0)
+			return queue_error(hr, MHD_HTTP_NOT_FOUND, "Proxy.NotCached",
+					   "the key was not in the cache");
+		return queue_error(hr, MHD_HTTP_OK, "OK", "the key was purged from the cache");
+	}
+	for (unsigned i = 0; i < s->n_clients; i++) {
+		if (strcmp(s->clients[i].name, hr->client_name) == 0)
+			client = &s->clients[i];
+	}
+	if (client && client->max_wait_ms)
+		max_wait_ms = (uint32_t)client->max_wait_ms;
+	v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "max_wait_ms");
+	if (v) {
+		uint32_t asked;
+
+		if (route_parse_max_wait_ms(v, &asked, &err) < 0) {
+			metrics_result(METRICS_RESULT_BAD_REQUEST);
+			return queue_error(hr, MHD_HTTP_BAD_REQUEST, err.code, err.message);
+		}
+		/* A caller may ask for less than its limit, never more. */
+		if (asked < max_wait_ms)
+			max_wait_ms = asked;
+	}
+	route_parse_cache_control(MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+							      MHD_HTTP_HEADER_CACHE_CONTROL),
+				  &cc);
+	v = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH);
+	if (v)
+		snprintf(hr->if_none_match, sizeof(hr->if_none_match), "%s", v);
+	pr->max_wait_ms = max_wait_ms;
+	pr->no_cache = cc.no_cache;
+	pr->no_stale = cc.no_stale;
+	pr->only_if_cached = cc.only_if_cached;
+	pr->on_done = on_proxy_done;
+	pr->cls = hr;
+	ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+	pr->fd = ci ? ci->connect_fd : -1;
+
+	if (proxy_lookup(hr->h->proxy, pr, mono_us(), (int64_t)time(NULL)) == PROXY_ANSWERED)
+		return queue_proxy_answer(hr);
+	pr->client = proxy_client_index(hr->h->proxy, hr->client_name);
+	hr->state = HR_SUSPENDED;
+	MHD_suspend_connection(c);
+	proxy_submit(hr->h->proxy, pr);
+	return MHD_YES;
+}
+
+static enum MHD_Result handle_text(struct http_request *hr, int status, const char *type,
+				   const char *text)
+{
+	return queue_body(hr, status, type, xstrdup(text), strlen(text), 0);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, const char *url,
+				  const char *method, const char *version,
+				  const char *upload_data, size_t *upload_data_size, void **con_cls)
+{
+	struct http *h = cls;
+	struct http_request *hr = *con_cls;
+	const struct http_snapshot *s = atomic_load(&h->snapshot);
+	struct route_error err;
+	bool is_get;
+
+	if (hr && hr->state == HR_RESUMED) {
+		if (hr->preq.http_status == 0)
+			return MHD_NO; /* the client left while waiting */
+		hr->state = HR_ANSWERED;
+		return queue_proxy_answer(hr);
+	}
+	if (hr) {
+		/* Discard any request body; nothing here takes one. */
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
+
+	hr = xcalloc(1, sizeof(*hr));
+	hr->h = h;
+	hr->connection = connection;
+	hr->started_us = mono_us();
+	hr->method = method;
+	hr->preq.fd = -1;
+	snprintf(hr->preq.request_id, sizeof(hr->preq.request_id), "%016" PRIx64,
+		 (uint64_t)(h->id_seed ^ (atomic_fetch_add(&h->id_counter, 1) * 0x9E3779B97F4A7C15ULL)));
+	*con_cls = hr;
+
+	if (route_parse_path(url, &hr->route, &hr->preq.key, &err) < 0) {
+		metrics_result(METRICS_RESULT_BAD_REQUEST);
+		return queue_error(hr, MHD_HTTP_BAD_REQUEST, err.code, err.message);
+	}
+	is_get = strcmp(method, MHD_HTTP_METHOD_GET) == 0 ||
+		 strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
+	switch (hr->route) {
+	case ROUTE_KEY:
+		if (!is_get && strcmp(method, MHD_HTTP_METHOD_DELETE) != 0)
+			break;
+		return handle_key(hr, s, method);
+	case ROUTE_HEALTHZ:
+		if (!is_get)
+			break;
+		return handle_text(hr, MHD_HTTP_OK, "application/json", "{\"status\":\"ok\"}\n");
+	case ROUTE_READYZ:
+		if (!is_get)
+			break;
+		if (proxy_ready(h->proxy))
+			return handle_text(hr, MHD_HTTP_OK, "application/json",
+					   "{\"status\":\"ready\"}\n");
+		return handle_text(hr, MHD_HTTP_SERVICE_UNAVAILABLE, "application/json",
+				   "{\"status\":\"not ready\"}\n");
+	case ROUTE_METRICS: {
+		struct buf b;
+		size_t len;
+		char *body;
+
+		if (!is_get)
+			break;
+		buf_init(&b, 1024 * 1024);
+		proxy_render_metrics(h->proxy, &b);
+		body = buf_steal(&b, &len);
+		return queue_body(hr, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", body,
+				  len, 0);
+	}
+	case ROUTE_NOT_FOUND:
+		return queue_error(hr, MHD_HTTP_NOT_FOUND, "Proxy.NotFound",
+				   "no such endpoint; see GET /v1/phone-numbers/{PhoneNumber}/encryption-public-key");
+	}
+	return queue_error(hr, MHD_HTTP_METHOD_NOT_ALLOWED, "Proxy.MethodNotAllowed",
+			   "method not allowed on this path");
+}
+
+static void on_completed(void *cls, struct MHD_Connection *connection, void **con_cls,
+			 enum MHD_RequestTerminationCode toe)
+{
+	struct http_request *hr = *con_cls;
+
+	if (!hr)
+		return;
+	*con_cls = NULL;
+	if (hr->route == ROUTE_KEY)
+		metrics_observe_us(METRICS_HIST_REQUEST, mono_us() - hr->started_us);
+	if (log_access_enabled() && log_enabled(LOG_LEVEL_INFO)) {
+		char masked[LOG_PHONE_MASKED_MAX];
+		char cs[120];
+
+		log_info("access",
+			 "request_id=%s method=%s route=%s phone=%s client=%s status=%d cache=%s duration_ms=%.3f%s",
+			 hr->preq.request_id, hr->method,
+			 hr->route == ROUTE_KEY      ? "key"
+			 : hr->route == ROUTE_HEALTHZ ? "healthz"
+			 : hr->route == ROUTE_READYZ  ? "readyz"
+			 : hr->route == ROUTE_METRICS ? "metrics"
+						      : "other",
+			 hr->preq.key.phone[0]
+				 ? log_mask_phone(hr->preq.key.phone, masked, sizeof(masked))
+				 : "-",
+			 hr->client_name[0] ? hr->client_name : "-", hr->status,
+			 log_quote(hr->preq.cache_status, cs, sizeof(cs)),
+			 (double)(mono_us() - hr->started_us) / 1000.0,
+			 toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted=1");
+	}
+	proxy_request_clear(&hr->preq);
+	free(hr);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char line[256], q[300];
+
+	vsnprintf(line, sizeof(line), fmt, ap);
+	line[strcspn(line, "\n")] = '\0';
+	log_warn("http_error", "message=%s", log_quote(line, q, sizeof(q)));
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------ */
+
+static struct http_snapshot *snapshot_new(const struct config *cfg)
+{
+	struct http_snapshot *s = xcalloc(1, sizeof(*s));
+
+	snprintf(s->admin_token_sha256, sizeof(s->admin_token_sha256), "%s",
+		 cfg->admin_token_sha256 ? cfg->admin_token_sha256 : "");
+	s->default_max_wait_ms = cfg->max_wait_ms;
+	s->n_clients = cfg->n_clients;
+	memcpy(s->clients, cfg->clients, sizeof(s->clients));
+	for (unsigned i = 0; i < cfg->n_clients; i++) {
+		if (cfg->clients[i].token_sha256[0])
+			s->tokens_required = true;
+	}
+	return s;
+}
+
+/* Parse "ADDR:PORT" / "[ADDR6]:PORT". 0 or -EINVAL. */
+static int parse_listen(const char *listen, struct sockaddr_storage *ss, socklen_t *len)
+{
+	char host[64];
+	const char *colon = strrchr(listen, ':');
+	uint64_t port;
+	size_t hlen;
+
+	if (!colon || str_to_u64(colon + 1, 1, 65535, &port) < 0)
+		return -EINVAL;
+	hlen = (size_t)(colon - listen);
+	if (hlen == 0 || hlen >= sizeof(host))
+		return -EINVAL;
+	memcpy(host, listen, hlen);
+	host[hlen] = '\0';
+	memset(ss, 0, sizeof(*ss));
+	if (host[0] == '[' && host[hlen - 1] == ']') {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+
+		host[hlen - 1] = '\0';
+		if (inet_pton(AF_INET6, host + 1, &sin6->sin6_addr) != 1)
+			return -EINVAL;
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons((uint16_t)port);
+		*len = sizeof(*sin6);
+		return 0;
+	}
+	{
+		struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+
+		if (inet_pton(AF_INET, host, &sin->sin_addr) != 1)
+			return -EINVAL;
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons((uint16_t)port);
+		*len = sizeof(*sin);
+	}
+	return 0;
+}
+
+/* The socket systemd passed (socket activation), or -1. */
+static int activated_socket(void)
+{
+	const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
+	uint64_t v_pid, v_fds;
+
+	if (!pid || !fds || str_to_u64(pid, 1, UINT64_MAX, &v_pid) < 0 ||
+	    str_to_u64(fds, 1, 64, &v_fds) < 0 || v_pid != (uint64_t)getpid())
+		return -1;
+	unsetenv("LISTEN_PID");
+	unsetenv("LISTEN_FDS");
+	unsetenv("LISTEN_FDNAMES");
+	return 3; /* SD_LISTEN_FDS_START; camskeyd.socket passes one socket */
+}
+
+int http_new(const struct config *cfg, struct proxy *proxy, struct http **ret, char *errbuf,
+	     size_t errbuf_size)
+{
+	struct http *h = xcalloc(1, sizeof(*h));
+	struct sockaddr_storage ss;
+	socklen_t ss_len;
+	int one = 1, fd;
+
+	h->proxy = proxy;
+	h->listen_fd = -1;
+	if (RAND_bytes((unsigned char *)&h->id_seed, sizeof(h->id_seed)) != 1)
+		h->id_seed = (uint64_t)time(NULL) ^ (uint64_t)getpid();
+	atomic_store(&h->snapshot, snapshot_new(cfg));
+
+	fd = activated_socket();
+	if (fd >= 0) {
+		snprintf(h->listen_address, sizeof(h->listen_address), "socket activation (fd 3)");
+	} else {
+		if (parse_listen(cfg->listen, &ss, &ss_len) < 0) {
+			snprintf(errbuf, errbuf_size, "listen: cannot parse address \"%s\"", cfg->listen);
+			goto fail;
+		}
+		fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0) {
+			snprintf(errbuf, errbuf_size, "listen: socket: %s", strerror(errno));
+			goto fail;
+		}
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (bind(fd, (struct sockaddr *)&ss, ss_len) < 0 || listen(fd, 1024) < 0) {
+			snprintf(errbuf, errbuf_size, "listen: cannot bind %s: %s", cfg->listen,
+				 strerror(errno));
+			close(fd);
+			goto fail;
+		}
+		snprintf(h->listen_address, sizeof(h->listen_address), "%s", cfg->listen);
+	}
+	h->listen_fd = fd;
+	h->mhd = MHD_start_daemon(
+		MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
+			MHD_USE_ITC | MHD_USE_ERROR_LOG,
+		0, NULL, NULL, on_request, h,
+		MHD_OPTION_LISTEN_SOCKET, fd,
+		MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)cfg->threads,
+		MHD_OPTION_CONNECTION_LIMIT, (unsigned int)cfg->max_connections,
+		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)cfg->connection_timeout_s,
+		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONNECTION_MEMORY_BYTES,
+		MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+		MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
+		MHD_OPTION_LISTENING_ADDRESS_REUSE, 1,
+		MHD_OPTION_END);
+	if (!h->mhd) {
+		snprintf(errbuf, errbuf_size, "listen: libmicrohttpd failed to start on %s",
+			 h->listen_address);
+		goto fail;
+	}
+	*ret = h;
+	return 0;
+fail:
+	if (h->listen_fd >= 0)
+		close(h->listen_fd);
+	free(atomic_load(&h->snapshot));
+	free(h);
+	return -EINVAL;
+}
+
+void http_reconfigure(struct http *h, const struct config *cfg)
+{
+	struct http_snapshot *s = snapshot_new(cfg);
+
+	s->older = atomic_load(&h->snapshot);
+	atomic_store(&h->snapshot, s);
+}
+
+void http_quiesce(struct http *h)
+{
+	if (h && h->mhd)
+		MHD_quiesce_daemon(h->mhd);
+}
+
+void http_free(struct http *h, unsigned wait_ms)
+{
+	struct http_snapshot *s;
+	int64_t deadline;
+
+	if (!h)
+		return;
+	deadline = mono_us() + (int64_t)wait_ms * 1000;
+	while (mono_us() < deadline) {
+		const union MHD_DaemonInfo *info =
+			MHD_get_daemon_info(h->mhd, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+
+		if (!info || info->num_connections == 0)
+			break;
+		usleep(10000);
+	}
+	MHD_stop_daemon(h->mhd);
+	if (h->listen_fd >= 0)
+		close(h->listen_fd);
+	s = atomic_load(&h->snapshot);
+	while (s) {
+		struct http_snapshot *older = s->older;
+
+		free(s);
+		s = older;
+	}
+	free(h);
+}
+
+const char *http_listen_address(const struct http *h)
+{
+	return h->listen_address;
+}

@@ -1,0 +1,301 @@
+/*
+ * main.c -- options, the init/fini order, signals. Nothing else.
+ *
+ * Order: config -> log -> notify -> signer (credentials) -> cache -> proxy
+ * -> http -> proxy engine start -> READY=1. Fini in exact reverse. Signals
+ * are blocked in every thread and taken synchronously here with
+ * sigtimedwait(), which also paces the watchdog: the ping is sent only
+ * while the engine loop keeps turning, so a wedged loop stops the pings
+ * and systemd restarts the daemon.
+ *
+ * SIGHUP reloads: the whole configuration is parsed again from the same
+ * argv; on any error the old one stays and the reason is logged. SIGTERM /
+ * SIGINT stop gracefully: stop accepting, let upstream calls finish within
+ * the grace period, answer the rest 503, close the database, exit 0.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "cache.h"
+#include "cli.h"
+#include "config.h"
+#include "http.h"
+#include "log.h"
+#include "metrics.h"
+#include "notify.h"
+#include "proxy.h"
+#include "signer.h"
+
+#ifndef CAMSKEYD_VERSION
+#define CAMSKEYD_VERSION "0.1.0"
+#endif
+
+#define STOP_GRACE_MS 10000
+#define STOP_FLUSH_MS 2000
+
+struct daemon_state {
+	struct config cfg;
+	struct signer *signer;
+	struct cache *cache;
+	struct proxy *proxy;
+	struct http *http;
+};
+
+static int64_t mono_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void print_errors(const struct buf *err)
+{
+	fprintf(stderr, "%s", buf_str(err));
+	if (err->len && buf_str(err)[err->len - 1] != '\n')
+		fputc('\n', stderr);
+}
+
+static void signer_source_from(const struct config *cfg, struct signer_source *src)
+{
+	src->credentials_file = cfg->credentials_file;
+	src->credentials_dir = getenv("CREDENTIALS_DIRECTORY");
+	src->use_environment = 1;
+}
+
+static void apply_logging(const struct config *cfg)
+{
+	enum log_level level;
+
+	if (log_level_from_string(cfg->log_level, &level) == 0)
+		log_set_level(level);
+	log_set_access(cfg->access_log);
+}
+
+/* Let thousands of suspended connections each have a socket. */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
+static int reload(struct daemon_state *d, int argc, char **argv)
+{
+	struct config next;
+	enum config_mode mode;
+	struct signer_source src;
+	struct buf err;
+	char errbuf[256];
+	int first_arg, rc;
+
+	notify_send("RELOADING=1");
+	buf_init(&err, 64 * 1024);
+	config_init(&next);
+	rc = config_from_argv(argc, argv, &next, &mode, &first_arg, &err);
+	if (rc < 0) {
+		char q[1024];
+
+		log_error("reload_refused", "reason=%s", log_quote(buf_str(&err), q, sizeof(q)));
+		goto out;
+	}
+	signer_source_from(&next, &src);
+	rc = signer_reload(d->signer, &src, errbuf, sizeof(errbuf));
+	if (rc < 0) {
+		char q[300];
+
+		log_error("reload_refused", "reason=%s", log_quote(errbuf, q, sizeof(q)));
+		goto out;
+	}
+	if (strcmp(next.listen, d->cfg.listen) != 0 || strcmp(next.cache, d->cfg.cache) != 0 ||
+	    strcmp(next.upstream, d->cfg.upstream) != 0)
+		log_warn("reload_partial", "detail=\"listen, cache and upstream changes need a restart\"");
+	apply_logging(&next);
+	proxy_reconfigure(d->proxy, &next);
+	http_reconfigure(d->http, &next);
+	/* The modules copied what they keep; the old strings may go. */
+	config_free(&d->cfg);
+	d->cfg = next;
+	log_info("reloaded", "rate=%.3f burst=%u ttl_s=%" PRIu64 " clients=%u", d->cfg.rate,
+		 d->cfg.burst, d->cfg.ttl_s, d->cfg.n_clients);
+	rc = 0;
+out:
+	if (rc < 0)
+		config_free(&next);
+	buf_free(&err);
+	notify_send("READY=1");
+	notify_status("serving on %s (reload %s)", http_listen_address(d->http),
+		      rc < 0 ? "refused" : "done");
+	return rc;
+}
+
+static int serve(struct daemon_state *d, int argc, char **argv)
+{
+	struct signer_source src;
+	struct cache_options co = {
+		.path = d->cfg.cache,
+		.max_entries = d->cfg.max_entries,
+		.hot_entries = d->cfg.hot_entries,
+	};
+	char errbuf[512], keyid[LIMIT_ACCESS_KEY_ID_MAX + 1];
+	sigset_t sigs;
+	uint64_t watchdog_us;
+	int64_t next_ping_us = 0;
+	int rc, exit_code = 1;
+
+	/* The process holds a cloud credential: no core dumps, no ptrace by peers. */
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+	raise_fd_limit();
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGHUP);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+
+	metrics_init();
+	notify_init();
+	signer_source_from(&d->cfg, &src);
+	rc = signer_new(&src, &d->signer, errbuf, sizeof(errbuf));
+	if (rc < 0) {
+		fprintf(stderr, "camskeyd: credentials: %s\n", errbuf);
+		goto out;
+	}
+	rc = cache_open(&co, &d->cache, errbuf, sizeof(errbuf));
+	if (rc < 0) {
+		fprintf(stderr, "camskeyd: cache: %s\n", errbuf);
+		goto out_signer;
+	}
+	rc = proxy_new(&d->cfg, d->cache, d->signer, &d->proxy, errbuf, sizeof(errbuf));
+	if (rc < 0) {
+		fprintf(stderr, "camskeyd: upstream: %s\n", errbuf);
+		goto out_cache;
+	}
+	rc = http_new(&d->cfg, d->proxy, &d->http, errbuf, sizeof(errbuf));
+	if (rc < 0) {
+		fprintf(stderr, "camskeyd: %s\n", errbuf);
+		goto out_proxy;
+	}
+	rc = proxy_start(d->proxy);
+	if (rc < 0) {
+		fprintf(stderr, "camskeyd: cannot start the engine thread\n");
+		goto out_http;
+	}
+	signer_access_key_id(d->signer, keyid, sizeof(keyid));
+	log_info("started", "version=%s listen=%s upstream=%s signature=%s rate=%.3f burst=%u cache=%s access_key_id=%s",
+		 CAMSKEYD_VERSION, http_listen_address(d->http), d->cfg.upstream,
+		 d->cfg.signature == CONFIG_SIGNATURE_V1 ? "v1" : "v3", d->cfg.rate, d->cfg.burst,
+		 d->cfg.cache, keyid);
+	notify_send("READY=1");
+	notify_status("serving on %s", http_listen_address(d->http));
+
+	watchdog_us = notify_watchdog_usec();
+	for (;;) {
+		struct timespec timeout = { .tv_sec = 0, .tv_nsec = 250 * 1000000L };
+		int64_t now_us;
+		int sig = sigtimedwait(&sigs, NULL, &timeout);
+
+		now_us = mono_us();
+		if (watchdog_us && now_us >= next_ping_us) {
+			/* Ping only while the engine loop turns (it wakes at least every second). */
+			if (now_us - proxy_heartbeat_us(d->proxy) < 3000000)
+				notify_send("WATCHDOG=1");
+			next_ping_us = now_us + (int64_t)watchdog_us / 2;
+		}
+		if (sig == SIGHUP) {
+			reload(d, argc, argv);
+		} else if (sig == SIGTERM || sig == SIGINT) {
+			log_info("stopping", "signal=%s grace_ms=%d", sig == SIGTERM ? "TERM" : "INT",
+				 STOP_GRACE_MS);
+			notify_send("STOPPING=1");
+			break;
+		}
+	}
+	exit_code = 0;
+	http_quiesce(d->http);
+	proxy_stop(d->proxy, STOP_GRACE_MS);
+out_http:
+	http_free(d->http, STOP_FLUSH_MS);
+out_proxy:
+	proxy_free(d->proxy);
+out_cache:
+	cache_close(d->cache);
+out_signer:
+	signer_free(d->signer);
+out:
+	notify_fini();
+	if (exit_code == 0)
+		log_info("stopped", "exit_code=%d", exit_code);
+	return exit_code;
+}
+
+int main(int argc, char **argv)
+{
+	struct daemon_state d;
+	enum config_mode mode;
+	struct buf err;
+	int first_arg, rc;
+
+	memset(&d, 0, sizeof(d));
+	buf_init(&err, 64 * 1024);
+	config_init(&d.cfg);
+	rc = config_from_argv(argc, argv, &d.cfg, &mode, &first_arg, &err);
+	if (rc < 0) {
+		print_errors(&err);
+		buf_free(&err);
+		config_free(&d.cfg);
+		return 2;
+	}
+	buf_free(&err);
+	apply_logging(&d.cfg);
+
+	switch (mode) {
+	case CONFIG_MODE_HELP:
+		config_usage(stdout);
+		rc = 0;
+		break;
+	case CONFIG_MODE_VERSION:
+		printf("camskeyd %s\n", CAMSKEYD_VERSION);
+		rc = 0;
+		break;
+	case CONFIG_MODE_PRINT:
+		config_print(&d.cfg, stdout);
+		rc = 0;
+		break;
+	case CONFIG_MODE_CHECK: {
+		struct signer_source src;
+		char errbuf[512];
+
+		signer_source_from(&d.cfg, &src);
+		rc = signer_new(&src, &d.signer, errbuf, sizeof(errbuf));
+		if (rc < 0) {
+			fprintf(stderr, "camskeyd: credentials: %s\n", errbuf);
+			rc = 1;
+		} else {
+			printf("configuration ok%s%s\n", d.cfg.config_file ? ": " : "",
+			       d.cfg.config_file ? d.cfg.config_file : "");
+			rc = 0;
+		}
+		signer_free(d.signer);
+		break;
+	}
+	case CONFIG_MODE_RUN:
+		if (first_arg < argc)
+			rc = cli_main(&d.cfg, argc - first_arg, argv + first_arg);
+		else
+			rc = serve(&d, argc, argv);
+		break;
+	}
+	config_free(&d.cfg);
+	return rc;
+}

@@ -1,0 +1,103 @@
+/*
+ * metrics.h -- the daemon's counters, gauges and histograms, and their
+ * Prometheus text exposition. Every metric is defined once, in the table in
+ * metrics.c (name, type, help), which also feeds the documentation test.
+ *
+ * Counters and histograms are relaxed atomics: updating one never takes a
+ * lock, so the hit path stays lock-free. Gauges owned by the engine thread
+ * (queue depth, effective rate, ...) are stored here as atomics too and read
+ * when /metrics is rendered.
+ * Never logs. Threads: any.
+ */
+#ifndef CAMSKEYD_METRICS_H
+#define CAMSKEYD_METRICS_H
+
+#include <stdint.h>
+
+#include "buf.h"
+
+enum metrics_result {
+	METRICS_RESULT_HIT = 0,
+	METRICS_RESULT_MISS,
+	METRICS_RESULT_STALE,
+	METRICS_RESULT_NOT_MODIFIED,
+	METRICS_RESULT_NEGATIVE,
+	METRICS_RESULT_ERROR,
+	METRICS_RESULT_BAD_REQUEST,
+	METRICS_RESULT_COUNT,
+};
+
+/* Upstream outcomes, by Code where the upstream answered one. */
+enum metrics_upstream_code {
+	METRICS_UPSTREAM_OK = 0,
+	METRICS_UPSTREAM_LIMIT_CONTROL,
+	METRICS_UPSTREAM_UNSUBSCRIPT,
+	METRICS_UPSTREAM_PERMISSION_DENY,
+	METRICS_UPSTREAM_RESOURCE_OWNER,
+	METRICS_UPSTREAM_AUTH,          /* signature / key / timestamp rejected */
+	METRICS_UPSTREAM_OTHER_CODE,
+	METRICS_UPSTREAM_HTTP_ERROR,    /* 5xx or unparsable answer */
+	METRICS_UPSTREAM_TIMEOUT,
+	METRICS_UPSTREAM_NETWORK,
+	METRICS_UPSTREAM_CODE_COUNT,
+};
+
+enum metrics_counter {
+	METRICS_QUOTA_REJECTED,       /* 503 Proxy.QuotaWait */
+	METRICS_QUEUE_FULL,           /* 503 Proxy.QueueFull */
+	METRICS_THROTTLES,            /* System.LimitControl received */
+	METRICS_RETRIES,              /* upstream calls that were retries */
+	METRICS_FLIGHTS_JOINED,       /* callers that joined a flight in progress */
+	METRICS_REFRESHES,            /* background refreshes sent */
+	METRICS_CLIENT_GONE,          /* waiting callers that disconnected */
+	METRICS_KEY_ROTATIONS,        /* a key changed upstream */
+	METRICS_CACHE_ERRORS,
+	METRICS_UNAUTHORIZED,         /* 401 */
+	METRICS_COUNTER_COUNT,
+};
+
+enum metrics_gauge {
+	METRICS_GAUGE_QUEUE_DEPTH,        /* flights waiting for quota */
+	METRICS_GAUGE_WAITERS,            /* callers waiting (suspended) */
+	METRICS_GAUGE_IN_FLIGHT,          /* upstream calls in progress */
+	METRICS_GAUGE_EFFECTIVE_RATE_MILLI, /* limiter rate x 1000 */
+	METRICS_GAUGE_RATE_MARGIN_US,
+	METRICS_GAUGE_CACHE_ENTRIES,
+	METRICS_GAUGE_READY,
+	METRICS_GAUGE_COUNT,
+};
+
+enum metrics_histogram {
+	METRICS_HIST_REQUEST,       /* request duration, seconds */
+	METRICS_HIST_QUOTA_WAIT,    /* time a flight waited for quota */
+	METRICS_HIST_UPSTREAM,      /* upstream call duration */
+	METRICS_HIST_COUNT,
+};
+
+void metrics_init(void);
+
+void metrics_result(enum metrics_result r);
+void metrics_upstream(enum metrics_upstream_code c);
+void metrics_count(enum metrics_counter c);
+void metrics_gauge_set(enum metrics_gauge g, int64_t value);
+void metrics_observe_us(enum metrics_histogram h, int64_t duration_us);
+/* Per-client counters (client index < METRICS_MAX_CLIENTS; name set at start/reload). */
+#define METRICS_MAX_CLIENTS 128
+void metrics_client_name(unsigned client, const char *name);
+void metrics_client_call(unsigned client);
+void metrics_client_queue_depth(unsigned client, int64_t depth);
+/* Map an upstream Code string to its counter. */
+enum metrics_upstream_code metrics_upstream_from_code(const char *code);
+
+/* Render everything in Prometheus text format 0.0.4. */
+void metrics_render(struct buf *out);
+
+/* Read back (tests, /readyz). */
+uint64_t metrics_result_value(enum metrics_result r);
+uint64_t metrics_counter_value(enum metrics_counter c);
+int64_t metrics_gauge_value(enum metrics_gauge g);
+
+/* Every metric name (the docs test checks each appears in docs/). */
+const char *const *metrics_names(unsigned *ret_count);
+
+#endif

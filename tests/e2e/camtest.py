@@ -1,0 +1,305 @@
+"""camtest -- the end-to-end harness: run the real build/camskeyd against the
+CAMS simulator (build/camsim) on 127.0.0.1, on free ports, and assert on HTTP
+answers, the daemon's /metrics and the simulator's /_sim/stats.
+
+Every process a test starts is stopped when the test ends (also on failure);
+every wait is bounded in time. A scenario file defines functions named
+test_* and ends with camtest.main(globals()); each prints "ok - name" or
+"not ok - name" (tests/run-tests.sh counts them).
+"""
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD = os.path.join(ROOT, os.environ.get("BUILD", "build"))
+DAEMON = os.path.join(BUILD, "camskeyd")
+SIM = os.path.join(BUILD, "camsim")
+KEYS_DIR = os.path.join(ROOT, "tests", "data", "sim-keys")
+
+ACCESS_KEY_ID = "LTAI5tE2eTestKey0001"
+ACCESS_KEY_SECRET = "e2eSecretDoNotLeak7Qx9Zr2Lw8Vb"
+PHONE = "8613912345678"
+
+_cleanups = []
+_all_logs = []  # every log file the daemons wrote (the secret test reads them)
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout=10.0, interval=0.02, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
+
+
+def credentials_env(secret=ACCESS_KEY_SECRET, key_id=ACCESS_KEY_ID):
+    env = dict(os.environ)
+    for k in list(env):
+        if k.startswith("ALIBABA_CLOUD_") or k in ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID",
+                                                   "CREDENTIALS_DIRECTORY", "STATE_DIRECTORY",
+                                                   "WATCHDOG_USEC", "WATCHDOG_PID"):
+            del env[k]
+    env["ALIBABA_CLOUD_ACCESS_KEY_ID"] = key_id
+    env["ALIBABA_CLOUD_ACCESS_KEY_SECRET"] = secret
+    env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+    return env
+
+
+def tmpdir():
+    d = tempfile.mkdtemp(prefix="camskeyd-e2e-")
+    _cleanups.append(lambda: shutil.rmtree(d, ignore_errors=True))
+    return d
+
+
+def request(port, path, method="GET", headers=None, timeout=30.0, body=None):
+    """One HTTP request; returns (status, headers dict lower-cased, body bytes)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        r = conn.getresponse()
+        data = r.read()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, data
+    finally:
+        conn.close()
+
+
+def key_path(phone, cust_space_id=None, **query):
+    path = "/v1/phone-numbers/%s/encryption-public-key" % phone
+    params = []
+    if cust_space_id is not None:
+        params.append("CustSpaceId=%s" % cust_space_id)
+    params += ["%s=%s" % (k, v) for k, v in query.items()]
+    return path + ("?" + "&".join(params) if params else "")
+
+
+class Process:
+    def __init__(self, argv, env, log_path):
+        self.log_path = log_path
+        self.log = open(log_path, "ab")
+        self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=self.log,
+                                     stdin=subprocess.DEVNULL)
+        _cleanups.append(self.kill)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        if not self.log.closed:
+            self.log.close()
+
+    def stop(self, sig=signal.SIGTERM, timeout=20.0):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+                raise AssertionError("process did not stop within %.0fs" % timeout)
+        if not self.log.closed:
+            self.log.close()
+        return self.proc.returncode
+
+    def logs(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+
+class Sim(Process):
+    """The CAMS simulator."""
+
+    def __init__(self, quota=5, latency_ms=0, jitter_ms=0, secret=ACCESS_KEY_SECRET, extra=(),
+                 env=None):
+        d = tmpdir()
+        argv = [SIM, "--listen", "127.0.0.1:0", "--quota", str(quota), "--keys-dir", KEYS_DIR,
+                "--latency-ms", str(latency_ms), "--jitter-ms", str(jitter_ms)] + list(extra)
+        super().__init__(argv, env or credentials_env(secret=secret), os.path.join(d, "camsim.log"))
+        line = self._readline(10.0)
+        if not line.startswith("camsim listening on "):
+            raise AssertionError("simulator did not start: %r\n%s" % (line, self.logs()))
+        self.port = int(line.rsplit(":", 1)[1])
+        self.url = "http://127.0.0.1:%d" % self.port
+
+    def _readline(self, timeout):
+        result = []
+        t = threading.Thread(target=lambda: result.append(self.proc.stdout.readline()))
+        t.daemon = True
+        t.start()
+        t.join(timeout)
+        return result[0].decode().strip() if result else ""
+
+    def control(self, method, path, doc=None):
+        body = json.dumps(doc).encode() if doc is not None else None
+        status, _, data = request(self.port, path, method=method, body=body,
+                                  headers={"Content-Type": "application/json"} if body else {})
+        if status >= 300:
+            raise AssertionError("sim %s %s -> %d %s" % (method, path, status, data[:200]))
+        return json.loads(data) if data.strip() else {}
+
+    def stats(self):
+        return self.control("GET", "/_sim/stats")
+
+    def fault(self, phone, mode, count=-1, **extra):
+        doc = {"phone": phone, "mode": mode, "count": count}
+        doc.update(extra)
+        return self.control("POST", "/_sim/faults", doc)
+
+    def clear_faults(self):
+        return self.control("DELETE", "/_sim/faults")
+
+    def configure(self, **settings):
+        return self.control("POST", "/_sim/config", settings)
+
+    def reset(self):
+        return self.control("POST", "/_sim/reset")
+
+
+class Daemon(Process):
+    """build/camskeyd against an upstream URL, on a free port, with its own cache."""
+
+    def __init__(self, upstream, args=(), cache=None, env=None, port=None, wait=True,
+                 secret=ACCESS_KEY_SECRET):
+        self.dir = tmpdir()
+        self.port = port or free_port()
+        self.cache = cache or os.path.join(self.dir, "cache.db")
+        argv = [DAEMON, "--listen", "127.0.0.1:%d" % self.port, "--upstream", upstream,
+                "--cache", self.cache] + list(args)
+        log_path = os.path.join(self.dir, "camskeyd.log")
+        _all_logs.append(log_path)
+        super().__init__(argv, env or credentials_env(secret=secret), log_path)
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self, timeout=15.0):
+        def ready():
+            if self.proc.poll() is not None:
+                raise AssertionError("daemon exited with %s:\n%s" % (self.proc.returncode,
+                                                                   self.logs()))
+            try:
+                return request(self.port, "/readyz", timeout=2)[0] == 200
+            except OSError:
+                return False
+        wait_until(ready, timeout, what="daemon /readyz")
+
+    def get(self, path, headers=None, timeout=60.0, method="GET"):
+        return request(self.port, path, method=method, headers=headers, timeout=timeout)
+
+    def key(self, phone=PHONE, cust_space_id=None, headers=None, **query):
+        status, hdrs, body = self.get(key_path(phone, cust_space_id, **query), headers=headers)
+        doc = json.loads(body) if body.strip() else None
+        return status, hdrs, doc
+
+    def metrics(self):
+        status, _, body = self.get("/metrics")
+        assert status == 200, status
+        return parse_metrics(body.decode())
+
+    def metric(self, name, **labels):
+        want = tuple(sorted(labels.items()))
+        for (n, l), v in self.metrics().items():
+            if n == name and tuple(sorted(l)) == want:
+                return v
+        return None
+
+
+def parse_metrics(text):
+    """Prometheus text format -> {(name, ((label, value), ...)): float}. Strict."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            if line.startswith("# TYPE ") or line.startswith("# HELP ") or not line:
+                continue
+            raise AssertionError("bad comment line: %r" % line)
+        name_labels, value = line.rsplit(" ", 1)
+        labels = ()
+        if "{" in name_labels:
+            name, rest = name_labels.split("{", 1)
+            assert rest.endswith("}"), line
+            pairs = []
+            for part in rest[:-1].split(","):
+                if not part:
+                    continue
+                k, v = part.split("=", 1)
+                assert v.startswith('"') and v.endswith('"'), line
+                pairs.append((k, v[1:-1]))
+            labels = tuple(sorted(pairs))
+        else:
+            name = name_labels
+        out[(name, labels)] = float(value)
+    return out
+
+
+def parallel(n, fn, timeout=120.0):
+    """Run fn(i) for i in range(n) on n threads at once; returns results in order."""
+    results = [None] * n
+    errors = []
+    barrier = threading.Barrier(n)
+
+    def run(i):
+        try:
+            barrier.wait(timeout=30)
+            results[i] = fn(i)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + timeout
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    if any(t.is_alive() for t in threads):
+        raise AssertionError("parallel requests did not finish within %.0fs" % timeout)
+    if errors:
+        raise errors[0]
+    return results
+
+
+def cleanup():
+    while _cleanups:
+        fn = _cleanups.pop()
+        try:
+            fn()
+        except Exception:  # noqa: BLE001 - cleanup must go on
+            traceback.print_exc()
+
+
+def main(namespace):
+    tests = [(n, f) for n, f in namespace.items() if n.startswith("test_") and callable(f)]
+    tests.sort(key=lambda t: t[1].__code__.co_firstlineno)
+    only = os.environ.get("TEST_ONLY")
+    failed = 0
+    for name, fn in tests:
+        if only and only not in name:
+            continue
+        start = time.monotonic()
+        try:
+            fn()
+            print("ok - %s (%.1fs)" % (name, time.monotonic() - start), flush=True)
+        except Exception:  # noqa: BLE001 - a failing test is reported, the rest go on
+            failed += 1
+            print("not ok - %s" % name, flush=True)
+            traceback.print_exc(file=sys.stdout)
+            sys.stdout.flush()
+        finally:
+            cleanup()
+    sys.exit(1 if failed else 0)
