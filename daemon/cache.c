@@ -809,16 +809,19 @@ static int query_int(struct cache *c, const char *sql, int64_t *ret)
 static int create_file(const char *path, char *errbuf, size_t errbuf_size)
 {
 	int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	char msg[128];
 
 	if (fd < 0) {
 		if (errno == EEXIST)
 			return 0;
-		set_err(errbuf, errbuf_size, "cannot open %s: %s", path, strerror(errno));
+		set_err(errbuf, errbuf_size, "cannot open %s: %s", path,
+			strerror_r(errno, msg, sizeof(msg)));
 		return -EIO;
 	}
 	/* The umask may have taken bits away; say exactly what we mean. */
 	if (fchmod(fd, 0600) != 0) {
-		set_err(errbuf, errbuf_size, "cannot chmod %s: %s", path, strerror(errno));
+		set_err(errbuf, errbuf_size, "cannot chmod %s: %s", path,
+			strerror_r(errno, msg, sizeof(msg)));
 		close(fd);
 		return -EIO;
 	}

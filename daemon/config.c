@@ -1163,6 +1163,11 @@ int config_from_argv(int argc, char **argv, struct config *cfg, enum config_mode
 	struct buf argv_err;
 	bool failed = false;
 
+	/*
+	 * Start from the defaults whatever cfg held: callers hand over a struct
+	 * from config_init() (main does) or zeroed; either way nothing leaks.
+	 */
+	config_free(cfg);
 	config_init(cfg);
 	/* Errors wait here: --help and --version win over a bad command line. */
 	buf_init(&argv_err, err->max_bytes);

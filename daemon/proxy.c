@@ -675,26 +675,16 @@ static void store_negative(struct proxy *p, struct flight *f, struct envelope_re
 	cache_entry_unref(e);
 }
 
-/* System.LimitControl: back off for the daemon, retry within the waiters' limits. */
-static void handle_throttle(struct proxy *p, struct flight *f, struct envelope_reply *r,
-			    int64_t now_us)
+/*
+ * Send f again (re-signed: fresh nonce and time) at the head of the queue,
+ * through the limiter like any call. Waiters who cannot wait until retry_at
+ * get `code` now. The answer r supplies RequestId and Message.
+ */
+static void retry_flight(struct proxy *p, struct flight *f, struct envelope_reply *r,
+			 int64_t now_us, int64_t retry_at)
 {
 	struct flight_waiter *w, *next;
-	int64_t retry_at;
-	char masked[LOG_PHONE_MASKED_MAX];
 
-	limiter_on_throttle(p->limiter, now_us);
-	metrics_count(METRICS_THROTTLES);
-	retry_at = limiter_next_send_us(p->limiter, now_us);
-	log_warn("upstream_throttled", "phone=%s attempt=%u rate=%.2f retry_in_ms=%" PRId64,
-		 log_mask_phone(f->key.phone, masked, sizeof(masked)), f->attempts,
-		 limiter_effective_rate(p->limiter, now_us), (retry_at - now_us) / 1000);
-	if (f->attempts > p->settings.upstream_retries || f->background) {
-		flight_fail(p, f, 503, r->request_id, "System.LimitControl", r->message,
-			    retry_after_from_us(retry_at - now_us), "uri-miss; detail=throttled");
-		return;
-	}
-	/* Waiters who cannot wait for the retry get the throttle now. */
 	for (w = flight_first_waiter(f); w && w != &f->waiters; w = next) {
 		struct proxy_request *req = container_of(w, struct proxy_request, waiter);
 		int64_t deadline = req->submitted_us + (int64_t)req->max_wait_ms * 1000;
@@ -702,7 +692,7 @@ static void handle_throttle(struct proxy *p, struct flight *f, struct envelope_r
 		next = w->next;
 		if (deadline < retry_at) {
 			if (!answer_stale_if_allowed(p, req, wall_s(), "uri-miss; detail=throttled")) {
-				answer_error(req, 503, r->request_id, "System.LimitControl", r->message,
+				answer_error(req, 503, r->request_id, r->code, r->message,
 					     retry_after_from_us(retry_at - now_us), "fwd=miss");
 				metrics_result(METRICS_RESULT_ERROR);
 			}
@@ -717,8 +707,29 @@ static void handle_throttle(struct proxy *p, struct flight *f, struct envelope_r
 	}
 	f->state = FLIGHT_QUEUED;
 	if (queue_push_front(p->queue, &f->qitem) < 0)
+		flight_fail(p, f, 503, r->request_id, r->code, r->message,
+			    retry_after_from_us(retry_at - now_us), "uri-miss; detail=throttled");
+}
+
+/* System.LimitControl: back off for the daemon, retry within the waiters' limits. */
+static void handle_throttle(struct proxy *p, struct flight *f, struct envelope_reply *r,
+			    int64_t now_us)
+{
+	int64_t retry_at;
+	char masked[LOG_PHONE_MASKED_MAX];
+
+	limiter_on_throttle(p->limiter, now_us);
+	metrics_count(METRICS_THROTTLES);
+	retry_at = limiter_next_send_us(p->limiter, now_us);
+	log_warn("upstream_throttled", "phone=%s attempt=%u rate=%.2f retry_in_ms=%" PRId64,
+		 log_mask_phone(f->key.phone, masked, sizeof(masked)), f->attempts,
+		 limiter_effective_rate(p->limiter, now_us), (retry_at - now_us) / 1000);
+	if (f->attempts > p->settings.upstream_retries || f->background) {
 		flight_fail(p, f, 503, r->request_id, "System.LimitControl", r->message,
 			    retry_after_from_us(retry_at - now_us), "uri-miss; detail=throttled");
+		return;
+	}
+	retry_flight(p, f, r, now_us, retry_at);
 }
 
 static void on_upstream_done(struct upstream_result *res, void *cls)
@@ -791,6 +802,24 @@ static void on_upstream_done(struct upstream_result *res, void *cls)
 	case METRICS_UPSTREAM_RESOURCE_OWNER:
 		store_negative(p, f, &r, 404);
 		break;
+	case METRICS_UPSTREAM_AUTH:
+		/*
+		 * A nonce "used already" means our request reached the upstream
+		 * twice: libcurl re-sends a request once when a reused
+		 * connection dies before the answer. Sign afresh and retry.
+		 */
+		if (strcmp(r.code, "SignatureNonceUsed") == 0) {
+			log_warn("upstream_nonce_reused", "phone=%s attempt=%u", masked, f->attempts);
+			if (f->attempts <= p->settings.upstream_retries && !f->background)
+				retry_flight(p, f, &r, now_us,
+					     limiter_next_send_us(p->limiter, now_us));
+			else
+				flight_fail(p, f, 502, r.request_id, "Proxy.UpstreamError",
+					    "the upstream connection failed and the re-sent request was refused (SignatureNonceUsed)",
+					    0, "uri-miss; detail=error");
+			break;
+		}
+		/* fall through */
 	default:
 		/*
 		 * The upstream refused our request itself (signature, key,

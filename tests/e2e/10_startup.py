@@ -80,7 +80,7 @@ def test_unknown_path_and_wrong_method():
 def test_listens_on_loopback_by_default():
     r = run(["--print-config"])
     assert r.returncode == 0
-    assert "listen = 127.0.0.1:8080" in r.stdout, r.stdout
+    assert "listen = \"127.0.0.1:8080\"" in r.stdout, r.stdout
 
 
 def test_sigterm_stops_cleanly_with_exit_0():

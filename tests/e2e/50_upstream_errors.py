@@ -63,7 +63,7 @@ def test_server_errors_and_garbage_are_502_and_never_cached():
 def test_upstream_timeout_is_504():
     sim = Sim()
     sim.fault(PHONE, "hang")
-    d = Daemon(sim.url, ["--upstream-timeout-ms", "500"])
+    d = Daemon(sim.url, ["--upstream-timeout-ms", "500", "--upstream-connect-timeout-ms", "200"])
     status, _, doc = d.key()
     assert status == 504 and doc["Code"] == "Proxy.UpstreamTimeout", (status, doc)
 

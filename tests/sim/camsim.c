@@ -37,6 +37,7 @@
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -342,7 +343,7 @@ static char *url_decode(const char *s, size_t len)
 	for (i = 0; i < len; i++) {
 		if (s[i] == '+') {
 			out[o++] = ' ';
-		} else if (s[i] == '%' && i + 2 < len + 0 && hexval(s[i + 1]) >= 0 &&
+		} else if (s[i] == '%' && i + 2 < len && hexval(s[i + 1]) >= 0 &&
 			   hexval(s[i + 2]) >= 0) {
 			out[o++] = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
 			i += 2;
@@ -1498,7 +1499,7 @@ static int json_int(const cJSON *root, const char *name, int64_t min, int64_t ma
 	} else {
 		return -EINVAL;
 	}
-	if (d != (double)(int64_t)d || d < (double)min || d > (double)max)
+	if (!(d >= (double)min && d <= (double)max) || d != (double)(int64_t)d)
 		return -EINVAL;
 	*ret = (int64_t)d;
 	return 0;
@@ -2116,24 +2117,22 @@ int main(int argc, char **argv)
 		fprintf(stderr, "camsim: --listen wants IPV4:PORT, got %s\n", o.listen);
 		return 2;
 	}
-	if (load_credential(&sim) < 0)
-		goto out;
+	sim_init(&sim, &o.config, o.seed);
 	sim.verbose = o.verbose;
-	if (load_keys(&sim, o.keys_dir) < 0)
-		goto out;
+	if (load_credential(&sim) < 0 || load_keys(&sim, o.keys_dir) < 0)
+		goto out_fini;
 	if (o.tls_cert) {
 		if (!MHD_is_feature_supported(MHD_FEATURE_TLS)) {
 			fprintf(stderr, "camsim: this libmicrohttpd has no TLS support\n");
-			goto out;
+			goto out_fini;
 		}
 		if (read_file(o.tls_cert, SIM_TLS_FILE_MAX_BYTES, &cert, &len) < 0 ||
 		    read_file(o.tls_key, SIM_TLS_FILE_MAX_BYTES, &key, &len) < 0) {
 			fprintf(stderr, "camsim: cannot read --tls-cert / --tls-key\n");
-			goto out;
+			goto out_fini;
 		}
 		flags |= MHD_USE_TLS;
 	}
-	sim_init(&sim, &o.config, o.seed);
 
 	/* Threads started from here on inherit the blocked signals. */
 	sigemptyset(&set);
@@ -2166,7 +2165,8 @@ int main(int argc, char **argv)
 	info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
 	printf("camsim listening on %s:%u\n", host, info ? (unsigned)info->port : 0U);
 	fflush(stdout);
-	log_info("sim_start", "listen=%s:%u keys=%zu quota=%u latency_ms=%u jitter_ms=%u seed=%llu tls=%s",
+	log_info("sim_start",
+		 "listen=%s:%u keys=%zu quota=%u latency_ms=%u jitter_ms=%u seed=%llu tls=%s",
 		 host, info ? (unsigned)info->port : 0U, sim.n_keys, o.config.quota,
 		 o.config.latency_ms, o.config.jitter_ms, (unsigned long long)o.seed,
 		 cert ? "yes" : "no");
@@ -2178,27 +2178,11 @@ int main(int argc, char **argv)
 	log_info("sim_stop", "signal=%d", sig);
 	rc = 0;
 out_fini:
-	sim_fini(&sim);
-	goto out_files;
-out:
-	/* sim_init was not reached: free only what was loaded. */
-	{
-		size_t i;
-
-		for (i = 0; i < sim.n_keys; i++)
-			free(sim.keys[i]);
-		free(sim.keys);
-		if (sim.access_key_secret)
-			mem_wipe(sim.access_key_secret, strlen(sim.access_key_secret));
-		free(sim.access_key_id);
-		free(sim.access_key_secret);
-		free(sim.security_token);
-	}
-out_files:
 	if (key) {
 		mem_wipe(key, strlen(key));
 		free(key);
 	}
 	free(cert);
+	sim_fini(&sim);
 	return rc;
 }

@@ -769,10 +769,13 @@ TEST(an_unwritable_database_makes_put_fail_without_crashing)
 	CHECK(chmod(t.db, 0400) == 0);
 	CHECK(chmod(t.dir, 0500) == 0);
 	rc = open_cache(t.db, 100, 100, 0, &c, err, sizeof(err));
+	/* Either SQLite cannot even open it (no -shm can be made) or writes fail. */
 	if (rc == 0) {
+		printf("# unwritable database opened; put must fail\n");
 		CHECK(cache_put(c, e) == -EIO);
 		cache_close(c);
 	} else {
+		printf("# unwritable database refused at open: %s\n", err);
 		CHECK(rc == -EIO && strstr(err, t.db) != NULL);
 	}
 	cache_entry_unref(e);
@@ -827,6 +830,12 @@ TEST(foreach_visits_every_entry_in_key_order_until_told_to_stop)
 	tmp_remove(&t);
 }
 
+#if defined(__SANITIZE_ADDRESS__)
+#define BENCH_BUILD "ASan+UBSan build, several times slower than -O2"
+#else
+#define BENCH_BUILD "no sanitizers"
+#endif
+
 static int64_t mono_ns(void)
 {
 	struct timespec ts;
@@ -863,9 +872,8 @@ TEST(bench_memory_hit_one_thread)
 	}
 	elapsed = mono_ns() - start;
 	CHECK(misses == 0);
-	printf("# bench: cache_get memory hit, 1 thread, %d keys: %.1f ns/op"
-	       " (this build: -O1 with ASan+UBSan)\n",
-	       KEYS, (double)elapsed / GETS);
+	printf("# bench: cache_get memory hit, 1 thread, %d keys: %.1f ns/op (%s)\n", KEYS,
+	       (double)elapsed / GETS, BENCH_BUILD);
 	cache_close(c);
 	tmp_remove(&t);
 }

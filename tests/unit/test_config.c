@@ -72,6 +72,8 @@ static int argv_run(struct config *cfg, struct buf *err, enum config_mode *mode,
 
 	for (int i = 0; i < argc && i < 32; i++)
 		argv[i] = (char *)(uintptr_t)args[i];
+	/* As main does: a config from config_init(), whose strings must not leak. */
+	config_init(cfg);
 	buf_init(err, ERR_MAX);
 	return config_from_argv(argc, argv, cfg, mode, first, err);
 }
