@@ -172,7 +172,8 @@ struct reader {
 struct cache {
 	struct shard *shards;          /* CACHE_SHARDS, cache-line aligned */
 	size_t shard_cap;              /* nodes per shard, >= 1 */
-	char *path;
+	char *path;                    /* as given, for messages */
+	char *db_path;                 /* absolute, as SQLite resolved it */
 	uint64_t max_entries;
 	int read_only;
 
@@ -725,7 +726,9 @@ static int reader_get(struct cache *c, struct reader **ret)
 	}
 	r = xcalloc(1, sizeof(*r));
 	r->c = c;
-	rc = sqlite3_open_v2(c->path, &r->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+	/* The resolved path: the daemon may have changed directory since open. */
+	rc = sqlite3_open_v2(c->db_path, &r->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX,
+			     NULL);
 	if (rc != SQLITE_OK)
 		goto fail;
 	sqlite3_busy_timeout(r->db, CACHE_BUSY_TIMEOUT_MS);
@@ -890,6 +893,7 @@ int cache_open(const struct cache_options *opt, struct cache **ret, char *errbuf
 	       size_t errbuf_size)
 {
 	struct cache *c;
+	const char *db_path;
 	int64_t count = 0;
 	int flags, i;
 
@@ -911,6 +915,8 @@ int cache_open(const struct cache_options *opt, struct cache **ret, char *errbuf
 		goto fail;
 	}
 	sqlite3_extended_result_codes(c->db, 1);
+	db_path = sqlite3_db_filename(c->db, "main");
+	c->db_path = xstrdup(db_path && *db_path ? db_path : c->path);
 	sqlite3_busy_timeout(c->db, CACHE_BUSY_TIMEOUT_MS);
 	if (open_schema(c, errbuf, errbuf_size))
 		goto fail;
@@ -1117,6 +1123,7 @@ void cache_close(struct cache *c)
 	pthread_mutex_destroy(&c->writer_mu);
 	pthread_mutex_destroy(&c->readers_mu);
 	free(c->path);
+	free(c->db_path);
 	free(c);
 }
 

@@ -1372,12 +1372,11 @@ int config_validate(const struct config *cfg, struct buf *err)
 			   cfg->listen);
 		errors++;
 	}
-	if (cfg->upstream_connect_timeout_ms > cfg->upstream_timeout_ms) {
-		buf_printf(err, "upstream-connect-timeout-ms: %u ms is longer than "
-			   "upstream-timeout-ms (%u ms), which includes the connect\n",
-			   cfg->upstream_connect_timeout_ms, cfg->upstream_timeout_ms);
-		errors++;
-	}
+	/*
+	 * upstream-connect-timeout-ms above upstream-timeout-ms is not refused:
+	 * the whole-call timeout bounds the connect anyway, and refusing would
+	 * make lowering one timeout alone fail.
+	 */
 	buf_free(&reason);
 	return errors ? -EINVAL : 0;
 }

@@ -69,6 +69,7 @@ struct http_request {
 	enum route_kind route;
 	int status;
 	enum { HR_NEW, HR_SUSPENDED, HR_RESUMED, HR_ANSWERED } state;
+	bool route_done;
 	const char *method;
 	char client_name[LIMIT_CLIENT_NAME_MAX + 1];
 	char if_none_match[80];
@@ -395,6 +396,9 @@ static enum MHD_Result handle_text(struct http_request *hr, int status, const ch
 	return queue_body(hr, status, type, xstrdup(text), strlen(text), 0);
 }
 
+static enum MHD_Result route_request(struct http_request *hr, const struct http_snapshot *s,
+				     const char *url, const char *method);
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, const char *url,
 				  const char *method, const char *version,
 				  const char *upload_data, size_t *upload_data_size, void **con_cls)
@@ -402,8 +406,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
 	struct http *h = cls;
 	struct http_request *hr = *con_cls;
 	const struct http_snapshot *s = atomic_load(&h->snapshot);
-	struct route_error err;
-	bool is_get;
 
 	if (hr && hr->state == HR_RESUMED) {
 		if (hr->preq.http_status == 0)
@@ -411,11 +413,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
 		hr->state = HR_ANSWERED;
 		return queue_proxy_answer(hr);
 	}
-	if (hr) {
-		/* Discard any request body; nothing here takes one. */
-		*upload_data_size = 0;
-		return MHD_YES;
+	if (hr && hr->state == HR_NEW && !hr->route_done) {
+		if (*upload_data_size) {
+			/* Discard any request body; nothing here takes one. */
+			*upload_data_size = 0;
+			return MHD_YES;
+		}
+		hr->route_done = true;
+		return route_request(hr, s, url, method);
 	}
+	if (hr)
+		return MHD_YES;
 
 	hr = xcalloc(1, sizeof(*hr));
 	hr->h = h;
@@ -426,6 +434,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
 	snprintf(hr->preq.request_id, sizeof(hr->preq.request_id), "%016" PRIx64,
 		 (uint64_t)(h->id_seed ^ (atomic_fetch_add(&h->id_counter, 1) * 0x9E3779B97F4A7C15ULL)));
 	*con_cls = hr;
+	/*
+	 * Answer on the next call, once the whole request (and any body) is
+	 * read: libmicrohttpd closes the connection after a response queued
+	 * before that, and keep-alive matters for callers and the hit path.
+	 */
+	return MHD_YES;
+}
+
+static enum MHD_Result route_request(struct http_request *hr, const struct http_snapshot *s,
+				     const char *url, const char *method)
+{
+	struct http *h = hr->h;
+	struct route_error err;
+	bool is_get;
 
 	if (route_parse_path(url, &hr->route, &hr->preq.key, &err) < 0) {
 		metrics_result(METRICS_RESULT_BAD_REQUEST);
@@ -627,13 +649,13 @@ int http_new(const struct config *cfg, struct proxy *proxy, struct http **ret, c
 		MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
 			MHD_USE_ITC | MHD_USE_ERROR_LOG,
 		0, NULL, NULL, on_request, h,
+		MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
 		MHD_OPTION_LISTEN_SOCKET, fd,
 		MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)cfg->threads,
 		MHD_OPTION_CONNECTION_LIMIT, (unsigned int)cfg->max_connections,
 		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)cfg->connection_timeout_s,
 		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONNECTION_MEMORY_BYTES,
 		MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
-		MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
 		MHD_OPTION_LISTENING_ADDRESS_REUSE, 1,
 		MHD_OPTION_END);
 	if (!h->mhd) {

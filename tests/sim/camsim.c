@@ -906,7 +906,8 @@ static bool check_request(const char *action, const char *version, const char *n
 		return reject(v, 404, "InvalidAction.NotFound",
 			      "Specified api is not found, please check your url and method.");
 	if (!version || strcmp(version, CAMS_API_VERSION) != 0)
-		return reject(v, 400, "InvalidVersion", "Specified parameter Version is not valid.");
+		return reject(v, 400, "InvalidVersion",
+			      "Specified parameter Version is not valid.");
 	if (!nonce || !nonce[0])
 		return reject(v, 400, "MissingSignatureNonce",
 			      "SignatureNonce is mandatory for this action.");
@@ -1546,7 +1547,8 @@ static enum MHD_Result control_add_fault(struct sim *sim, struct MHD_Connection 
 	if (!root)
 		return control_fail(conn, 400, "body must be a JSON object");
 	memset(&r, 0, sizeof(r));
-	if (json_str(root, "phone", r.phone, sizeof(r.phone)) < 0 || json_str(root, "mode", mode, sizeof(mode)) < 0 ||
+	if (json_str(root, "phone", r.phone, sizeof(r.phone)) < 0 ||
+	    json_str(root, "mode", mode, sizeof(mode)) < 0 ||
 	    json_str(root, "code", r.code, sizeof(r.code)) < 0 ||
 	    json_str(root, "message", r.message, sizeof(r.message)) < 0 ||
 	    json_int(root, "count", -1, INT32_MAX, &count) < 0 ||
@@ -1654,8 +1656,8 @@ static enum MHD_Result control_config(struct sim *sim, struct MHD_Connection *co
 		    json_int(root, "latency_ms", 0, SIM_DELAY_MAX_MS, &latency) < 0 ||
 		    json_int(root, "jitter_ms", 0, SIM_DELAY_MAX_MS, &jitter) < 0) {
 			cJSON_Delete(root);
-			return control_fail(conn, 400,
-					    "quota must be 1..100000, latency_ms and jitter_ms 0..60000");
+			return control_fail(conn, 400, "quota must be 1..100000, "
+					    "latency_ms and jitter_ms 0..60000");
 		}
 		cJSON_Delete(root);
 	}
@@ -1843,6 +1845,21 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 }
 
 /* ---- start-up ---- */
+
+static void mhd_log(void *cls, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+
+/* libmicrohttpd's own messages, as one logfmt line each. */
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char text[512], quoted[600];
+	size_t len;
+
+	vsnprintf(text, sizeof(text), fmt, ap);
+	len = strlen(text);
+	while (len > 0 && text[len - 1] == '\n')
+		text[--len] = '\0';
+	log_warn("sim_mhd", "msg=%s", log_quote(text, quoted, sizeof(quoted)));
+}
 
 static int pem_filter(const struct dirent *e)
 {
@@ -2100,7 +2117,7 @@ int main(int argc, char **argv)
 		.config = { .quota = 5, .latency_ms = 0, .jitter_ms = 0 },
 		.seed = 1,
 	};
-	struct MHD_OptionItem opts[8];
+	struct MHD_OptionItem opts[10];
 	struct sockaddr_in addr;
 	struct MHD_Daemon *d;
 	const union MHD_DaemonInfo *info;
@@ -2143,6 +2160,7 @@ int main(int argc, char **argv)
 	if (MHD_is_feature_supported(MHD_FEATURE_POLL))
 		flags |= MHD_USE_POLL;
 
+	opts[n++] = (struct MHD_OptionItem){ MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, NULL };
 	opts[n++] = (struct MHD_OptionItem){ MHD_OPTION_SOCK_ADDR, 0, &addr };
 	opts[n++] = (struct MHD_OptionItem){ MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)on_uri, NULL };
 	opts[n++] = (struct MHD_OptionItem){ MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed,

@@ -202,6 +202,36 @@ TEST(entry_read_back_from_disk_after_reopen_has_identical_fields)
 	tmp_remove(&t);
 }
 
+TEST(a_relative_path_keeps_working_after_the_process_changes_directory)
+{
+	struct tmp t;
+	struct cache *c = NULL;
+	struct cache_entry *e, *got = NULL;
+	struct cams_key k = make_key(11);
+	char cwd[4096], err[256];
+
+	REQUIRE(getcwd(cwd, sizeof(cwd)) != NULL);
+	REQUIRE(tmp_make(&t) == 0);
+	REQUIRE(chdir(t.dir) == 0);
+	CHECK(open_cache("cache.db", 100, 100, 0, &c, err, sizeof(err)) == 0);
+	if (c) {
+		e = make_entry(11, 100, 60);
+		CHECK(cache_put(c, e) == 0);
+		cache_entry_unref(e);
+		cache_close(c);
+		c = NULL;
+	}
+	CHECK(open_cache("cache.db", 100, 100, 0, &c, err, sizeof(err)) == 0);
+	CHECK(chdir("/") == 0);
+	/* The first read opens this thread's connection, after the chdir. */
+	if (c)
+		CHECK(cache_get(c, &k, 110, &got) == 1);
+	cache_entry_unref(got);
+	cache_close(c);
+	CHECK(chdir(cwd) == 0);
+	tmp_remove(&t);
+}
+
 TEST(replacing_a_key_keeps_one_row_with_the_new_content)
 {
 	struct tmp t;
@@ -882,6 +912,7 @@ int main(void)
 {
 	RUN(put_then_get_returns_the_published_entry_from_memory);
 	RUN(entry_read_back_from_disk_after_reopen_has_identical_fields);
+	RUN(a_relative_path_keeps_working_after_the_process_changes_directory);
 	RUN(replacing_a_key_keeps_one_row_with_the_new_content);
 	RUN(negative_entry_round_trips_without_pem);
 	RUN(freshness_of_a_key_at_every_boundary);

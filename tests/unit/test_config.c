@@ -468,7 +468,7 @@ TEST(remote_listen_without_tokens_is_refused)
 	config_free(&cfg);
 }
 
-TEST(validate_checks_hand_built_configs_and_cross_keys)
+TEST(validate_checks_hand_built_configs_and_duplicate_tokens)
 {
 	struct config cfg;
 	struct buf err;
@@ -477,8 +477,6 @@ TEST(validate_checks_hand_built_configs_and_cross_keys)
 	buf_init(&err, ERR_MAX);
 	cfg.threads = 0;
 	cfg.rate = 0.0;
-	cfg.upstream_connect_timeout_ms = 20000;
-	cfg.upstream_timeout_ms = 5000;
 	cfg.n_clients = 2;
 	snprintf(cfg.clients[0].name, sizeof(cfg.clients[0].name), "a");
 	snprintf(cfg.clients[0].token_sha256, sizeof(cfg.clients[0].token_sha256), TOKEN_A);
@@ -491,9 +489,16 @@ TEST(validate_checks_hand_built_configs_and_cross_keys)
 		  "threads: must be between 1 and 64, is 0\n"
 		  "rate: must be between 0.1 and 1000, is 0\n"
 		  "[client \"b\"] token-sha256: the same token as [client \"a\"]; a token must "
-		  "name one client\n"
-		  "upstream-connect-timeout-ms: 20000 ms is longer than upstream-timeout-ms "
-		  "(5000 ms), which includes the connect\n");
+		  "name one client\n");
+	buf_free(&err);
+	config_free(&cfg);
+
+	/* The admin token is a token of its own. */
+	CHECK(parse(&cfg, "admin-token-sha256 = " TOKEN_B "\n[client \"a\"]\n"
+			  "token-sha256 = " TOKEN_B "\n", &err) == 0);
+	CHECK(config_validate(&cfg, &err) == -EINVAL);
+	CHECK(strstr(buf_str(&err), "[client \"a\"] token-sha256: the same token as "
+				    "admin-token-sha256") != NULL);
 	buf_free(&err);
 	config_free(&cfg);
 }
@@ -898,7 +903,7 @@ int main(void)
 	RUN(too_many_clients_are_refused);
 	RUN(state_directory_sets_the_default_cache_path);
 	RUN(remote_listen_without_tokens_is_refused);
-	RUN(validate_checks_hand_built_configs_and_cross_keys);
+	RUN(validate_checks_hand_built_configs_and_duplicate_tokens);
 	RUN(flags_override_the_file_whatever_their_order);
 	RUN(key_equals_value_flags_and_bool_forms);
 	RUN(subcommand_stops_option_parsing);
