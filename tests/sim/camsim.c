@@ -1130,6 +1130,7 @@ struct decision {
 	bool throttled;
 	struct fault_rule rule;  /* mode FAULT_NONE when no fault applies */
 	size_t key_index;
+	unsigned quota;          /* config.quota when decided */
 	char ratelimit[160];
 	char request_id[40];
 };
@@ -1163,6 +1164,7 @@ static bool decide(struct sim *sim, const struct call *c, struct decision *d,
 	pthread_mutex_lock(&sim->lock);
 	now_us = mono_us();
 	request_id_new(sim, d->request_id);
+	d->quota = sim->config.quota;
 	if (nonce_seen(sim, c->nonce, now_us)) {
 		count_rejected(sim, "SignatureNonceUsed");
 		pthread_mutex_unlock(&sim->lock);
@@ -1284,7 +1286,7 @@ static enum MHD_Result answer_error_fault(struct sim *sim, struct MHD_Connection
 	}
 	if (strcmp(r->code, "System.LimitControl") == 0) {
 		snprintf(ratelimit, sizeof(ratelimit),
-			 "Limit:%u,Remain:0,TimeLeft:%llu,Reset:%lld", sim->config.quota,
+			 "Limit:%u,Remain:0,TimeLeft:%llu,Reset:%lld", d->quota,
 			 (unsigned long long)r->time_left_ms,
 			 (long long)(wall_ms() + (int64_t)r->time_left_ms));
 		return queue_error(conn, status, d->request_id, r->code, message, ratelimit);
@@ -1858,7 +1860,11 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 	len = strlen(text);
 	while (len > 0 && text[len - 1] == '\n')
 		text[--len] = '\0';
-	log_warn("sim_mhd", "msg=%s", log_quote(text, quoted, sizeof(quoted)));
+	/* Expected whenever a reset or hang fault drops a connection. */
+	if (strncmp(text, "Application reported internal error", 35) == 0)
+		log_debug("sim_mhd", "msg=%s", log_quote(text, quoted, sizeof(quoted)));
+	else
+		log_warn("sim_mhd", "msg=%s", log_quote(text, quoted, sizeof(quoted)));
 }
 
 static int pem_filter(const struct dirent *e)

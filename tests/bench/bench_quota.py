@@ -1,0 +1,131 @@
+"""make bench-quota: how well camskeyd uses the upstream quota under a backlog.
+
+Runs the real daemon against the simulator (strict 5/s sliding window) with a
+backlog of cold keys from concurrent callers, without and with network jitter,
+and prints upstream calls per second, utilization (calls/s / rate), the most
+calls the simulator saw in any sliding second, throttles, and the daemon's
+thread count and RSS with 5,000 callers waiting. Not a pass/fail test.
+"""
+import os
+import resource
+import socket
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
+import camtest  # noqa: E402
+from camtest import Daemon, Sim, key_path, parallel, request  # noqa: E402
+
+RATE = 5
+KEYS = int(os.environ.get("BENCH_KEYS", "300"))
+CALLERS = 64
+WAITERS = int(os.environ.get("BENCH_WAITERS", "5000"))
+
+
+def proc_status(pid):
+    out = {}
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            out[k] = v.strip()
+    return int(out["Threads"]), int(out["VmRSS"].split()[0])
+
+
+def backlog(jitter_ms):
+    sim = Sim(quota=RATE, jitter_ms=jitter_ms)
+    d = Daemon(sim.url, ["--rate", str(RATE), "--max-wait-ms", "600000", "--queue-max", "100000",
+                         "--no-access-log"])
+    phones = ["8615%09d" % (100000000 + jitter_ms * 1000 + i) for i in range(KEYS)]
+    next_key = [0]
+    import threading
+    lock = threading.Lock()
+
+    def caller(_):
+        done = 0
+        while True:
+            with lock:
+                if next_key[0] >= KEYS:
+                    return done
+                i = next_key[0]
+                next_key[0] += 1
+            status, _, _ = request(d.port, key_path(phones[i], max_wait_ms=600000), timeout=600)
+            done += status == 200
+    start = time.monotonic()
+    ok = sum(parallel(CALLERS, caller, timeout=900))
+    elapsed = time.monotonic() - start
+    s = sim.stats()
+    arrivals = s.get("arrivals_ms") or []
+    # steady-state rate from the simulator's own arrival clock
+    if s["first_arrival_ms"] is not None and s["last_arrival_ms"] > s["first_arrival_ms"]:
+        span_s = (s["last_arrival_ms"] - s["first_arrival_ms"]) / 1000.0
+        rate = (s["calls"] - 1) / span_s
+    else:
+        rate = s["calls"] / elapsed
+    throttles = d.metric("camskeyd_upstream_throttles_total")
+    camtest.cleanup()
+    return {"jitter_ms": jitter_ms, "answered": ok, "calls": s["calls"], "elapsed_s": elapsed,
+            "rate": rate, "utilization": rate / RATE, "max_sliding": s["max_in_sliding_second"],
+            "sim_throttled": s["throttled"], "throttles": throttles, "arrivals": len(arrivals)}
+
+
+def waiting_connections():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    # The upstream hangs, so every caller stays waiting: 100 callers per key
+    # join 50 flights (a few sending, the rest queued within their limit).
+    sim = Sim(quota=RATE)
+    sim.fault("*", "hang")
+    d = Daemon(sim.url, ["--rate", str(RATE), "--max-wait-ms", "600000", "--queue-max", "100000",
+                         "--upstream-timeout-ms", "120000",
+                         "--max-connections", str(WAITERS + 100), "--no-access-log"])
+    time.sleep(0.5)
+    threads0, rss0 = proc_status(d.proc.pid)
+    socks = []
+    for i in range(WAITERS):
+        s = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+        s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\n\r\n"
+                   % key_path("8616%09d" % (200000000 + i % 50), max_wait_ms=600000)).encode())
+        socks.append(s)
+    camtest.wait_until(lambda: d.metric("camskeyd_waiting_callers") >= WAITERS - 2, 60,
+                       what="callers waiting")
+    threads1, rss1 = proc_status(d.proc.pid)
+    waiting = d.metric("camskeyd_waiting_callers")
+    for s in socks:
+        s.close()
+    camtest.wait_until(lambda: d.metric("camskeyd_waiting_callers") == 0, 30,
+                       what="departed callers noticed")
+    gone = d.metric("camskeyd_client_gone_total")
+    camtest.cleanup()
+    return {"threads_idle": threads0, "threads_waiting": threads1, "rss_idle_kib": rss0,
+            "rss_waiting_kib": rss1, "waiting": waiting, "gone": gone,
+            "kib_per_waiter": (rss1 - rss0) / max(1, waiting)}
+
+
+def main():
+    results = []
+    for jitter in (0, 30):
+        r = backlog(jitter)
+        results.append(r)
+        print("backlog %d keys, %d callers, jitter 0-%d ms: %d/%d answered in %.1fs; upstream "
+              "%.2f calls/s (utilization %.1f%% of %d/s); max in any sliding second %d; "
+              "System.LimitControl %d"
+              % (KEYS, CALLERS, jitter, r["answered"], KEYS, r["elapsed_s"], r["rate"],
+                 100 * r["utilization"], RATE, r["max_sliding"], r["sim_throttled"]), flush=True)
+    w = waiting_connections()
+    print("%d waiting connections: threads %d idle -> %d waiting; RSS %.1f MiB -> %.1f MiB "
+          "(%.1f KiB per waiting caller); all %d departures noticed"
+          % (WAITERS, w["threads_idle"], w["threads_waiting"], w["rss_idle_kib"] / 1024,
+             w["rss_waiting_kib"] / 1024, w["kib_per_waiter"], int(w["gone"])), flush=True)
+    print("summary: utilization %.1f%% (no jitter), %.1f%% (0-30 ms jitter); max sliding second "
+          "%d/%d; throttles %d; threads %d at %d waiting; %.1f KiB per waiter"
+          % (100 * results[0]["utilization"], 100 * results[1]["utilization"],
+             max(r["max_sliding"] for r in results), RATE,
+             sum(r["sim_throttled"] for r in results), w["threads_waiting"], WAITERS,
+             w["kib_per_waiter"]))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        camtest.cleanup()
