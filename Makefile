@@ -60,7 +60,10 @@ UNIT_TESTS := buf span log config signer envelope route cache limiter queue flig
 UNIT_BINS  := $(addprefix $(BUILD)/tests/test_,$(UNIT_TESTS))
 SIM        := $(BUILD)/camsim
 
-all: $(BUILD)/camskeyd $(SIM) $(UNIT_BINS)
+FUZZ_REPLAY_BINS :=
+-include tests/fuzz/fuzz.mk
+
+all: $(BUILD)/camskeyd $(SIM) $(UNIT_BINS) $(FUZZ_REPLAY_BINS)
 
 $(BUILD)/daemon/%.o: daemon/%.c
 	@mkdir -p $(dir $@)
@@ -147,6 +150,8 @@ uninstall:
 
 clean:
 	rm -rf build
+
+.SECONDARY:
 
 .PHONY: all deps deps-bench demo check unit bench bench-quota lint install uninstall clean
 
