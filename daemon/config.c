@@ -54,6 +54,7 @@ static int check_listen(const char *value, struct buf *reason);
 static int check_sha256_or_empty(const char *value, struct buf *reason);
 static int check_url(const char *value, struct buf *reason);
 static int check_not_empty(const char *value, struct buf *reason);
+static int check_mode(const char *value, struct buf *reason);
 
 struct choice {
 	const char *name;
@@ -91,7 +92,9 @@ static const struct choice log_level_choices[] = {
 #define CONFIG_TABLE(S, U, D, B, E) \
 	/* front end */ \
 	S(listen, "listen", "127.0.0.1:8080", "ADDR:PORT", false, check_listen, \
-	  "address and port to serve on: IPV4:PORT or [IPV6]:PORT") \
+	  "address and port to serve on: IPV4:PORT, [IPV6]:PORT or unix:/PATH") \
+	S(unix_socket_mode, "unix-socket-mode", "0660", "MODE", false, check_mode, \
+	  "permissions (octal) of the UNIX socket when listen is unix:/PATH") \
 	B(allow_remote, "allow-remote", "no", false, \
 	  "permit a non-loopback listen address although no client has a token") \
 	U(threads, "threads", "2", "", "N", false, 1, 64, \
@@ -145,6 +148,8 @@ static const struct choice log_level_choices[] = {
 	  "cache size bound; the least recently used entries are evicted") \
 	U(hot_entries, "hot-entries", "100000", "", "N", false, 1, 10000000, \
 	  "entries also kept in memory for the fast hit path") \
+	U(refresh_ahead_s, "refresh-ahead", "600", "s", "SECONDS", true, 0, ONE_YEAR_S, \
+	  "refresh keys in use this long before they expire, on spare quota; 0 disables") \
 	/* logging */ \
 	E(log_level, "log-level", "info", true, log_level_choices, \
 	  "least level logged: debug, info, warn or error") \
@@ -338,6 +343,19 @@ static int parse_listen(const char *value, bool *ret_loopback, struct buf *reaso
 	int family;
 	uint64_t port_number;
 
+	if (strncmp(value, "unix:", 5) == 0) {
+		/* A UNIX domain socket: reachable only through the file system. */
+		size_t len = strlen(value + 5);
+
+		if (value[5] != '/' || len >= 108) {
+			buf_adds(reason, "a UNIX socket must be unix:/ABSOLUTE/PATH (under 108 bytes), got ");
+			add_quoted(reason, value, strlen(value));
+			return -EINVAL;
+		}
+		if (ret_loopback)
+			*ret_loopback = true;
+		return 0;
+	}
 	if (value[0] == '[') {
 		const char *close = strchr(value, ']');
 
@@ -378,6 +396,18 @@ static int parse_listen(const char *value, bool *ret_loopback, struct buf *reaso
 	}
 	if (ret_loopback)
 		*ret_loopback = is_loopback(family, bin);
+	return 0;
+}
+
+static int check_mode(const char *value, struct buf *reason)
+{
+	size_t n = strlen(value);
+
+	if (n < 3 || n > 4 || strspn(value, "01234567") != n) {
+		buf_adds(reason, "must be an octal mode such as 0660, got ");
+		add_quoted(reason, value, n);
+		return -EINVAL;
+	}
 	return 0;
 }
 

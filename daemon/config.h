@@ -41,7 +41,8 @@ struct config {
 	char *config_file;         /* the INI file read, or NULL */
 
 	/* front end */
-	char *listen;              /* "127.0.0.1:8080" */
+	char *listen;              /* "127.0.0.1:8080" or "unix:/path" */
+	char *unix_socket_mode;    /* octal, for a unix: listen */
 	bool allow_remote;         /* permit a non-loopback listen without tokens */
 	unsigned threads;          /* HTTP worker threads */
 	unsigned max_connections;
@@ -73,6 +74,7 @@ struct config {
 	uint64_t stale_if_error_s;
 	uint64_t max_entries;
 	uint64_t hot_entries;      /* in-memory entries (the hit path) */
+	uint64_t refresh_ahead_s;  /* refresh keys in use this long before expiry */
 
 	/* logging */
 	char *log_level;           /* debug|info|warn|error */

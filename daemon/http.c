@@ -29,6 +29,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -55,7 +57,9 @@ struct http {
 	struct proxy *proxy;
 	_Atomic(struct http_snapshot *) snapshot;
 	int listen_fd;
-	char listen_address[80];
+	char listen_address[128];
+	char unix_path[108];       /* removed on exit when we created it */
+	mode_t unix_mode;
 	uint64_t id_seed;
 	atomic_uint_fast64_t id_counter;
 };
@@ -208,6 +212,16 @@ static enum MHD_Result queue_proxy_answer(struct http_request *hr)
 	if (pr->retry_after_s > 0) {
 		snprintf(value, sizeof(value), "%d", pr->retry_after_s);
 		MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, value);
+	}
+	if (hr->state != HR_NEW) {
+		/* The answer needed the upstream quota: describe it (IETF draft). */
+		unsigned quota, remaining, reset_s;
+
+		proxy_ratelimit(hr->h->proxy, &quota, &remaining, &reset_s);
+		snprintf(value, sizeof(value), "\"upstream\";q=%u;w=1", quota);
+		MHD_add_response_header(r, "RateLimit-Policy", value);
+		snprintf(value, sizeof(value), "\"upstream\";r=%u;t=%u", remaining, reset_s);
+		MHD_add_response_header(r, "RateLimit", value);
 	}
 	add_common_headers(r, hr);
 	hr->status = status;
@@ -554,14 +568,27 @@ static struct http_snapshot *snapshot_new(const struct config *cfg)
 	return s;
 }
 
-/* Parse "ADDR:PORT" / "[ADDR6]:PORT". 0 or -EINVAL. */
+/* Parse "ADDR:PORT" / "[ADDR6]:PORT" / "unix:/path". 0 or -EINVAL. */
 static int parse_listen(const char *listen, struct sockaddr_storage *ss, socklen_t *len)
 {
 	char host[64];
-	const char *colon = strrchr(listen, ':');
+	const char *colon;
 	uint64_t port;
 	size_t hlen;
 
+	if (strncmp(listen, "unix:", 5) == 0) {
+		struct sockaddr_un *sun = (struct sockaddr_un *)ss;
+		size_t plen = strlen(listen + 5);
+
+		if (plen == 0 || plen >= sizeof(sun->sun_path))
+			return -EINVAL;
+		memset(ss, 0, sizeof(*ss));
+		sun->sun_family = AF_UNIX;
+		memcpy(sun->sun_path, listen + 5, plen);
+		*len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + plen + 1);
+		return 0;
+	}
+	colon = strrchr(listen, ':');
 	if (!colon || str_to_u64(colon + 1, 1, 65535, &port) < 0)
 		return -EINVAL;
 	hlen = (size_t)(colon - listen);
@@ -591,6 +618,15 @@ static int parse_listen(const char *listen, struct sockaddr_storage *ss, socklen
 		*len = sizeof(*sin);
 	}
 	return 0;
+}
+
+static bool listen_is_loopback(const struct sockaddr_storage *ss)
+{
+	if (ss->ss_family == AF_UNIX)
+		return true;
+	if (ss->ss_family == AF_INET)
+		return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >> 24) == 127;
+	return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)ss)->sin6_addr);
 }
 
 /* The socket systemd passed (socket activation), or -1. */
@@ -635,14 +671,38 @@ int http_new(const struct config *cfg, struct proxy *proxy, struct http **ret, c
 			snprintf(errbuf, errbuf_size, "listen: socket: %s", strerror(errno));
 			goto fail;
 		}
-		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-		if (bind(fd, (struct sockaddr *)&ss, ss_len) < 0 || listen(fd, 1024) < 0) {
+		if (ss.ss_family == AF_UNIX) {
+			const char *path = ((struct sockaddr_un *)&ss)->sun_path;
+			struct stat st;
+			uint64_t mode = 0660;
+
+			/* A socket left by a previous run is replaced; any other file is not. */
+			if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+				unlink(path);
+			memcpy(h->unix_path, path, sizeof(h->unix_path));
+			if (cfg->unix_socket_mode) {
+				/* validated as 3 or 4 octal digits by config */
+				mode = 0;
+				for (const char *m = cfg->unix_socket_mode; *m; m++)
+					mode = mode * 8 + (uint64_t)(*m - '0');
+			}
+			h->unix_mode = (mode_t)mode;
+		} else {
+			setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		}
+		if (bind(fd, (struct sockaddr *)&ss, ss_len) < 0 ||
+		    (h->unix_path[0] && chmod(h->unix_path, h->unix_mode) < 0) ||
+		    listen(fd, 1024) < 0) {
 			snprintf(errbuf, errbuf_size, "listen: cannot bind %s: %s", cfg->listen,
 				 strerror(errno));
 			close(fd);
 			goto fail;
 		}
 		snprintf(h->listen_address, sizeof(h->listen_address), "%s", cfg->listen);
+		if (!listen_is_loopback(&ss) && !atomic_load(&h->snapshot)->tokens_required)
+			log_warn("listen_remote",
+				 "listen=%s detail=\"not loopback and no client tokens: anyone who can reach it may spend the quota\"",
+				 cfg->listen);
 	}
 	h->listen_fd = fd;
 	h->mhd = MHD_start_daemon(
@@ -706,6 +766,8 @@ void http_free(struct http *h, unsigned wait_ms)
 	MHD_stop_daemon(h->mhd);
 	if (h->listen_fd >= 0)
 		close(h->listen_fd);
+	if (h->unix_path[0])
+		unlink(h->unix_path);
 	s = atomic_load(&h->snapshot);
 	while (s) {
 		struct http_snapshot *older = s->older;

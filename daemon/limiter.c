@@ -331,3 +331,17 @@ uint64_t limiter_throttles(const struct limiter *l)
 {
 	return l->throttles;
 }
+
+unsigned limiter_window_remaining(struct limiter *l, int64_t now_us)
+{
+	int64_t window_start = now_us - USEC_PER_SEC - limiter_margin_us(l);
+	size_t used = 0;
+
+	for (size_t i = 0; i < l->log_count; i++) {
+		if (l->log_us[(l->log_head + i) % l->log_cap] > window_start)
+			used++;
+	}
+	if (now_us < l->paused_until_us || used >= l->log_cap)
+		return 0;
+	return (unsigned)(l->log_cap - used);
+}

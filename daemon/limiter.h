@@ -10,9 +10,10 @@
  *     second by construction whatever the burst, and the margin absorbs
  *     network jitter (the upstream counts arrivals, not our sends): margin =
  *     configured margin + the observed spread of call latencies.
- * When the account is throttled anyway (System.LimitControl, or a hint with
- * Remain:0), the effective rate halves (multiplicative decrease, floor
- * rate/16) and sends pause; then it recovers additively by rate/10 per second
+ * When the account is throttled anyway (System.LimitControl), the effective
+ * rate halves (multiplicative decrease, floor rate/16) and sends pause; a hint
+ * with Remain:0 and TimeLeft only pauses sends until the upstream's window
+ * resets (at full use the last call of every window reports Remain:0); then it recovers additively by rate/10 per second
  * without throttles, back to `rate`.
  * Pure: time is an argument (monotonic microseconds); never logs.
  * Threads: one owner (the engine thread).
@@ -57,6 +58,11 @@ void limiter_on_hint(struct limiter *l, int64_t now_us, int64_t remain, int64_t 
 double limiter_effective_rate(struct limiter *l, int64_t now_us);
 /* Current total margin added to the window, in microseconds. */
 int64_t limiter_margin_us(const struct limiter *l);
+/*
+ * Calls still allowed in the current one-second window (0 while paused):
+ * what the RateLimit response header reports as remaining.
+ */
+unsigned limiter_window_remaining(struct limiter *l, int64_t now_us);
 /* Throttles seen since start. */
 uint64_t limiter_throttles(const struct limiter *l);
 

@@ -83,6 +83,9 @@ struct proxy {
 	atomic_ullong stale_if_error_s;
 	atomic_bool ready;
 	atomic_llong heartbeat_us;
+	atomic_uint rl_remaining;     /* RateLimit: calls left in this window */
+	atomic_uint rl_reset_s;       /* RateLimit: seconds to the next slot */
+	atomic_uint rl_quota;         /* RateLimit-Policy: calls per window */
 
 	/* engine-thread state */
 	struct proxy_settings settings;
@@ -899,6 +902,11 @@ static void check_disconnects(struct proxy *p)
 
 static void update_gauges(struct proxy *p, int64_t now_us)
 {
+	int64_t next = limiter_next_send_us(p->limiter, now_us);
+
+	atomic_store(&p->rl_remaining, limiter_window_remaining(p->limiter, now_us));
+	atomic_store(&p->rl_reset_s, (unsigned)((next - now_us + 999999) / 1000000));
+	atomic_store(&p->rl_quota, (unsigned)floor(p->settings.limiter.rate));
 	metrics_gauge_set(METRICS_GAUGE_QUEUE_DEPTH, (int64_t)queue_len(p->queue));
 	metrics_gauge_set(METRICS_GAUGE_WAITERS, (int64_t)p->waiting);
 	metrics_gauge_set(METRICS_GAUGE_IN_FLIGHT, upstream_in_flight(p->upstream));
@@ -1172,6 +1180,14 @@ unsigned proxy_client_index(struct proxy *p, const char *name)
 out:
 	pthread_mutex_unlock(&p->lock);
 	return i;
+}
+
+void proxy_ratelimit(struct proxy *p, unsigned *ret_quota, unsigned *ret_remaining,
+		     unsigned *ret_reset_s)
+{
+	*ret_quota = atomic_load(&p->rl_quota);
+	*ret_remaining = atomic_load(&p->rl_remaining);
+	*ret_reset_s = atomic_load(&p->rl_reset_s);
 }
 
 int64_t proxy_heartbeat_us(struct proxy *p)

@@ -97,6 +97,13 @@ void proxy_submit(struct proxy *p, struct proxy_request *req);
 /* Release what the answer holds (entry reference, body). */
 void proxy_request_clear(struct proxy_request *req);
 
+/*
+ * The shared upstream quota as the engine last saw it, for the RateLimit
+ * and RateLimit-Policy response headers. Any thread.
+ */
+void proxy_ratelimit(struct proxy *p, unsigned *ret_quota, unsigned *ret_remaining,
+		     unsigned *ret_reset_s);
+
 /* Monotonic time of the engine loop's last turn (for the watchdog). */
 int64_t proxy_heartbeat_us(struct proxy *p);
 
