@@ -1381,3 +1381,28 @@ int cache_integrity_check(struct cache *c)
 	pthread_mutex_unlock(&c->writer_mu);
 	return ret;
 }
+
+size_t cache_refresh_candidates(struct cache *c, int64_t now_s, uint64_t window_s,
+				struct cams_key *ret_keys, size_t max_keys)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < CACHE_SHARDS && n < max_keys; i++) {
+		struct shard *s = &c->shards[i];
+
+		pthread_mutex_lock(&s->mu);
+		/* Newest first: stop at the first entry not used within the window. */
+		for (struct hot_node *h = s->newest; h && n < max_keys; h = h->older) {
+			const struct cache_entry *e = h->e;
+			int64_t used = entry_used(e);
+
+			if (used < now_s - (int64_t)window_s)
+				break;
+			if (e->kind == CACHE_KIND_KEY && used > e->fetched_at_s &&
+			    e->expires_at_s > now_s && e->expires_at_s - now_s <= (int64_t)window_s)
+				ret_keys[n++] = e->key;
+		}
+		pthread_mutex_unlock(&s->mu);
+	}
+	return n;
+}

@@ -116,6 +116,16 @@ int cache_maintain(struct cache *c, int64_t now_s);
 /* Call fn for every entry on disk (by key order) until it returns non-zero. */
 int cache_foreach(struct cache *c, int (*fn)(const struct cache_entry *e, void *cls), void *cls);
 
+/*
+ * Keys worth refreshing ahead of expiry: in memory, used since they were
+ * stored and within the last window_s seconds, not yet expired, and
+ * expiring within window_s. At most max_keys into ret_keys; returns how many.
+ * Walks each shard's LRU list from the newest entry and stops at the first
+ * one not used within the window, so idle keys cost nothing.
+ */
+size_t cache_refresh_candidates(struct cache *c, int64_t now_s, uint64_t window_s,
+				struct cams_key *ret_keys, size_t max_keys);
+
 /* PRAGMA integrity_check: 0 if "ok", -EIO otherwise. */
 int cache_integrity_check(struct cache *c);
 

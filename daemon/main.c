@@ -63,11 +63,20 @@ static void print_errors(const struct buf *err)
 		fputc('\n', stderr);
 }
 
+static char profile_path[4096];
+
 static void signer_source_from(const struct config *cfg, struct signer_source *src)
 {
+	const char *home = getenv("HOME");
+
 	src->credentials_file = cfg->credentials_file;
 	src->credentials_dir = getenv("CREDENTIALS_DIRECTORY");
 	src->use_environment = 1;
+	src->profile_file = NULL;
+	if (home && *home) {
+		snprintf(profile_path, sizeof(profile_path), "%s/.alibabacloud/credentials", home);
+		src->profile_file = profile_path;
+	}
 }
 
 static void apply_logging(const struct config *cfg)

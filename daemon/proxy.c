@@ -50,6 +50,7 @@
 #define PROXY_DISCONNECT_CHECK_US 250000
 #define PROXY_MAINTAIN_US 1000000
 #define PROXY_IDLE_POLL_MS 1000
+#define PROXY_REFRESH_AHEAD_BATCH 16
 
 #define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
@@ -58,6 +59,7 @@ struct proxy_settings {
 	uint64_t ttl_s;
 	uint64_t status_ttl_s;
 	uint64_t negative_ttl_s;
+	uint64_t refresh_ahead_s;
 	unsigned queue_max;
 	unsigned upstream_retries;
 	unsigned upstream_timeout_ms;
@@ -123,6 +125,7 @@ static void settings_from_config(struct proxy_settings *s, const struct config *
 	s->ttl_s = cfg->ttl_s;
 	s->status_ttl_s = cfg->status_ttl_s;
 	s->negative_ttl_s = cfg->negative_ttl_s;
+	s->refresh_ahead_s = cfg->refresh_ahead_s;
 	s->queue_max = cfg->queue_max;
 	s->upstream_retries = cfg->upstream_retries;
 	s->upstream_timeout_ms = cfg->upstream_timeout_ms;
@@ -511,6 +514,26 @@ static void handle_refresh(struct proxy *p, const struct cams_key *key, int64_t 
 	f->queued_at_us = now_us;
 	if (queue_push(p->queue, &f->qitem) < 0)
 		flight_finish(p->flights, f);
+}
+
+/*
+ * Refresh-ahead: keys callers are using that expire soon are queued as
+ * background flights, which go only on quota no caller is waiting for.
+ * A few at a time, so the background class stays short.
+ */
+static void refresh_ahead(struct proxy *p, int64_t now_us)
+{
+	struct cams_key keys[PROXY_REFRESH_AHEAD_BATCH];
+	size_t n;
+
+	if (p->settings.refresh_ahead_s == 0 ||
+	    queue_len_class(p->queue, QUEUE_BACKGROUND) >= PROXY_REFRESH_AHEAD_BATCH ||
+	    queue_len_class(p->queue, QUEUE_FOREGROUND) > 0)
+		return;
+	n = cache_refresh_candidates(p->cache, wall_s(), p->settings.refresh_ahead_s, keys,
+				     PROXY_REFRESH_AHEAD_BATCH);
+	for (size_t i = 0; i < n; i++)
+		handle_refresh(p, &keys[i], now_us);
 }
 
 /* Answer every waiter of f with an error (or its stale entry) and finish f. */
@@ -1025,6 +1048,7 @@ static void *engine_main(void *arg)
 					metrics_count(METRICS_CACHE_ERRORS);
 				if (cache_count(p->cache, &count) == 0)
 					metrics_gauge_set(METRICS_GAUGE_CACHE_ENTRIES, (int64_t)count);
+				refresh_ahead(p, now_us);
 				p->next_maintain_us = now_us + PROXY_MAINTAIN_US;
 			}
 			dispatch(p, now_us);

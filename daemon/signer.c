@@ -853,10 +853,10 @@ static int load_env(struct signer_cred *c, char *errbuf, size_t errbuf_size)
 static int load_cred(const struct signer_source *src, struct signer_cred **ret, char *errbuf,
 		     size_t errbuf_size)
 {
-	static const struct signer_source none = { NULL, NULL, 0 };
+	static const struct signer_source none = { NULL, NULL, 0, NULL };
 	struct signer_cred *c = xcalloc(1, sizeof(*c));
 	const char *dir, *file;
-	char looked_dir[300], looked_file[300];
+	char looked_dir[300], looked_file[300], looked_profile[300];
 	int r;
 
 	if (!src)
@@ -891,10 +891,23 @@ static int load_cred(const struct signer_source *src, struct signer_cred **ret, 
 		if (r != -ENOENT)
 			goto out_fail;
 	}
-	set_err(errbuf, errbuf_size, "no credentials found: looked in %s, %s, %s", looked_dir,
+	snprintf(looked_profile, sizeof(looked_profile), "profile file (not set)");
+	if (src->profile_file && *src->profile_file) {
+		/* The Alibaba Cloud SDKs' shared file, ~/.alibabacloud/credentials. */
+		r = load_file(src->profile_file, c, errbuf, errbuf_size);
+		if (r == 0)
+			goto out_ok;
+		if (r != -ENOENT)
+			goto out_fail;
+		memset(c, 0, sizeof(*c));
+		snprintf(looked_profile, sizeof(looked_profile), "%.200s (absent)",
+			 src->profile_file);
+	}
+	set_err(errbuf, errbuf_size, "no credentials found: looked in %s, %s, %s, %s", looked_dir,
 		looked_file,
 		src->use_environment ? "environment (" ENV_ACCESS_KEY_ID " unset)"
-				     : "environment (not used)");
+				     : "environment (not used)",
+		looked_profile);
 	r = -ENOENT;
 out_fail:
 	cred_free(c);

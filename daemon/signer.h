@@ -89,13 +89,16 @@ struct signer_source {
 	                                 access_key_id, access_key_secret,
 	                                 security_token (optional) */
 	int use_environment;          /* read ALIBABA_CLOUD_* variables */
+	const char *profile_file;     /* last resort, may be NULL: the SDKs' shared
+	                                 file (~/.alibabacloud/credentials), profile
+	                                 [default] or $ALIBABA_CLOUD_PROFILE */
 };
 
 struct signer;
 
 /*
  * Load the credential (first found: credentials_dir, credentials_file,
- * environment). A file readable by group or others is refused.
+ * environment, profile_file). A file readable by group or others is refused.
  * 0, or -ENOENT (none found), -EPERM (file too open), -EINVAL (malformed),
  * with a one-line reason (never containing a secret) in errbuf.
  */

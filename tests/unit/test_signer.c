@@ -308,7 +308,7 @@ static int signer_from_file(const char *id, const char *secret, const char *toke
 			    struct signer **ret)
 {
 	char path[512], content[16384], errbuf[256];
-	struct signer_source src = { NULL, NULL, 0 };
+	struct signer_source src = { NULL, NULL, 0, NULL };
 	int r;
 
 	snprintf(content, sizeof(content), "access_key_id = %s\naccess_key_secret = %s\n%s%s%s", id,
@@ -694,7 +694,7 @@ TEST(v1_rejects_missing_secret_and_duplicate_params)
 
 TEST(credentials_file_with_flat_keys_and_comments_loads)
 {
-	struct signer_source src = { NULL, NULL, 0 };
+	struct signer_source src = { NULL, NULL, 0, NULL };
 	struct signer *s = NULL;
 	char path[512], errbuf[256], id[64];
 
@@ -721,7 +721,7 @@ TEST(credentials_file_with_flat_keys_and_comments_loads)
 TEST(credentials_file_open_to_group_or_others_is_refused_with_eperm)
 {
 	static const mode_t modes[] = { 0644, 0640, 0620, 0604, 0602 };
-	struct signer_source src = { NULL, NULL, 1 };
+	struct signer_source src = { NULL, NULL, 1, NULL };
 	struct signer *s = NULL;
 	char path[512], errbuf[512], mode_text[16];
 
@@ -751,7 +751,7 @@ TEST(credentials_file_open_to_group_or_others_is_refused_with_eperm)
 
 TEST(credentials_file_profile_format_uses_default_or_named_profile)
 {
-	struct signer_source src = { NULL, NULL, 0 };
+	struct signer_source src = { NULL, NULL, 0, NULL };
 	struct signer *s = NULL;
 	struct signer_request req;
 	struct cams_key key;
@@ -804,7 +804,7 @@ TEST(credentials_file_malformed_or_unsupported_is_einval_without_the_secret)
 		"access_key_id = AKID\naccess_key_secret =\n",
 		"[default]\ntype = sts\naccess_key_id = AKID\naccess_key_secret = BadSecret1\n",
 	};
-	struct signer_source src = { NULL, NULL, 0 };
+	struct signer_source src = { NULL, NULL, 0, NULL };
 	struct signer *s = NULL;
 	char path[512], errbuf[512];
 
@@ -829,7 +829,7 @@ TEST(credentials_file_malformed_or_unsupported_is_einval_without_the_secret)
 
 TEST(credentials_over_the_length_limit_are_refused_without_echo)
 {
-	struct signer_source src = { NULL, NULL, 1 };
+	struct signer_source src = { NULL, NULL, 1, NULL };
 	struct signer *s = NULL;
 	char secret[LIMIT_ACCESS_KEY_SECRET_MAX + 2], errbuf[512];
 
@@ -845,7 +845,7 @@ TEST(credentials_over_the_length_limit_are_refused_without_echo)
 
 TEST(credentials_dir_loads_trimmed_values_and_wins_over_file_and_environment)
 {
-	struct signer_source src = { NULL, NULL, 1 };
+	struct signer_source src = { NULL, NULL, 1, NULL };
 	struct signer *s = NULL;
 	struct signer_request req;
 	struct cams_key key;
@@ -892,7 +892,7 @@ TEST(credentials_dir_loads_trimmed_values_and_wins_over_file_and_environment)
 
 TEST(environment_loads_only_when_enabled)
 {
-	struct signer_source src = { NULL, NULL, 1 };
+	struct signer_source src = { NULL, NULL, 1, NULL };
 	struct signer *s = NULL;
 	struct signer_request req;
 	struct cams_key key;
@@ -927,7 +927,7 @@ TEST(environment_loads_only_when_enabled)
 
 TEST(missing_credentials_give_enoent_naming_every_place_looked)
 {
-	struct signer_source src = { NULL, NULL, 1 };
+	struct signer_source src = { NULL, NULL, 1, NULL };
 	struct signer *s = NULL;
 	char file[512], errbuf[1024];
 
@@ -948,7 +948,7 @@ TEST(missing_credentials_give_enoent_naming_every_place_looked)
 
 TEST(reload_swaps_the_credential_and_keeps_the_old_one_on_failure)
 {
-	struct signer_source src = { NULL, NULL, 0 };
+	struct signer_source src = { NULL, NULL, 0, NULL };
 	struct signer *s = NULL;
 	char path[512], errbuf[256], id[64];
 
@@ -1214,6 +1214,43 @@ TEST(sign_request_rejects_line_breaks_in_host_and_empty_phone)
 	tmp_remove();
 }
 
+TEST(profile_file_is_the_last_resort_after_the_environment)
+{
+	struct signer_source src = { NULL, NULL, 1, NULL };
+	struct signer *s = NULL;
+	char path[512], errbuf[256], id[64];
+
+	clear_env();
+	REQUIRE(tmp_make() == 0);
+	tmp_path("credentials", path, sizeof(path));
+	REQUIRE(write_file(path,
+			   "[default]\ntype = access_key\naccess_key_id = AKIDprofile\n"
+			   "access_key_secret = ProfileSecret\n",
+			   0600) == 0);
+	src.profile_file = path;
+	REQUIRE(signer_new(&src, &s, errbuf, sizeof(errbuf)) == 0);
+	signer_access_key_id(s, id, sizeof(id));
+	CHECK_STR(id, "AKIDprofile");
+	signer_free(s);
+
+	/* the environment wins over the shared profile file */
+	setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "AKIDenv", 1);
+	setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "EnvSecret", 1);
+	s = NULL;
+	REQUIRE(signer_new(&src, &s, errbuf, sizeof(errbuf)) == 0);
+	signer_access_key_id(s, id, sizeof(id));
+	CHECK_STR(id, "AKIDenv");
+	signer_free(s);
+	clear_env();
+
+	/* an absent profile file is named in the message */
+	unlink(path);
+	s = NULL;
+	CHECK(signer_new(&src, &s, errbuf, sizeof(errbuf)) == -ENOENT);
+	check_contains(errbuf, "credentials (absent)");
+	tmp_remove();
+}
+
 int main(void)
 {
 	RUN(v3_vectors_reproduce_every_output);
@@ -1243,5 +1280,6 @@ int main(void)
 	RUN(sign_request_v3_verifies_from_its_own_headers_with_a_fresh_nonce);
 	RUN(sign_request_v1_verifies_from_its_own_query_and_body_with_sts);
 	RUN(sign_request_rejects_line_breaks_in_host_and_empty_phone);
+	RUN(profile_file_is_the_last_resort_after_the_environment);
 	return harness_done();
 }
