@@ -11,6 +11,7 @@ passed=0
 failed=0
 failed_names=""
 logdir=$BUILD/test-logs
+rm -rf "$logdir/daemons"
 mkdir -p "$logdir"
 
 for t in "$BUILD"/tests/test_*; do

@@ -32,7 +32,7 @@ ACCESS_KEY_SECRET = "e2eSecretDoNotLeak7Qx9Zr2Lw8Vb"
 PHONE = "8613912345678"
 
 _cleanups = []
-_all_logs = []  # every log file the daemons wrote (the secret test reads them)
+_all_logs = []  # every log file this process's daemons wrote
 
 
 def free_port():
@@ -91,20 +91,47 @@ def key_path(phone, cust_space_id=None, **query):
     return path + ("?" + "&".join(params) if params else "")
 
 
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                     "ThreadSanitizer", "AddressSanitizer:DEADLYSIGNAL")
+
+
 class Process:
     def __init__(self, argv, env, log_path):
         self.log_path = log_path
         self.log = open(log_path, "ab")
         self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=self.log,
                                      stdin=subprocess.DEVNULL)
-        _cleanups.append(self.kill)
+        _cleanups.append(self.finish)
 
     def kill(self):
+        """SIGKILL (crash tests); no exit checks."""
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
         if not self.log.closed:
             self.log.close()
+
+    def finish(self):
+        """End of test: stop gracefully so sanitizers report, then check their verdict."""
+        killed = self.proc.returncode is not None and self.proc.returncode < 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+                raise AssertionError("%s did not stop on SIGTERM within 20s" % self.proc.args[0])
+        if not self.log.closed:
+            self.log.close()
+        text = self.logs()
+        for marker in SANITIZER_MARKERS:
+            if marker in text:
+                i = text.index(marker)
+                raise AssertionError("%s: sanitizer report in %s:\n%s"
+                                     % (self.proc.args[0], self.log_path, text[max(0, i - 200):i + 3000]))
+        if not killed and self.proc.returncode not in (0, -signal.SIGKILL, 1, 2):
+            raise AssertionError("%s exited with %s" % (self.proc.args[0], self.proc.returncode))
 
     def stop(self, sig=signal.SIGTERM, timeout=20.0):
         if self.proc.poll() is None:
@@ -183,7 +210,11 @@ class Daemon(Process):
         self.cache = cache or os.path.join(self.dir, "cache.db")
         argv = [DAEMON, "--listen", "127.0.0.1:%d" % self.port, "--upstream", upstream,
                 "--cache", self.cache] + list(args)
-        log_path = os.path.join(self.dir, "camskeyd.log")
+        # Daemon logs outlive the test: 99_secrets.py reads every one of them.
+        log_dir = os.path.join(BUILD, "test-logs", "daemons")
+        os.makedirs(log_dir, exist_ok=True)
+        log_path = os.path.join(log_dir, "%s-%d-%d.log" % (
+            os.path.splitext(os.path.basename(sys.argv[0]))[0], os.getpid(), len(_all_logs)))
         _all_logs.append(log_path)
         super().__init__(argv, env or credentials_env(secret=secret), log_path)
         if wait:
@@ -275,12 +306,16 @@ def parallel(n, fn, timeout=120.0):
 
 
 def cleanup():
+    """Stop everything the test started; returns the errors found while stopping."""
+    errors = []
     while _cleanups:
         fn = _cleanups.pop()
         try:
             fn()
-        except Exception:  # noqa: BLE001 - cleanup must go on
-            traceback.print_exc()
+        except Exception as e:  # noqa: BLE001 - cleanup must go on
+            errors.append(e)
+            traceback.print_exc(file=sys.stdout)
+    return errors
 
 
 def main(namespace):
@@ -292,14 +327,17 @@ def main(namespace):
         if only and only not in name:
             continue
         start = time.monotonic()
+        ok = True
         try:
             fn()
-            print("ok - %s (%.1fs)" % (name, time.monotonic() - start), flush=True)
         except Exception:  # noqa: BLE001 - a failing test is reported, the rest go on
+            ok = False
+            traceback.print_exc(file=sys.stdout)
+        if cleanup():
+            ok = False  # a crash, a sanitizer report or a hung stop fails the test
+        if ok:
+            print("ok - %s (%.1fs)" % (name, time.monotonic() - start), flush=True)
+        else:
             failed += 1
             print("not ok - %s" % name, flush=True)
-            traceback.print_exc(file=sys.stdout)
-            sys.stdout.flush()
-        finally:
-            cleanup()
     sys.exit(1 if failed else 0)
