@@ -64,6 +64,8 @@
 #define CACHE_BUSY_TIMEOUT_MS 5000
 #define CACHE_SHARD_BITS 6
 #define CACHE_SHARDS (1u << CACHE_SHARD_BITS)
+/* cache_maintain() calls (about seconds) between exact recounts. */
+#define CACHE_RECOUNT_EVERY 300
 /* Hash buckets per shard: a power of two, at least the shard's capacity. */
 #define CACHE_BUCKETS_MIN 4
 #define CACHE_BUCKETS_MAX (1u << 20)
@@ -180,7 +182,8 @@ struct cache {
 	pthread_mutex_t writer_mu;     /* db, st[], count */
 	sqlite3 *db;
 	sqlite3_stmt *st[WST__MAX];
-	uint64_t count;
+	uint64_t count;                /* rows, kept exact by put/delete/evict */
+	unsigned maintain_calls;       /* recount every CACHE_RECOUNT_EVERY calls */
 
 	pthread_key_t reader_key;
 	int reader_key_ok;
@@ -1059,10 +1062,17 @@ int cache_maintain(struct cache *c, int64_t now_s)
 		return 0;
 	collect_uses(c, &uses);
 	pthread_mutex_lock(&c->writer_mu);
-	ret = count_rows(c, &count);
-	if (ret)
-		goto out_unlock;
-	c->count = count;
+	/*
+	 * COUNT(*) reads the whole table (a million rows is a gigabyte); the
+	 * count is exact already, so recount only now and then, to absorb
+	 * changes made by another process (the cache CLI).
+	 */
+	if (c->maintain_calls++ % CACHE_RECOUNT_EVERY == 0) {
+		ret = count_rows(c, &count);
+		if (ret)
+			goto out_unlock;
+		c->count = count;
+	}
 	if (uses.len == 0 && c->count <= c->max_entries)
 		goto out_unlock;
 	ret = tx_begin(c, "maintain");
@@ -1310,17 +1320,13 @@ out_unlock:
 
 int cache_count(struct cache *c, uint64_t *ret_count)
 {
-	uint64_t count = 0;
-	int ret;
+	uint64_t count;
 
 	pthread_mutex_lock(&c->writer_mu);
-	ret = count_rows(c, &count);
-	if (!ret)
-		c->count = count;
+	count = c->count;
 	pthread_mutex_unlock(&c->writer_mu);
-	if (!ret)
-		*ret_count = count;
-	return ret;
+	*ret_count = count;
+	return 0;
 }
 
 int cache_foreach(struct cache *c, int (*fn)(const struct cache_entry *e, void *cls), void *cls)

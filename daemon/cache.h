@@ -107,7 +107,10 @@ int cache_put(struct cache *c, struct cache_entry *e);
 /* Remove the entry for key. 1 removed, 0 absent, -EIO. */
 int cache_delete(struct cache *c, const struct cams_key *key);
 
-/* Entries on disk. 0 or -EIO. */
+/*
+ * Entries on disk, as kept by this process (exact for its own writes;
+ * recounted by cache_maintain() every few minutes). Always 0.
+ */
 int cache_count(struct cache *c, uint64_t *ret_count);
 
 /* Flush recorded uses to disk and enforce max_entries. Call about once a second. */
