@@ -94,7 +94,8 @@ $(BUILD)/tests/test_%: $(BUILD)/tests/unit/test_%.o $(LIB_A)
 # ---- packages -------------------------------------------------------------
 
 DEB_PKGS := build-essential pkg-config libmicrohttpd-dev libcurl4-openssl-dev libssl-dev \
-	libcjson-dev libsqlite3-dev python3 curl sqlite3 ca-certificates
+	libcjson-dev libsqlite3-dev python3 curl sqlite3 ca-certificates valgrind openssl \
+	systemd
 BENCH_PKGS := nginx-light wrk
 FUZZ_PKGS := clang libclang-rt-14-dev
 
