@@ -122,6 +122,10 @@ bench-quota: deps
 	@$(MAKE) --no-print-directory all
 	@BUILD=$(BUILD) python3 tests/bench/bench_quota.py
 
+soak: deps
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) python3 tests/soak.py
+
 bench: deps-bench
 	@$(MAKE) --no-print-directory all
 	@BUILD=$(BUILD) python3 tests/bench/bench_hit.py
@@ -154,6 +158,6 @@ clean:
 
 .SECONDARY:
 
-.PHONY: all deps deps-bench demo check unit bench bench-quota lint install uninstall clean
+.PHONY: all deps deps-bench demo check unit bench bench-quota soak lint install uninstall clean
 
 -include $(wildcard $(BUILD)/daemon/*.d $(BUILD)/tests/*/*.d)

@@ -47,6 +47,7 @@ struct config {
 	unsigned threads;          /* HTTP worker threads */
 	unsigned max_connections;
 	unsigned connection_timeout_s;
+	unsigned shutdown_grace_s;  /* SIGTERM: time for calls in progress */
 	char *admin_token_sha256;  /* hex SHA-256 of the admin token, or "" */
 
 	/* upstream */

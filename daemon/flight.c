@@ -94,6 +94,20 @@ void flight_finish(struct flight_table *t, struct flight *f)
 	free(f);
 }
 
+void flight_table_clear(struct flight_table *t)
+{
+	for (size_t b = 0; b < t->n_buckets; b++) {
+		while (t->buckets[b]) {
+			struct flight *f = t->buckets[b];
+
+			assert(f->n_waiters == 0);
+			t->buckets[b] = f->hash_next;
+			t->count--;
+			free(f);
+		}
+	}
+}
+
 size_t flight_count(const struct flight_table *t)
 {
 	return t->count;

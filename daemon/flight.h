@@ -55,6 +55,8 @@ struct flight *flight_find(struct flight_table *t, const struct cams_key *key);
 struct flight *flight_start(struct flight_table *t, const struct cams_key *key);
 /* Unlink and free a flight; its waiter list must be empty. */
 void flight_finish(struct flight_table *t, struct flight *f);
+/* Free every flight (none may have waiters): the end of a stop. */
+void flight_table_clear(struct flight_table *t);
 size_t flight_count(const struct flight_table *t);
 
 void flight_join(struct flight *f, struct flight_waiter *w);

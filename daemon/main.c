@@ -37,7 +37,6 @@
 #define CAMSKEYD_VERSION "0.1.0"
 #endif
 
-#define STOP_GRACE_MS 10000
 #define STOP_FLUSH_MS 2000
 
 struct daemon_state {
@@ -224,15 +223,15 @@ static int serve(struct daemon_state *d, int argc, char **argv)
 		if (sig == SIGHUP) {
 			reload(d, argc, argv);
 		} else if (sig == SIGTERM || sig == SIGINT) {
-			log_info("stopping", "signal=%s grace_ms=%d", sig == SIGTERM ? "TERM" : "INT",
-				 STOP_GRACE_MS);
+			log_info("stopping", "signal=%s grace_s=%u", sig == SIGTERM ? "TERM" : "INT",
+				 d->cfg.shutdown_grace_s);
 			notify_send("STOPPING=1");
 			break;
 		}
 	}
 	exit_code = 0;
 	http_quiesce(d->http);
-	proxy_stop(d->proxy, STOP_GRACE_MS);
+	proxy_stop(d->proxy, d->cfg.shutdown_grace_s * 1000);
 out_http:
 	http_free(d->http, STOP_FLUSH_MS);
 out_proxy:

