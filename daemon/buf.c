@@ -147,3 +147,14 @@ char *buf_steal(struct buf *b, size_t *ret_len)
 	b->len = b->cap = 0;
 	return p;
 }
+
+void errbuf_printf(char *errbuf, size_t errbuf_size, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!errbuf || errbuf_size == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(errbuf, errbuf_size, fmt, ap);
+	va_end(ap);
+}

@@ -47,4 +47,12 @@ const char *buf_str(const struct buf *b);
 /* Hand the content to the caller (free() it); the buffer is left empty. */
 char *buf_steal(struct buf *b, size_t *ret_len);
 
+/*
+ * Format a one-line reason into a caller's error buffer (errbuf may be
+ * NULL or errbuf_size 0: then nothing is written). The convention of every
+ * function here that takes `char *errbuf, size_t errbuf_size`.
+ */
+void errbuf_printf(char *errbuf, size_t errbuf_size, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
 #endif

@@ -57,6 +57,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "buf.h"
 #include "log.h"
 #include "mem.h"
 
@@ -776,20 +777,6 @@ static void readers_close_all(struct cache *c)
 
 /* ---- open / close ------------------------------------------------------ */
 
-static void set_err(char *errbuf, size_t errbuf_size, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void set_err(char *errbuf, size_t errbuf_size, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!errbuf || errbuf_size == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(errbuf, errbuf_size, fmt, ap);
-	va_end(ap);
-}
-
 /* One-row query on the writer: integer result of column 0. */
 static int query_int(struct cache *c, const char *sql, int64_t *ret)
 {
@@ -820,13 +807,13 @@ static int create_file(const char *path, char *errbuf, size_t errbuf_size)
 	if (fd < 0) {
 		if (errno == EEXIST)
 			return 0;
-		set_err(errbuf, errbuf_size, "cannot open %s: %s", path,
+		errbuf_printf(errbuf, errbuf_size, "cannot open %s: %s", path,
 			strerror_r(errno, msg, sizeof(msg)));
 		return -EIO;
 	}
 	/* The umask may have taken bits away; say exactly what we mean. */
 	if (fchmod(fd, 0600) != 0) {
-		set_err(errbuf, errbuf_size, "cannot chmod %s: %s", path,
+		errbuf_printf(errbuf, errbuf_size, "cannot chmod %s: %s", path,
 			strerror_r(errno, msg, sizeof(msg)));
 		close(fd);
 		return -EIO;
@@ -849,7 +836,7 @@ static int open_schema(struct cache *c, char *errbuf, size_t errbuf_size)
 			rc = sqlite3_step(st);
 		mode = rc == SQLITE_ROW ? sqlite3_column_text(st, 0) : NULL;
 		if (!mode || strcmp((const char *)mode, "wal") != 0) {
-			set_err(errbuf, errbuf_size, "cannot open %s: %s", c->path,
+			errbuf_printf(errbuf, errbuf_size, "cannot open %s: %s", c->path,
 				mode ? "cannot switch to WAL journal mode" : sqlite3_errmsg(c->db));
 			sqlite3_finalize(st);
 			return -EIO;
@@ -861,7 +848,7 @@ static int open_schema(struct cache *c, char *errbuf, size_t errbuf_size)
 	if (query_int(c, "PRAGMA user_version", &version))
 		goto fail_sqlite;
 	if (version > CACHE_SCHEMA_VERSION) {
-		set_err(errbuf, errbuf_size,
+		errbuf_printf(errbuf, errbuf_size,
 			"%s: cache schema version %lld is newer than this camskeyd supports (%d)",
 			c->path, (long long)version, CACHE_SCHEMA_VERSION);
 		return -EIO;
@@ -871,7 +858,7 @@ static int open_schema(struct cache *c, char *errbuf, size_t errbuf_size)
 			goto fail_sqlite;
 		if (sqlite3_exec(c->db, schema_sql, NULL, NULL, &errmsg) != SQLITE_OK ||
 		    sqlite3_exec(c->db, "COMMIT", NULL, NULL, &errmsg) != SQLITE_OK) {
-			set_err(errbuf, errbuf_size, "cannot create schema in %s: %s", c->path,
+			errbuf_printf(errbuf, errbuf_size, "cannot create schema in %s: %s", c->path,
 				errmsg ? errmsg : sqlite3_errmsg(c->db));
 			sqlite3_free(errmsg);
 			sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
@@ -882,13 +869,13 @@ static int open_schema(struct cache *c, char *errbuf, size_t errbuf_size)
 		      &has_table))
 		goto fail_sqlite;
 	if (!has_table) {
-		set_err(errbuf, errbuf_size, "%s: no keys table (not a camskeyd cache?)", c->path);
+		errbuf_printf(errbuf, errbuf_size, "%s: no keys table (not a camskeyd cache?)", c->path);
 		return -EIO;
 	}
 	return 0;
 
 fail_sqlite:
-	set_err(errbuf, errbuf_size, "cannot open %s: %s", c->path, sqlite3_errmsg(c->db));
+	errbuf_printf(errbuf, errbuf_size, "cannot open %s: %s", c->path, sqlite3_errmsg(c->db));
 	return -EIO;
 }
 
@@ -900,7 +887,7 @@ int cache_open(const struct cache_options *opt, struct cache **ret, char *errbuf
 	int64_t count = 0;
 	int flags, i;
 
-	set_err(errbuf, errbuf_size, "%s", "");
+	errbuf_printf(errbuf, errbuf_size, "%s", "");
 	c = xcalloc(1, sizeof(*c));
 	c->path = xstrdup(opt->path);
 	c->max_entries = opt->max_entries;
@@ -913,7 +900,7 @@ int cache_open(const struct cache_options *opt, struct cache **ret, char *errbuf
 		goto fail;
 	flags = (c->read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE) | SQLITE_OPEN_NOMUTEX;
 	if (sqlite3_open_v2(c->path, &c->db, flags, NULL) != SQLITE_OK) {
-		set_err(errbuf, errbuf_size, "cannot open %s: %s", c->path,
+		errbuf_printf(errbuf, errbuf_size, "cannot open %s: %s", c->path,
 			c->db ? sqlite3_errmsg(c->db) : "out of memory");
 		goto fail;
 	}
@@ -926,18 +913,18 @@ int cache_open(const struct cache_options *opt, struct cache **ret, char *errbuf
 	for (i = 0; i < WST__MAX; i++) {
 		if (sqlite3_prepare_v3(c->db, writer_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
 				       &c->st[i], NULL) != SQLITE_OK) {
-			set_err(errbuf, errbuf_size, "cannot open %s: %s", c->path,
+			errbuf_printf(errbuf, errbuf_size, "cannot open %s: %s", c->path,
 				sqlite3_errmsg(c->db));
 			goto fail;
 		}
 	}
 	if (query_int(c, writer_sql[WST_COUNT], &count)) {
-		set_err(errbuf, errbuf_size, "cannot open %s: %s", c->path, sqlite3_errmsg(c->db));
+		errbuf_printf(errbuf, errbuf_size, "cannot open %s: %s", c->path, sqlite3_errmsg(c->db));
 		goto fail;
 	}
 	c->count = (uint64_t)count;
 	if (pthread_key_create(&c->reader_key, reader_destroy) != 0) {
-		set_err(errbuf, errbuf_size, "cannot open %s: out of thread-specific keys", c->path);
+		errbuf_printf(errbuf, errbuf_size, "cannot open %s: out of thread-specific keys", c->path);
 		goto fail;
 	}
 	c->reader_key_ok = 1;

@@ -40,20 +40,6 @@
 
 #include "mem.h"
 
-static void set_error(char *errbuf, size_t errbuf_size, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void set_error(char *errbuf, size_t errbuf_size, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!errbuf || errbuf_size == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(errbuf, errbuf_size, fmt, ap);
-	va_end(ap);
-}
-
 static bool is_space(char c)
 {
 	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
@@ -71,18 +57,18 @@ static int copy_string(const cJSON *obj, const char *name, bool required, char *
 
 	if (!item || cJSON_IsNull(item)) {
 		if (required) {
-			set_error(errbuf, errbuf_size, "missing %s", name);
+			errbuf_printf(errbuf, errbuf_size, "missing %s", name);
 			return -EBADMSG;
 		}
 		return 0;
 	}
 	if (!cJSON_IsString(item) || !item->valuestring) {
-		set_error(errbuf, errbuf_size, "%s is not a string", name);
+		errbuf_printf(errbuf, errbuf_size, "%s is not a string", name);
 		return -EBADMSG;
 	}
 	n = strlen(item->valuestring);
 	if (n + 1 > dst_size) {
-		set_error(errbuf, errbuf_size, "%s longer than %zu bytes", name, dst_size - 1);
+		errbuf_printf(errbuf, errbuf_size, "%s longer than %zu bytes", name, dst_size - 1);
 		return -EBADMSG;
 	}
 	memcpy(dst, item->valuestring, n + 1);
@@ -171,7 +157,7 @@ static int parse_data(const cJSON *root, struct envelope_reply *r, char *errbuf,
 	int k;
 
 	if (!cJSON_IsObject(data)) {
-		set_error(errbuf, errbuf_size, data ? "Data is not an object" : "missing Data");
+		errbuf_printf(errbuf, errbuf_size, data ? "Data is not an object" : "missing Data");
 		return -EBADMSG;
 	}
 	k = copy_string(data, "PhoneNumber", false, r->phone, sizeof(r->phone), errbuf,
@@ -183,27 +169,27 @@ static int parse_data(const cJSON *root, struct envelope_reply *r, char *errbuf,
 	if (k < 0)
 		return k;
 	if (!status_valid(r->status)) {
-		set_error(errbuf, errbuf_size, "EncryptionPublicKeyStatus is not a token of [A-Z_]");
+		errbuf_printf(errbuf, errbuf_size, "EncryptionPublicKeyStatus is not a token of [A-Z_]");
 		return -EBADMSG;
 	}
 
 	key = cJSON_GetObjectItemCaseSensitive(data, "EncryptionPublicKey");
 	if (!key) {
-		set_error(errbuf, errbuf_size, "missing EncryptionPublicKey");
+		errbuf_printf(errbuf, errbuf_size, "missing EncryptionPublicKey");
 		return -EBADMSG;
 	}
 	if (!cJSON_IsString(key) || !key->valuestring) {
-		set_error(errbuf, errbuf_size, "EncryptionPublicKey is not a string");
+		errbuf_printf(errbuf, errbuf_size, "EncryptionPublicKey is not a string");
 		return -EBADMSG;
 	}
 	pem_len = strlen(key->valuestring);
 	if (pem_len > LIMIT_PEM_MAX_BYTES) {
-		set_error(errbuf, errbuf_size, "EncryptionPublicKey longer than %d bytes",
+		errbuf_printf(errbuf, errbuf_size, "EncryptionPublicKey longer than %d bytes",
 			  LIMIT_PEM_MAX_BYTES);
 		return -EBADMSG;
 	}
 	if (envelope_pem_fingerprint(key->valuestring, pem_len, r->fingerprint) < 0) {
-		set_error(errbuf, errbuf_size, "EncryptionPublicKey is not a PEM public key");
+		errbuf_printf(errbuf, errbuf_size, "EncryptionPublicKey is not a PEM public key");
 		return -EBADMSG;
 	}
 	r->pem = xstrndup(key->valuestring, pem_len);
@@ -219,16 +205,16 @@ int envelope_parse(const char *body, size_t len, struct envelope_reply *ret, cha
 
 	memset(&r, 0, sizeof(r));
 	if (!body || len == 0) {
-		set_error(errbuf, errbuf_size, "empty body");
+		errbuf_printf(errbuf, errbuf_size, "empty body");
 		return -EBADMSG;
 	}
 	root = cJSON_ParseWithLength(body, len);
 	if (!root) {
-		set_error(errbuf, errbuf_size, "not JSON");
+		errbuf_printf(errbuf, errbuf_size, "not JSON");
 		return -EBADMSG;
 	}
 	if (!cJSON_IsObject(root)) {
-		set_error(errbuf, errbuf_size, "not a JSON object");
+		errbuf_printf(errbuf, errbuf_size, "not a JSON object");
 		goto out_bad;
 	}
 	k = copy_string(root, "RequestId", true, r.request_id, sizeof(r.request_id), errbuf,
@@ -239,7 +225,7 @@ int envelope_parse(const char *body, size_t len, struct envelope_reply *ret, cha
 	if (k < 0)
 		goto out_bad;
 	if (r.code[0] == '\0') {
-		set_error(errbuf, errbuf_size, "empty Code");
+		errbuf_printf(errbuf, errbuf_size, "empty Code");
 		goto out_bad;
 	}
 	k = copy_string(root, "Message", false, r.message, sizeof(r.message), errbuf,

@@ -526,20 +526,6 @@ void signer_v1_output_free(struct signer_v1_output *out)
 
 /* ---- loading the credential ---- */
 
-static void set_err(char *errbuf, size_t errbuf_size, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void set_err(char *errbuf, size_t errbuf_size, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!errbuf || errbuf_size == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(errbuf, errbuf_size, fmt, ap);
-	va_end(ap);
-}
-
 static void cred_free(struct signer_cred *c)
 {
 	if (!c)
@@ -558,11 +544,11 @@ static int cred_set(char *dst, size_t dst_size, struct span value, const char *w
 {
 	value = trim_ws(value);
 	if (value.len == 0) {
-		set_err(errbuf, errbuf_size, "%s: %s is empty", where, what);
+		errbuf_printf(errbuf, errbuf_size, "%s: %s is empty", where, what);
 		return -EINVAL;
 	}
 	if (value.len >= dst_size) {
-		set_err(errbuf, errbuf_size, "%s: %s is longer than %zu bytes", where, what,
+		errbuf_printf(errbuf, errbuf_size, "%s: %s is longer than %zu bytes", where, what,
 			dst_size - 1);
 		return -EINVAL;
 	}
@@ -571,7 +557,7 @@ static int cred_set(char *dst, size_t dst_size, struct span value, const char *w
 
 		/* They go into headers and query strings: no blanks or controls. */
 		if (c <= 0x20 || c == 0x7f) {
-			set_err(errbuf, errbuf_size,
+			errbuf_printf(errbuf, errbuf_size,
 				"%s: %s contains a blank or control character", where, what);
 			return -EINVAL;
 		}
@@ -600,22 +586,22 @@ static int read_private_file(const char *path, size_t max_bytes, char **ret_data
 		r = -errno;
 		if (r == -ENOENT || r == -ENOTDIR)
 			return -ENOENT;
-		set_err(errbuf, errbuf_size, "%s: cannot open: %s", path, strerror(-r));
+		errbuf_printf(errbuf, errbuf_size, "%s: cannot open: %s", path, strerror(-r));
 		return r;
 	}
 	/* fstat on the open file: no window between the check and the read. */
 	if (fstat(fd, &st) < 0) {
 		r = -errno;
-		set_err(errbuf, errbuf_size, "%s: cannot stat: %s", path, strerror(-r));
+		errbuf_printf(errbuf, errbuf_size, "%s: cannot stat: %s", path, strerror(-r));
 		goto out_close;
 	}
 	if (!S_ISREG(st.st_mode)) {
-		set_err(errbuf, errbuf_size, "%s: not a regular file", path);
+		errbuf_printf(errbuf, errbuf_size, "%s: not a regular file", path);
 		r = -EINVAL;
 		goto out_close;
 	}
 	if (st.st_mode & (S_IRGRP | S_IWGRP | S_IROTH | S_IWOTH)) {
-		set_err(errbuf, errbuf_size,
+		errbuf_printf(errbuf, errbuf_size,
 			"%s: mode %04o lets group or others read or write the credential; "
 			"chmod 600 it",
 			path, (unsigned)(st.st_mode & 07777));
@@ -630,14 +616,14 @@ static int read_private_file(const char *path, size_t max_bytes, char **ret_data
 			continue;
 		if (n < 0) {
 			r = -errno;
-			set_err(errbuf, errbuf_size, "%s: cannot read: %s", path, strerror(-r));
+			errbuf_printf(errbuf, errbuf_size, "%s: cannot read: %s", path, strerror(-r));
 			goto out_free;
 		}
 		if (n == 0)
 			break;
 		len += (size_t)n;
 		if (len > max_bytes) {
-			set_err(errbuf, errbuf_size, "%s: larger than %zu bytes", path, max_bytes);
+			errbuf_printf(errbuf, errbuf_size, "%s: larger than %zu bytes", path, max_bytes);
 			r = -EINVAL;
 			goto out_free;
 		}
@@ -678,7 +664,7 @@ static int load_dir_value(const char *dir, const char *name, char *dst, size_t d
 
 	n = snprintf(path, sizeof(path), "%s/%s", dir, name);
 	if (n < 0 || (size_t)n >= sizeof(path)) {
-		set_err(errbuf, errbuf_size, "credentials directory path too long");
+		errbuf_printf(errbuf, errbuf_size, "credentials directory path too long");
 		return -EINVAL;
 	}
 	r = read_private_file(path, SIGNER_CRED_FILE_MAX, &data, &len, errbuf, errbuf_size);
@@ -701,7 +687,7 @@ static int load_dir(const char *dir, struct signer_cred *c, char *errbuf, size_t
 	r = load_dir_value(dir, "access_key_secret", c->access_key_secret,
 			   sizeof(c->access_key_secret), errbuf, errbuf_size);
 	if (r == -ENOENT) {
-		set_err(errbuf, errbuf_size,
+		errbuf_printf(errbuf, errbuf_size,
 			"credentials directory %s: access_key_id present but access_key_secret missing",
 			dir);
 		return -EINVAL;
@@ -750,7 +736,7 @@ static int parse_cred_file(const char *path, const char *data, size_t len,
 			continue;
 		if (line.p[0] == '[') {
 			if (line.p[line.len - 1] != ']') {
-				set_err(errbuf, errbuf_size, "%s:%u: unterminated [section]", path,
+				errbuf_printf(errbuf, errbuf_size, "%s:%u: unterminated [section]", path,
 					line_no);
 				return -EINVAL;
 			}
@@ -760,7 +746,7 @@ static int parse_cred_file(const char *path, const char *data, size_t len,
 			continue;
 		}
 		if (!span_split(line, '=', &key, &value)) {
-			set_err(errbuf, errbuf_size, "%s:%u: expected key = value", path, line_no);
+			errbuf_printf(errbuf, errbuf_size, "%s:%u: expected key = value", path, line_no);
 			return -EINVAL;
 		}
 		if (!in_wanted)
@@ -777,17 +763,17 @@ static int parse_cred_file(const char *path, const char *data, size_t len,
 			type = value;
 	}
 	if (any_section && !found_profile) {
-		set_err(errbuf, errbuf_size, "%s: no [%.64s] profile", path, profile);
+		errbuf_printf(errbuf, errbuf_size, "%s: no [%.64s] profile", path, profile);
 		return -EINVAL;
 	}
 	if (type.p && !span_eq(type, "access_key") && !span_eq(type, "sts")) {
-		set_err(errbuf, errbuf_size,
+		errbuf_printf(errbuf, errbuf_size,
 			"%s: profile type %.*s is not supported (access_key or sts)", path,
 			(int)(type.len > 32 ? 32 : type.len), type.p);
 		return -EINVAL;
 	}
 	if (!id.p || !secret.p || (type.p && span_eq(type, "sts") && !token.p)) {
-		set_err(errbuf, errbuf_size, "%s: %s missing", path,
+		errbuf_printf(errbuf, errbuf_size, "%s: %s missing", path,
 			!id.p ? "access_key_id" : !secret.p ? "access_key_secret" : "security_token");
 		return -EINVAL;
 	}
@@ -827,14 +813,14 @@ static int load_env(struct signer_cred *c, char *errbuf, size_t errbuf_size)
 
 	if (!id || !*id) {
 		if (secret && *secret) {
-			set_err(errbuf, errbuf_size, "environment: %s is set but %s is not",
+			errbuf_printf(errbuf, errbuf_size, "environment: %s is set but %s is not",
 				ENV_ACCESS_KEY_SECRET, ENV_ACCESS_KEY_ID);
 			return -EINVAL;
 		}
 		return -ENOENT;
 	}
 	if (!secret || !*secret) {
-		set_err(errbuf, errbuf_size, "environment: %s is set but %s is not",
+		errbuf_printf(errbuf, errbuf_size, "environment: %s is set but %s is not",
 			ENV_ACCESS_KEY_ID, ENV_ACCESS_KEY_SECRET);
 		return -EINVAL;
 	}
@@ -903,7 +889,7 @@ static int load_cred(const struct signer_source *src, struct signer_cred **ret, 
 		snprintf(looked_profile, sizeof(looked_profile), "%.200s (absent)",
 			 src->profile_file);
 	}
-	set_err(errbuf, errbuf_size, "no credentials found: looked in %s, %s, %s, %s", looked_dir,
+	errbuf_printf(errbuf, errbuf_size, "no credentials found: looked in %s, %s, %s, %s", looked_dir,
 		looked_file,
 		src->use_environment ? "environment (" ENV_ACCESS_KEY_ID " unset)"
 				     : "environment (not used)",
@@ -931,7 +917,7 @@ int signer_new(const struct signer_source *src, struct signer **ret, char *errbu
 	s = xcalloc(1, sizeof(*s));
 	r = pthread_mutex_init(&s->lock, NULL);
 	if (r) {
-		set_err(errbuf, errbuf_size, "signer: mutex: %s", strerror(r));
+		errbuf_printf(errbuf, errbuf_size, "signer: mutex: %s", strerror(r));
 		cred_free(c);
 		free(s);
 		return -r;

@@ -100,20 +100,6 @@ static void global_init(void)
 	global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 
-static void set_error(char *errbuf, size_t errbuf_size, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void set_error(char *errbuf, size_t errbuf_size, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!errbuf || errbuf_size == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(errbuf, errbuf_size, fmt, ap);
-	va_end(ap);
-}
-
 static double seconds_since(const struct timespec *t0)
 {
 	struct timespec now;
@@ -220,26 +206,26 @@ static int parse_base_url(struct upstream *u, const char *base_url, char *errbuf
 	size_t i;
 
 	if (!h) {
-		set_error(errbuf, errbuf_size, "upstream URL: out of memory");
+		errbuf_printf(errbuf, errbuf_size, "upstream URL: out of memory");
 		return -ENOMEM;
 	}
 	uc = curl_url_set(h, CURLUPART_URL, base_url, 0);
 	if (uc != CURLUE_OK) {
-		set_error(errbuf, errbuf_size, "upstream URL: %s", curl_url_strerror(uc));
+		errbuf_printf(errbuf, errbuf_size, "upstream URL: %s", curl_url_strerror(uc));
 		goto out;
 	}
 	if (curl_url_get(h, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
 	    (strcasecmp(scheme, "https") != 0 && strcasecmp(scheme, "http") != 0)) {
-		set_error(errbuf, errbuf_size, "upstream URL: scheme must be https or http");
+		errbuf_printf(errbuf, errbuf_size, "upstream URL: scheme must be https or http");
 		goto out;
 	}
 	if (curl_url_get(h, CURLUPART_HOST, &host, 0) != CURLUE_OK || !host[0]) {
-		set_error(errbuf, errbuf_size, "upstream URL: no host");
+		errbuf_printf(errbuf, errbuf_size, "upstream URL: no host");
 		goto out;
 	}
 	/* The signer signs the request for "/", so the base must be the root. */
 	if (curl_url_get(h, CURLUPART_PATH, &path, 0) == CURLUE_OK && strcmp(path, "/") != 0) {
-		set_error(errbuf, errbuf_size, "upstream URL: must not have a path");
+		errbuf_printf(errbuf, errbuf_size, "upstream URL: must not have a path");
 		goto out;
 	}
 	for (i = 0; i < sizeof(forbidden) / sizeof(forbidden[0]); i++) {
@@ -247,7 +233,7 @@ static int parse_base_url(struct upstream *u, const char *base_url, char *errbuf
 
 		if (curl_url_get(h, forbidden[i], &part, 0) == CURLUE_OK) {
 			curl_free(part);
-			set_error(errbuf, errbuf_size,
+			errbuf_printf(errbuf, errbuf_size,
 				  "upstream URL: must not have a query, fragment or user");
 			goto out;
 		}
@@ -259,12 +245,12 @@ static int parse_base_url(struct upstream *u, const char *base_url, char *errbuf
 	else
 		n = snprintf(u->host_header, sizeof(u->host_header), "%s", host);
 	if (n < 0 || (size_t)n >= sizeof(u->host_header)) {
-		set_error(errbuf, errbuf_size, "upstream URL: host too long");
+		errbuf_printf(errbuf, errbuf_size, "upstream URL: host too long");
 		goto out;
 	}
 	n = snprintf(u->base_url, sizeof(u->base_url), "%s://%s", scheme, u->host_header);
 	if (n < 0 || (size_t)n >= sizeof(u->base_url)) {
-		set_error(errbuf, errbuf_size, "upstream URL: host too long");
+		errbuf_printf(errbuf, errbuf_size, "upstream URL: host too long");
 		goto out;
 	}
 	r = 0;
@@ -285,12 +271,12 @@ int upstream_new(const struct upstream_options *opt, struct upstream **ret, char
 
 	pthread_once(&global_once, global_init);
 	if (global_rc != CURLE_OK) {
-		set_error(errbuf, errbuf_size, "curl_global_init: %s",
+		errbuf_printf(errbuf, errbuf_size, "curl_global_init: %s",
 			  curl_easy_strerror(global_rc));
 		return -ENOMEM;
 	}
 	if (!opt || !opt->base_url) {
-		set_error(errbuf, errbuf_size, "upstream URL: missing");
+		errbuf_printf(errbuf, errbuf_size, "upstream URL: missing");
 		return -EINVAL;
 	}
 
@@ -300,7 +286,7 @@ int upstream_new(const struct upstream_options *opt, struct upstream **ret, char
 		goto out_free;
 	if (opt->ca_file && opt->ca_file[0]) {
 		if (access(opt->ca_file, R_OK) != 0) {
-			set_error(errbuf, errbuf_size, "upstream CA file %s: %s", opt->ca_file,
+			errbuf_printf(errbuf, errbuf_size, "upstream CA file %s: %s", opt->ca_file,
 				  strerror(errno));
 			r = -EINVAL;
 			goto out_free;
@@ -313,14 +299,14 @@ int upstream_new(const struct upstream_options *opt, struct upstream **ret, char
 	u->multi = curl_multi_init();
 	u->share = curl_share_init();
 	if (!u->multi || !u->share) {
-		set_error(errbuf, errbuf_size, "libcurl: cannot create handles");
+		errbuf_printf(errbuf, errbuf_size, "libcurl: cannot create handles");
 		r = -ENOMEM;
 		goto out_free;
 	}
 	if (curl_share_setopt(u->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) !=
 		    CURLSHE_OK ||
 	    curl_share_setopt(u->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) != CURLSHE_OK) {
-		set_error(errbuf, errbuf_size, "libcurl: cannot share TLS sessions");
+		errbuf_printf(errbuf, errbuf_size, "libcurl: cannot share TLS sessions");
 		r = -ENOMEM;
 		goto out_free;
 	}
