@@ -148,7 +148,7 @@ static void progress(uint64_t done, uint64_t total, uint64_t failed, int64_t sta
 static int warm(const struct config *cfg, const char *file)
 {
 	FILE *in = fopen(file, "r");
-	char progress_path[4096], line[256], url[512];
+	char progress_path[4096], progress_tmp[4200], line[256], url[512];
 	uint64_t total = 0, done = 0, failed = 0, skip = 0;
 	int64_t started = (int64_t)time(NULL);
 	FILE *pf;
@@ -163,6 +163,7 @@ static int warm(const struct config *cfg, const char *file)
 			total++;
 	rewind(in);
 	snprintf(progress_path, sizeof(progress_path), "%s.progress", file);
+	snprintf(progress_tmp, sizeof(progress_tmp), "%s.progress.tmp", file);
 	pf = fopen(progress_path, "r");
 	if (pf) {
 		if (fgets(line, sizeof(line), pf)) {
@@ -225,10 +226,12 @@ static int warm(const struct config *cfg, const char *file)
 		}
 		if (status != 200 && status != 304 && status != 403 && status != 404)
 			failed++;
-		pf = fopen(progress_path, "w");
+		/* Write-then-rename: an interrupt never leaves a torn progress file. */
+		pf = fopen(progress_tmp, "w");
 		if (pf) {
 			fprintf(pf, "%" PRIu64 "\n", done);
-			fclose(pf);
+			if (fclose(pf) == 0)
+				rename(progress_tmp, progress_path);
 		}
 		progress(done, total, failed, started, skip);
 	}

@@ -502,9 +502,19 @@ static void handle_submit(struct proxy *p, struct proxy_request *req, int64_t no
 static void handle_refresh(struct proxy *p, const struct cams_key *key, int64_t now_us)
 {
 	struct flight *f = flight_find(p->flights, key);
+	struct cache_entry *e;
+	int64_t now_s = wall_s();
 
 	if (f)
 		return;
+	/* A refresh that finished since this one was asked for makes it moot. */
+	if (cache_get(p->cache, key, now_s, &e) == 1) {
+		bool moot = e->expires_at_s - now_s > (int64_t)p->settings.refresh_ahead_s;
+
+		cache_entry_unref(e);
+		if (moot)
+			return;
+	}
 	if (queue_len(p->queue) >= p->settings.queue_max)
 		return;
 	f = flight_start(p->flights, key);
@@ -832,17 +842,18 @@ static void on_upstream_done(struct upstream_result *res, void *cls)
 		/*
 		 * A nonce "used already" means our request reached the upstream
 		 * twice: libcurl re-sends a request once when a reused
-		 * connection dies before the answer. Sign afresh and retry.
+		 * connection dies before the answer.
 		 */
 		if (strcmp(r.code, "SignatureNonceUsed") == 0) {
+			/*
+			 * Not retried: the upstream already counted both
+			 * arrivals, and a retry would add more load to a
+			 * connection that is failing.
+			 */
 			log_warn("upstream_nonce_reused", "phone=%s attempt=%u", masked, f->attempts);
-			if (f->attempts <= p->settings.upstream_retries && !f->background)
-				retry_flight(p, f, &r, now_us,
-					     limiter_next_send_us(p->limiter, now_us));
-			else
-				flight_fail(p, f, 502, r.request_id, "Proxy.UpstreamError",
-					    "the upstream connection failed and the re-sent request was refused (SignatureNonceUsed)",
-					    0, "uri-miss; detail=error");
+			flight_fail(p, f, 502, r.request_id, "Proxy.UpstreamError",
+				    "the upstream connection failed and the re-sent request was refused (SignatureNonceUsed)",
+				    0, "uri-miss; detail=error");
 			break;
 		}
 		/* fall through */

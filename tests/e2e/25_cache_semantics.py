@@ -5,6 +5,7 @@ import base64
 import hashlib
 import os
 import re
+import signal
 import sqlite3
 import subprocess
 import time
@@ -376,9 +377,12 @@ def test_cli_warm_resumes_after_the_recorded_position():
             except OSError:
                 return p.poll() is not None
         camtest.wait_until(progressed, 20, what="warm progress")
-        p.kill()
-    finally:
+        p.send_signal(signal.SIGINT)  # as Ctrl-C would
         p.communicate(timeout=10)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate(timeout=10)
     with open(f2 + ".progress") as fh:
         done = int(fh.read().strip())
     assert 2 <= done < 8, done

@@ -9,6 +9,7 @@ after a restart can only be corruption.
 import base64
 import glob
 import hashlib
+import http.client
 import os
 import random
 import sqlite3
@@ -73,7 +74,7 @@ def load(d, prefix, answered, stop, errors):
             i += 1
             try:
                 status, hdrs, _ = camtest.request(d.port, key_path(phone), timeout=20)
-            except OSError:
+            except (OSError, http.client.HTTPException):
                 if d.proc.poll() is not None:
                     return  # killed
                 time.sleep(0.01)

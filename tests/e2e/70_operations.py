@@ -8,6 +8,7 @@ import signal
 import socket
 import sqlite3
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -329,7 +330,7 @@ def _one_call(port, path):
 
 
 def test_sigterm_under_load_answers_every_accepted_request_and_exits_0():
-    sim = Sim(quota=5)
+    sim = Sim(quota=5, latency_ms=300)  # so an upstream call is in progress at SIGTERM
     d = Daemon(sim.url, ["--rate", "5", "--max-wait-ms", "60000"])
     hot = cold_phones("86133", 4)
     for p in hot:
@@ -392,13 +393,13 @@ def test_sigterm_under_load_answers_every_accepted_request_and_exits_0():
     t0 = stop_at[0]
     desc = ["%s connected at %+.3fs, %s at %+.3fs" % (o[1], o[3] - t0, o[2], o[4] - t0)
             for o in broken]
-    # Every request the daemon took gets an HTTP answer; after SIGTERM a new
-    # connection must be refused, not held in the listen backlog and reset at
-    # exit. The client cannot tell a connection the daemon accept()ed from one
-    # only the kernel queued, so allow the few that can sit in the backlog in
-    # the instant between the daemon's last accept() and its closing the
-    # listening socket; a reset per caller means the socket stayed open.
-    assert len(broken) <= 3, "%d requests were reset or left without an answer instead " \
+    # Every request gets an HTTP answer or a refused connection. The client
+    # cannot tell a connection the daemon accept()ed from one the kernel
+    # queued in the listen backlog: a graceful stop answers those too (accept
+    # what is pending, then close the listening socket, so later connects are
+    # refused). One is allowed for the instant between that last accept() and
+    # close(); a socket left open until exit resets about one per caller.
+    assert len(broken) <= 1, "%d requests were reset or left without an answer instead " \
         "of answered or refused (SIGTERM at +0.000s, daemon exited at %+.3fs), e.g. %s" % (
             len(broken), stopped_in, desc[:3])
 
@@ -627,7 +628,7 @@ def _make(target, destdir):
 
 def test_make_install_puts_files_in_destdir_keeps_a_changed_config_and_uninstalls():
     dest = tmpdir()
-    assert dest.startswith(tempfile_root()), dest  # never the real root
+    assert dest.startswith(tempfile.gettempdir() + os.sep), dest  # never the real root
     _make("install", dest)
     binary = os.path.join(dest, "usr", "sbin", "camskeyd")
     man8 = os.path.join(dest, "usr", "share", "man", "man8", "camskeyd.8")
@@ -661,11 +662,6 @@ def test_make_install_puts_files_in_destdir_keeps_a_changed_config_and_uninstall
     left = [os.path.relpath(os.path.join(dp, f), dest)
             for dp, _, fs in os.walk(dest) for f in fs]
     assert set(left) <= {"etc/camskeyd/camskeyd.conf"}, left
-
-
-def tempfile_root():
-    import tempfile
-    return tempfile.gettempdir()
 
 
 camtest.main(globals())
