@@ -743,8 +743,28 @@ void http_reconfigure(struct http *h, const struct config *cfg)
 
 void http_quiesce(struct http *h)
 {
-	if (h && h->mhd)
-		MHD_quiesce_daemon(h->mhd);
+	struct sockaddr_storage ss;
+	socklen_t len;
+	int fd;
+
+	if (!h || !h->mhd || h->listen_fd < 0)
+		return;
+	MHD_quiesce_daemon(h->mhd);
+	/*
+	 * Connections the kernel already accepted are handed to MHD so they
+	 * get an answer; then the socket closes, so new ones are refused
+	 * rather than queued and reset when the process exits.
+	 */
+	for (int i = 0; i < 4096; i++) {
+		len = sizeof(ss);
+		fd = accept4(h->listen_fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0)
+			break;
+		/* MHD owns the socket now, and closes it even on failure. */
+		MHD_add_connection(h->mhd, fd, (struct sockaddr *)&ss, len);
+	}
+	close(h->listen_fd);
+	h->listen_fd = -1;
 }
 
 void http_free(struct http *h, unsigned wait_ms)
