@@ -56,7 +56,8 @@ LIB_O    := $(addprefix $(BUILD)/daemon/,$(addsuffix .o,$(LIB_OBJS)))
 MAIN_O   := $(BUILD)/daemon/main.o
 LIB_A    := $(BUILD)/libcamskeyd.a
 
-UNIT_TESTS := buf span log config signer envelope route cache limiter queue flight upstream metrics
+UNIT_TESTS := buf span log config signer envelope route cache limiter queue flight upstream metrics \
+	docs
 UNIT_BINS  := $(addprefix $(BUILD)/tests/test_,$(UNIT_TESTS))
 SIM        := $(BUILD)/camsim
 
@@ -145,12 +146,14 @@ install: $(BUILD)/camskeyd
 	install -m 0644 docs/camskeyd.8 $(DESTDIR)$(MANDIR)/man8/camskeyd.8
 	install -m 0644 docs/camskeyd.conf.5 $(DESTDIR)$(MANDIR)/man5/camskeyd.conf.5
 	install -m 0644 systemd/camskeyd.service $(DESTDIR)$(UNITDIR)/camskeyd.service
+	install -m 0644 systemd/camskeyd.socket $(DESTDIR)$(UNITDIR)/camskeyd.socket
 	test -e $(DESTDIR)$(SYSCONFDIR)/camskeyd/camskeyd.conf || \
 		install -m 0644 config/camskeyd.conf $(DESTDIR)$(SYSCONFDIR)/camskeyd/camskeyd.conf
 
 uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/camskeyd $(DESTDIR)$(MANDIR)/man8/camskeyd.8 \
-		$(DESTDIR)$(MANDIR)/man5/camskeyd.conf.5 $(DESTDIR)$(UNITDIR)/camskeyd.service
+		$(DESTDIR)$(MANDIR)/man5/camskeyd.conf.5 $(DESTDIR)$(UNITDIR)/camskeyd.service \
+		$(DESTDIR)$(UNITDIR)/camskeyd.socket
 	@echo "kept $(DESTDIR)$(SYSCONFDIR)/camskeyd/camskeyd.conf (remove it by hand if unwanted)"
 
 clean:

@@ -342,17 +342,14 @@ static enum MHD_Result handle_key(struct http_request *hr, const struct http_sna
 		metrics_result(METRICS_RESULT_BAD_REQUEST);
 		return queue_error(hr, MHD_HTTP_BAD_REQUEST, err.code, err.message);
 	}
-	if (identify(hr, s) < 0) {
-		metrics_count(METRICS_UNAUTHORIZED);
-		return queue_error(hr, MHD_HTTP_UNAUTHORIZED, "Proxy.Unauthorized",
-				   "a valid bearer token is required");
-	}
 	if (strcmp(method, MHD_HTTP_METHOD_DELETE) == 0) {
 		int rc;
 
+		/* The admin token is not a client token: check it first. */
 		if (!is_admin(hr, s))
 			return queue_error(hr, MHD_HTTP_FORBIDDEN, "Proxy.Forbidden",
 					   "purging a key needs the admin token");
+		snprintf(hr->client_name, sizeof(hr->client_name), "admin");
 		rc = proxy_purge(hr->h->proxy, &pr->key);
 		if (rc < 0)
 			return queue_error(hr, MHD_HTTP_INTERNAL_SERVER_ERROR, "Proxy.CacheError",
@@ -361,6 +358,11 @@ static enum MHD_Result handle_key(struct http_request *hr, const struct http_sna
 			return queue_error(hr, MHD_HTTP_NOT_FOUND, "Proxy.NotCached",
 					   "the key was not in the cache");
 		return queue_error(hr, MHD_HTTP_OK, "OK", "the key was purged from the cache");
+	}
+	if (identify(hr, s) < 0) {
+		metrics_count(METRICS_UNAUTHORIZED);
+		return queue_error(hr, MHD_HTTP_UNAUTHORIZED, "Proxy.Unauthorized",
+				   "a valid bearer token is required");
 	}
 	for (unsigned i = 0; i < s->n_clients; i++) {
 		if (strcmp(s->clients[i].name, hr->client_name) == 0)
@@ -481,7 +483,8 @@ static enum MHD_Result route_request(struct http_request *hr, const struct http_
 	case ROUTE_READYZ:
 		if (!is_get)
 			break;
-		if (proxy_ready(h->proxy))
+		/* Ready: engine running and its loop turning (it wakes every second). */
+		if (proxy_ready(h->proxy) && mono_us() - proxy_heartbeat_us(h->proxy) < 5000000)
 			return handle_text(hr, MHD_HTTP_OK, "application/json",
 					   "{\"status\":\"ready\"}\n");
 		return handle_text(hr, MHD_HTTP_SERVICE_UNAVAILABLE, "application/json",

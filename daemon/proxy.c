@@ -277,7 +277,7 @@ static bool answer_stale_if_allowed(struct proxy *p, struct proxy_request *req, 
 				   atomic_load(&p->stale_if_error_s));
 	if (fr != CACHE_STALE_REVALIDATE && fr != CACHE_STALE_IF_ERROR)
 		return false;
-	snprintf(status, sizeof(status), "hit; stale; fwd=%s", why);
+	snprintf(status, sizeof(status), "hit; stale; detail=%s", why);
 	answer_entry(req, req->stale, now_s, status);
 	req->stale = NULL;
 	metrics_result(METRICS_RESULT_STALE);
@@ -296,7 +296,7 @@ static void deliver(struct proxy *p, struct proxy_request *req)
 static void answer_unavailable(struct proxy *p, struct proxy_request *req, const char *code,
 			       const char *message, int64_t wait_us)
 {
-	if (answer_stale_if_allowed(p, req, wall_s(), "uri-miss; detail=quota"))
+	if (answer_stale_if_allowed(p, req, wall_s(), "quota-wait"))
 		return;
 	if (strcmp(code, "Proxy.QueueFull") == 0)
 		metrics_count(METRICS_QUEUE_FULL);
@@ -361,7 +361,7 @@ enum proxy_verdict proxy_lookup(struct proxy *p, struct proxy_request *req, int6
 			cache_entry_unref(e);
 	}
 	if (req->only_if_cached) {
-		if (answer_stale_if_allowed(p, req, now_s, "none")) 
+		if (answer_stale_if_allowed(p, req, now_s, "only-if-cached"))
 			return PROXY_ANSWERED;
 		answer_error(req, 504, NULL, "Proxy.NotCached",
 			     "the key is not in the cache and only-if-cached was requested", 0,
@@ -596,7 +596,7 @@ static void send_flight(struct proxy *p, struct flight *f, int64_t now_us)
 	if (rc < 0) {
 		log_error("sign_failed", "err=%d", rc);
 		flight_fail(p, f, 502, NULL, "Proxy.UpstreamError", "could not sign the upstream request",
-			    0, "none");
+			    0, "upstream-error");
 		return;
 	}
 	rc = upstream_start(p->upstream, &sr, f);
@@ -604,7 +604,7 @@ static void send_flight(struct proxy *p, struct flight *f, int64_t now_us)
 	limiter_record_send(p->limiter, now_us);
 	if (rc < 0) {
 		flight_fail(p, f, 502, NULL, "Proxy.UpstreamError", "could not start the upstream call",
-			    0, "none");
+			    0, "upstream-error");
 		return;
 	}
 	metrics_observe_us(METRICS_HIST_QUOTA_WAIT, now_us - f->queued_at_us);
@@ -653,7 +653,7 @@ static void store_and_answer(struct proxy *p, struct flight *f, struct envelope_
 	if (buf_error(&body)) {
 		buf_free(&body);
 		flight_fail(p, f, 502, r->request_id, "Proxy.UpstreamError",
-			    "upstream answer too large to serve", 0, "none");
+			    "upstream answer too large to serve", 0, "upstream-error");
 		return;
 	}
 	e = cache_entry_new(&f->key, r->pem, buf_str(&body), body.len);
@@ -707,7 +707,8 @@ static void store_negative(struct proxy *p, struct flight *f, struct envelope_re
 	atomic_store(&e->last_used_s, now_s);
 	if (p->settings.negative_ttl_s > 0 && cache_put(p->cache, e) < 0)
 		metrics_count(METRICS_CACHE_ERRORS);
-	flight_succeed(p, f, e, "fwd=miss; stored", METRICS_RESULT_NEGATIVE);
+	flight_succeed(p, f, e, p->settings.negative_ttl_s > 0 ? "fwd=miss; stored" : "fwd=miss",
+		       METRICS_RESULT_NEGATIVE);
 	cache_entry_unref(e);
 }
 
@@ -727,7 +728,7 @@ static void retry_flight(struct proxy *p, struct flight *f, struct envelope_repl
 
 		next = w->next;
 		if (deadline < retry_at) {
-			if (!answer_stale_if_allowed(p, req, wall_s(), "uri-miss; detail=throttled")) {
+			if (!answer_stale_if_allowed(p, req, wall_s(), "upstream-throttled")) {
 				answer_error(req, 503, r->request_id, r->code, r->message,
 					     retry_after_from_us(retry_at - now_us), "fwd=miss");
 				metrics_result(METRICS_RESULT_ERROR);
@@ -744,7 +745,7 @@ static void retry_flight(struct proxy *p, struct flight *f, struct envelope_repl
 	f->state = FLIGHT_QUEUED;
 	if (queue_push_front(p->queue, &f->qitem) < 0)
 		flight_fail(p, f, 503, r->request_id, r->code, r->message,
-			    retry_after_from_us(retry_at - now_us), "uri-miss; detail=throttled");
+			    retry_after_from_us(retry_at - now_us), "upstream-throttled");
 }
 
 /* System.LimitControl: back off for the daemon, retry within the waiters' limits. */
@@ -762,7 +763,7 @@ static void handle_throttle(struct proxy *p, struct flight *f, struct envelope_r
 		 limiter_effective_rate(p->limiter, now_us), (retry_at - now_us) / 1000);
 	if (f->attempts > p->settings.upstream_retries || f->background) {
 		flight_fail(p, f, 503, r->request_id, "System.LimitControl", r->message,
-			    retry_after_from_us(retry_at - now_us), "uri-miss; detail=throttled");
+			    retry_after_from_us(retry_at - now_us), "upstream-throttled");
 		return;
 	}
 	retry_flight(p, f, r, now_us, retry_at);
@@ -793,7 +794,7 @@ static void on_upstream_done(struct upstream_result *res, void *cls)
 		snprintf(msg, sizeof(msg), "the upstream did not answer within %u ms",
 			 p->settings.upstream_timeout_ms);
 		flight_fail(p, f, 504, NULL, "Proxy.UpstreamTimeout", msg, 0,
-			    "uri-miss; detail=timeout");
+			    "upstream-timeout");
 		return;
 	case UPSTREAM_NETWORK:
 	case UPSTREAM_TOO_LARGE:
@@ -803,7 +804,7 @@ static void on_upstream_done(struct upstream_result *res, void *cls)
 		snprintf(msg, sizeof(msg), "upstream %s: %s",
 			 res->outcome == UPSTREAM_TOO_LARGE ? "answer too large" : "unreachable",
 			 res->error);
-		flight_fail(p, f, 502, NULL, "Proxy.UpstreamError", msg, 0, "uri-miss; detail=error");
+		flight_fail(p, f, 502, NULL, "Proxy.UpstreamError", msg, 0, "upstream-error");
 		return;
 	case UPSTREAM_HTTP:
 		break;
@@ -818,7 +819,7 @@ static void on_upstream_done(struct upstream_result *res, void *cls)
 				 res->http_status, err);
 		log_warn("upstream_error", "phone=%s http_status=%ld error=%s", masked,
 			 res->http_status, log_quote(msg, err, sizeof(err)));
-		flight_fail(p, f, 502, NULL, "Proxy.UpstreamError", msg, 0, "uri-miss; detail=error");
+		flight_fail(p, f, 502, NULL, "Proxy.UpstreamError", msg, 0, "upstream-error");
 		return;
 	}
 	mcode = metrics_upstream_from_code(r.code);
@@ -853,7 +854,7 @@ static void on_upstream_done(struct upstream_result *res, void *cls)
 			log_warn("upstream_nonce_reused", "phone=%s attempt=%u", masked, f->attempts);
 			flight_fail(p, f, 502, r.request_id, "Proxy.UpstreamError",
 				    "the upstream connection failed and the re-sent request was refused (SignatureNonceUsed)",
-				    0, "uri-miss; detail=error");
+				    0, "upstream-error");
 			break;
 		}
 		/* fall through */
@@ -867,7 +868,7 @@ static void on_upstream_done(struct upstream_result *res, void *cls)
 			  res->http_status, r.code, log_quote(r.message, err, sizeof(err)));
 		snprintf(msg, sizeof(msg), "the upstream rejected the daemon's request: %s",
 			 r.message);
-		flight_fail(p, f, 502, r.request_id, r.code, msg, 0, "uri-miss; detail=error");
+		flight_fail(p, f, 502, r.request_id, r.code, msg, 0, "upstream-error");
 		break;
 	}
 	envelope_reply_free(&r);

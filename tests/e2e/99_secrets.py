@@ -58,6 +58,17 @@ def all_files(root):
 
 # ---- the running daemon -----------------------------------------------------------------
 
+def test_the_scanners_find_what_they_look_for():
+    line = ('ts=2026-01-01T00:00:00.000Z level=info event=access request_id=8613912345678901 '
+            'phone=%s status=200 upstream_request_id="8612345678901" old_fingerprint=86%s')
+    assert unmasked_phones(line % ("8613*******78", "1" * 62)) == []
+    assert unmasked_phones(line % (PHONE, "1" * 62)) == [PHONE]
+    assert unmasked_phones("path=/v1/phone-numbers/861380000001712345678/x") != []
+    assert leaks("x" + camtest.ACCESS_KEY_SECRET + "x") == ["camtest.ACCESS_KEY_SECRET"]
+    assert leaks(b"token CAIS-sts-token-e2e%2B%2F") == ["the STS token of 40_signing.py"]
+    assert leaks("nothing here") == []
+
+
 def test_bodies_metrics_and_cmdline_do_not_carry_the_secret():
     sim = Sim()
     d = Daemon(sim.url)

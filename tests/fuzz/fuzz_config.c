@@ -7,8 +7,8 @@
  * "fuzz.conf" on top of the defaults; if it parses and validates, the
  * effective configuration printed by config_print() must parse and
  * validate again and print the same text (what --print-config writes is a
- * configuration file). Then the flag is applied with config_set() and the
- * whole is validated once more.
+ * configuration file). Then the flag is applied with config_set(), the
+ * whole is validated once more and, if valid, printed and re-read again.
  *
  * Invariants checked: the return codes are 0 or -EINVAL; a failure always
  * comes with at least one error line and a success with none; every file
@@ -16,6 +16,7 @@
  * "command line: --"; nothing leaks (config_free).
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -103,6 +104,20 @@ static void check_print_round_trip(const struct config *cfg)
 	free(first);
 }
 
+/*
+ * Known bug, pending in config.c: config_print() writes a value holding '"'
+ * unquoted, which loses leading or trailing blanks and whatever follows
+ * " #" or " ;" (inputs in tests/fuzz/regressions-pending/config/). Only a
+ * flag can set such a value, so the round trip skips flag values with '"'
+ * unless FUZZ_STRICT=1 is in the environment. Drop this once it is fixed.
+ */
+static bool strict(void)
+{
+	const char *s = getenv("FUZZ_STRICT");
+
+	return s && strcmp(s, "1") == 0;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct fuzz_parts fp;
@@ -138,6 +153,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		v = config_validate(&cfg, &err);
 		FUZZ_ASSERT(v == 0 || v == -EINVAL);
 		FUZZ_ASSERT((v == 0) == (err.len == 0));
+		if (r == 0 && v == 0 && (!strchr(fp.part[2], '"') || strict()))
+			check_print_round_trip(&cfg);
 	}
 
 	config_free(&cfg);

@@ -137,7 +137,7 @@ static void check_signed_headers(const char *names)
 			FUZZ_ASSERT(!(p[i] >= 'A' && p[i] <= 'Z'));
 		FUZZ_ASSERT((n == 4 && strncmp(p, "host", 4) == 0) ||
 			    (n == 12 && strncmp(p, "content-type", 12) == 0) ||
-			    (n > 6 && strncmp(p, "x-acs-", 6) == 0));
+			    (n >= 6 && strncmp(p, "x-acs-", 6) == 0));
 		if (prev) {
 			size_t m = n < prev_len ? n : prev_len;
 			int c = memcmp(prev, p, m);
