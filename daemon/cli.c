@@ -5,7 +5,8 @@
  * beside a live daemon; purge removes the row on disk, and a running
  * daemon may still hold the entry in memory until it expires or is purged
  * through DELETE on the HTTP API). warm asks the running daemon for each
- * phone number in a file, so the daemon's limiter keeps the quota; it
+ * phone number in a file (with the bearer token in $CAMSKEYD_TOKEN when
+ * client tokens are configured), so the daemon's limiter keeps the quota; it
  * prints a progress bar with an ETA and records its position in
  * FILE.progress, so an interrupted warm resumes where it stopped.
  */
@@ -151,6 +152,9 @@ static int warm(const struct config *cfg, const char *file)
 	char progress_path[4096], progress_tmp[4200], line[256], url[512];
 	uint64_t total = 0, done = 0, failed = 0, skip = 0;
 	int64_t started = (int64_t)time(NULL);
+	struct curl_slist *headers = NULL;
+	const char *token;
+	char auth[512];
 	FILE *pf;
 	CURL *curl;
 
@@ -181,6 +185,16 @@ static int warm(const struct config *cfg, const char *file)
 		fclose(in);
 		return 1;
 	}
+	if (strncmp(cfg->listen, "unix:", 5) == 0)
+		curl_easy_setopt(curl, CURLOPT_UNIX_SOCKET_PATH, cfg->listen + 5);
+	token = getenv("CAMSKEYD_TOKEN");
+	if (token && *token) {
+		/* The token comes from the environment, never the command line. */
+		snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
+		headers = curl_slist_append(NULL, auth);
+		mem_wipe(auth, sizeof(auth));
+		curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+	}
 	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, discard);
 	curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, (long)cfg->max_wait_ms + 30000L);
@@ -207,7 +221,7 @@ static int warm(const struct config *cfg, const char *file)
 			continue;
 		}
 		snprintf(url, sizeof(url), "http://%s" ROUTE_KEY_PREFIX "%s" ROUTE_KEY_SUFFIX "%s%s",
-			 cfg->listen, key.phone, key.cust_space_id[0] ? "?CustSpaceId=" : "",
+			 strncmp(cfg->listen, "unix:", 5) == 0 ? "localhost" : cfg->listen, key.phone, key.cust_space_id[0] ? "?CustSpaceId=" : "",
 			 key.cust_space_id);
 		curl_easy_setopt(curl, CURLOPT_URL, url);
 		/* 503 (quota) means "later": wait as told and try again. */
@@ -237,6 +251,7 @@ static int warm(const struct config *cfg, const char *file)
 	}
 	fprintf(stderr, "\n");
 	curl_easy_cleanup(curl);
+	curl_slist_free_all(headers);
 	fclose(in);
 	if (done == total)
 		unlink(progress_path);
