@@ -102,7 +102,7 @@ static const struct choice log_level_choices[] = {
 	U(max_connections, "max-connections", "8192", "", "N", false, 16, 1000000, \
 	  "simultaneous client connections, those waiting for quota included") \
 	U(connection_timeout_s, "connection-timeout", "30", "s", "SECONDS", false, 1, 3600, \
-	  "idle client connection timeout") \
+	  "idle client connection timeout, and the time allowed to send a request head") \
 	U(shutdown_grace_s, "shutdown-grace", "10", "s", "SECONDS", true, 0, 300, \
 	  "on SIGTERM, how long upstream calls in progress may finish before callers get 503") \
 	S(admin_token_sha256, "admin-token-sha256", "", "HEX", true, check_sha256_or_empty, \

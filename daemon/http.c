@@ -24,6 +24,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,7 +42,22 @@
 #include "route.h"
 #include "span.h"
 
-#define HTTP_CONNECTION_MEMORY_BYTES (LIMIT_URI_MAX_BYTES + LIMIT_HEADERS_MAX_BYTES + 8192)
+/*
+ * libmicrohttpd's per-connection pool holds the read buffer and a record
+ * (~56 bytes) per header and per query argument: room for a URI of
+ * LIMIT_URI_MAX_BYTES made of 1-byte arguments and LIMIT_HEADERS_MAX_BYTES
+ * of headers. Pages a connection never touches are never resident.
+ */
+#define HTTP_CONNECTION_MEMORY_BYTES (128 * 1024)
+
+/* A connection, for the request-head deadline (slow clients). */
+struct http_conn {
+	struct http_conn *prev, *next;
+	int fd;
+	atomic_llong head_deadline_us;  /* the request head must be in by then */
+	atomic_bool head_done;          /* headers of the current request arrived */
+	bool shut;
+};
 
 struct http_snapshot {
 	struct http_snapshot *older;   /* kept until http_free */
@@ -62,6 +78,9 @@ struct http {
 	mode_t unix_mode;
 	uint64_t id_seed;
 	atomic_uint_fast64_t id_counter;
+	int64_t head_timeout_us;        /* connection-timeout */
+	pthread_mutex_t conns_mu;       /* the list below */
+	struct http_conn conns;         /* circular list head */
 };
 
 /* One per request; allocated after the headers, freed on completion. */
@@ -73,7 +92,10 @@ struct http_request {
 	enum route_kind route;
 	int status;
 	enum { HR_NEW, HR_SUSPENDED, HR_RESUMED, HR_ANSWERED } state;
+	bool headers_seen;
 	bool route_done;
+	bool uri_too_long;
+	bool headers_too_large;
 	const char *method;
 	char client_name[LIMIT_CLIENT_NAME_MAX + 1];
 	char if_none_match[80];
@@ -415,47 +437,100 @@ static enum MHD_Result handle_text(struct http_request *hr, int status, const ch
 static enum MHD_Result route_request(struct http_request *hr, const struct http_snapshot *s,
 				     const char *url, const char *method);
 
+/*
+ * The first thing libmicrohttpd reports of a request: its full URI, before
+ * any argument is parsed. The request's state is allocated here (it
+ * becomes con_cls) and the URI bound is checked while its length is known.
+ */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *connection)
+{
+	struct http *h = cls;
+	struct http_request *hr = xcalloc(1, sizeof(*hr));
+
+	hr->h = h;
+	hr->connection = connection;
+	hr->started_us = mono_us();
+	hr->method = "-";
+	hr->preq.fd = -1;
+	hr->uri_too_long = strlen(uri) > LIMIT_URI_MAX_BYTES;
+	snprintf(hr->preq.request_id, sizeof(hr->preq.request_id), "%016" PRIx64,
+		 (uint64_t)(h->id_seed ^ (atomic_fetch_add(&h->id_counter, 1) * 0x9E3779B97F4A7C15ULL)));
+	return hr;
+}
+
+static enum MHD_Result add_header_size(void *cls, enum MHD_ValueKind kind, const char *key,
+				       const char *value)
+{
+	size_t *total = cls;
+
+	*total += strlen(key) + (value ? strlen(value) : 0) + 4; /* ": " and CRLF */
+	return MHD_YES;
+}
+
+static void mark_head_done(struct MHD_Connection *connection)
+{
+	const union MHD_ConnectionInfo *ci =
+		MHD_get_connection_info(connection, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	struct http_conn *hc = ci ? ci->socket_context : NULL;
+
+	if (hc)
+		atomic_store_explicit(&hc->head_done, true, memory_order_relaxed);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, const char *url,
 				  const char *method, const char *version,
 				  const char *upload_data, size_t *upload_data_size, void **con_cls)
 {
 	struct http *h = cls;
 	struct http_request *hr = *con_cls;
-	const struct http_snapshot *s = atomic_load(&h->snapshot);
 
-	if (hr && hr->state == HR_RESUMED) {
+	if (!hr) {
+		/* on_uri always runs first; this is only a safety net */
+		hr = on_uri(h, url, connection);
+		*con_cls = hr;
+	}
+	if (hr->state == HR_RESUMED) {
 		if (hr->preq.http_status == 0)
 			return MHD_NO; /* the client left while waiting */
 		hr->state = HR_ANSWERED;
 		return queue_proxy_answer(hr);
 	}
-	if (hr && hr->state == HR_NEW && !hr->route_done) {
-		if (*upload_data_size) {
-			/* Discard any request body; nothing here takes one. */
-			*upload_data_size = 0;
-			return MHD_YES;
-		}
-		hr->route_done = true;
-		return route_request(hr, s, url, method);
-	}
-	if (hr)
-		return MHD_YES;
+	if (!hr->headers_seen) {
+		/*
+		 * The head is in. Answer on a later call, once the whole
+		 * request (and any body) is read: libmicrohttpd closes the
+		 * connection after a response queued before that, and
+		 * keep-alive matters for callers and the hit path.
+		 */
+		size_t header_bytes = 0;
 
-	hr = xcalloc(1, sizeof(*hr));
-	hr->h = h;
-	hr->connection = connection;
-	hr->started_us = mono_us();
-	hr->method = method;
-	hr->preq.fd = -1;
-	snprintf(hr->preq.request_id, sizeof(hr->preq.request_id), "%016" PRIx64,
-		 (uint64_t)(h->id_seed ^ (atomic_fetch_add(&h->id_counter, 1) * 0x9E3779B97F4A7C15ULL)));
-	*con_cls = hr;
-	/*
-	 * Answer on the next call, once the whole request (and any body) is
-	 * read: libmicrohttpd closes the connection after a response queued
-	 * before that, and keep-alive matters for callers and the hit path.
-	 */
-	return MHD_YES;
+		hr->headers_seen = true;
+		hr->method = method;
+		mark_head_done(connection);
+		MHD_get_connection_values(connection, MHD_HEADER_KIND, add_header_size,
+					  &header_bytes);
+		hr->headers_too_large = header_bytes > LIMIT_HEADERS_MAX_BYTES;
+		return MHD_YES;
+	}
+	if (*upload_data_size) {
+		/* Discard any request body; nothing here takes one. */
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
+	if (hr->state != HR_NEW || hr->route_done)
+		return MHD_YES;
+	hr->route_done = true;
+	if (hr->headers_too_large) {
+		metrics_result(METRICS_RESULT_BAD_REQUEST);
+		return queue_error(hr, MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE,
+				   "Proxy.HeadersTooLarge", "the request headers are over 8192 bytes");
+	}
+	if (hr->uri_too_long) {
+		metrics_result(METRICS_RESULT_BAD_REQUEST);
+		return queue_error(hr, MHD_HTTP_URI_TOO_LONG, "Proxy.UriTooLong",
+				   "the request URI is longer than 2048 bytes");
+	}
+	return route_request(hr, atomic_load(&h->snapshot), url, method);
 }
 
 static enum MHD_Result route_request(struct http_request *hr, const struct http_snapshot *s,
@@ -513,8 +588,17 @@ static enum MHD_Result route_request(struct http_request *hr, const struct http_
 static void on_completed(void *cls, struct MHD_Connection *connection, void **con_cls,
 			 enum MHD_RequestTerminationCode toe)
 {
+	struct http *h = cls;
 	struct http_request *hr = *con_cls;
+	const union MHD_ConnectionInfo *ci =
+		MHD_get_connection_info(connection, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	struct http_conn *hc = ci ? ci->socket_context : NULL;
 
+	if (hc) {
+		/* The next request's head has its own deadline. */
+		atomic_store(&hc->head_deadline_us, mono_us() + h->head_timeout_us);
+		atomic_store(&hc->head_done, false);
+	}
 	if (!hr)
 		return;
 	*con_cls = NULL;
@@ -542,6 +626,57 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **co
 	}
 	proxy_request_clear(&hr->preq);
 	free(hr);
+}
+
+static void on_connection(void *cls, struct MHD_Connection *connection, void **socket_context,
+			  enum MHD_ConnectionNotificationCode toe)
+{
+	struct http *h = cls;
+	struct http_conn *hc = *socket_context;
+
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+		const union MHD_ConnectionInfo *ci =
+			MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+
+		hc = xcalloc(1, sizeof(*hc));
+		hc->fd = ci ? ci->connect_fd : -1;
+		atomic_store(&hc->head_deadline_us, mono_us() + h->head_timeout_us);
+		pthread_mutex_lock(&h->conns_mu);
+		hc->next = h->conns.next;
+		hc->prev = &h->conns;
+		h->conns.next->prev = hc;
+		h->conns.next = hc;
+		pthread_mutex_unlock(&h->conns_mu);
+		*socket_context = hc;
+	} else if (hc) {
+		pthread_mutex_lock(&h->conns_mu);
+		hc->prev->next = hc->next;
+		hc->next->prev = hc->prev;
+		pthread_mutex_unlock(&h->conns_mu);
+		free(hc);
+		*socket_context = NULL;
+	}
+}
+
+void http_sweep(struct http *h)
+{
+	int64_t now_us = mono_us();
+
+	pthread_mutex_lock(&h->conns_mu);
+	for (struct http_conn *hc = h->conns.next; hc != &h->conns; hc = hc->next) {
+		if (hc->shut || hc->fd < 0 || atomic_load(&hc->head_done) ||
+		    now_us < atomic_load(&hc->head_deadline_us))
+			continue;
+		/*
+		 * The request head is late (a slow client or one libmicrohttpd
+		 * could not parse): end the connection. MHD sees the shutdown
+		 * and closes and frees it on its own thread.
+		 */
+		shutdown(hc->fd, SHUT_RDWR);
+		hc->shut = true;
+		metrics_count(METRICS_SLOW_CLIENTS);
+	}
+	pthread_mutex_unlock(&h->conns_mu);
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
@@ -657,6 +792,9 @@ int http_new(const struct config *cfg, struct proxy *proxy, struct http **ret, c
 
 	h->proxy = proxy;
 	h->listen_fd = -1;
+	h->head_timeout_us = (int64_t)cfg->connection_timeout_s * 1000000;
+	pthread_mutex_init(&h->conns_mu, NULL);
+	h->conns.next = h->conns.prev = &h->conns;
 	if (RAND_bytes((unsigned char *)&h->id_seed, sizeof(h->id_seed)) != 1)
 		h->id_seed = (uint64_t)time(NULL) ^ (uint64_t)getpid();
 	atomic_store(&h->snapshot, snapshot_new(cfg));
@@ -719,6 +857,8 @@ int http_new(const struct config *cfg, struct proxy *proxy, struct http **ret, c
 		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)cfg->connection_timeout_s,
 		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONNECTION_MEMORY_BYTES,
 		MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+		MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
+		MHD_OPTION_URI_LOG_CALLBACK, on_uri, h,
 		MHD_OPTION_LISTENING_ADDRESS_REUSE, 1,
 		MHD_OPTION_END);
 	if (!h->mhd) {
@@ -732,6 +872,7 @@ fail:
 	if (h->listen_fd >= 0)
 		close(h->listen_fd);
 	free(atomic_load(&h->snapshot));
+	pthread_mutex_destroy(&h->conns_mu);
 	free(h);
 	return -EINVAL;
 }
@@ -791,6 +932,7 @@ void http_free(struct http *h, unsigned wait_ms)
 		close(h->listen_fd);
 	if (h->unix_path[0])
 		unlink(h->unix_path);
+	pthread_mutex_destroy(&h->conns_mu);
 	s = atomic_load(&h->snapshot);
 	while (s) {
 		struct http_snapshot *older = s->older;

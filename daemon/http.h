@@ -27,6 +27,11 @@ int http_new(const struct config *cfg, struct proxy *proxy, struct http **ret, c
 	     size_t errbuf_size);
 /* New tokens, clients, limits for requests that start from now on. */
 void http_reconfigure(struct http *h, const struct config *cfg);
+/*
+ * End connections whose request head is later than connection-timeout
+ * (slowloris). Call a few times a second (main's loop). Any thread.
+ */
+void http_sweep(struct http *h);
 /* Stop accepting new connections (first step of a graceful stop). */
 void http_quiesce(struct http *h);
 /* Wait up to wait_ms for open connections to finish, then stop. */

@@ -214,6 +214,7 @@ static int serve(struct daemon_state *d, int argc, char **argv)
 		int sig = sigtimedwait(&sigs, NULL, &timeout);
 
 		now_us = mono_us();
+		http_sweep(d->http);
 		if (watchdog_us && now_us >= next_ping_us) {
 			/* Ping only while the engine loop turns (it wakes at least every second). */
 			if (now_us - proxy_heartbeat_us(d->proxy) < 3000000)

@@ -63,6 +63,7 @@ static const struct counter_def counter_defs[METRICS_COUNTER_COUNT] = {
 	{ "camskeyd_key_rotations_total", "Keys whose fingerprint changed upstream." },
 	{ "camskeyd_cache_errors_total", "Cache (SQLite) errors." },
 	{ "camskeyd_unauthorized_total", "Requests refused with 401." },
+	{ "camskeyd_slow_clients_total", "Connections ended because the request head came too late." },
 };
 
 static const struct counter_def gauge_defs[METRICS_GAUGE_COUNT] = {
@@ -97,6 +98,7 @@ static const char *const all_names[] = {
 	"camskeyd_key_rotations_total",
 	"camskeyd_cache_errors_total",
 	"camskeyd_unauthorized_total",
+	"camskeyd_slow_clients_total",
 	"camskeyd_queue_depth",
 	"camskeyd_waiting_callers",
 	"camskeyd_upstream_in_flight",

@@ -53,6 +53,7 @@ enum metrics_counter {
 	METRICS_KEY_ROTATIONS,        /* a key changed upstream */
 	METRICS_CACHE_ERRORS,
 	METRICS_UNAUTHORIZED,         /* 401 */
+	METRICS_SLOW_CLIENTS,         /* connections ended: request head too late */
 	METRICS_COUNTER_COUNT,
 };
 
