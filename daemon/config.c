@@ -567,6 +567,11 @@ static int set_value(struct config *cfg, size_t i, const char *value, struct buf
 			buf_adds(reason, "must not contain control characters");
 			return -EINVAL;
 		}
+		/* A value must print back as "value" (--print-config reads back). */
+		if (strchr(value, '"')) {
+			buf_adds(reason, "must not contain a double quote");
+			return -EINVAL;
+		}
 		if (k->check && k->check(value, reason) < 0)
 			return -EINVAL;
 		free(*(char **)field);
