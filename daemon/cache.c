@@ -5,7 +5,7 @@
  *
  * Disk: one SQLite file in WAL mode, synchronous=NORMAL (a power loss may
  * lose the last commits, never corrupts), one table `keys` keyed by
- * (cust_space_id, phone), PRAGMA user_version = 1. Every write is one
+ * (cust_space_id, phone), PRAGMA user_version = 2. Every write is one
  * BEGIN IMMEDIATE ... COMMIT on the single writer connection, which
  * writer_mu serialises (writes come at most at the upstream rate, plus
  * cache_maintain() once a second). Reads on a memory miss go through a
@@ -61,7 +61,7 @@
 #include "log.h"
 #include "mem.h"
 
-#define CACHE_SCHEMA_VERSION 1
+#define CACHE_SCHEMA_VERSION 2
 #define CACHE_BUSY_TIMEOUT_MS 5000
 #define CACHE_SHARD_BITS 6
 #define CACHE_SHARDS (1u << CACHE_SHARD_BITS)
@@ -79,25 +79,40 @@
 	"cust_space_id, phone, kind, http_status, status, code, etag, request_id, pem, " \
 	"body, fetched_at, expires_at, last_used_at"
 
-static const char schema_sql[] =
-	"CREATE TABLE IF NOT EXISTS keys ("
-	" cust_space_id TEXT NOT NULL,"
-	" phone TEXT NOT NULL,"
-	" kind INTEGER NOT NULL,"
-	" http_status INTEGER NOT NULL,"
-	" status TEXT NOT NULL,"
-	" code TEXT NOT NULL,"
-	" etag TEXT NOT NULL,"
-	" request_id TEXT NOT NULL,"
-	" pem TEXT,"
-	" body BLOB NOT NULL,"
-	" fetched_at INTEGER NOT NULL,"
-	" expires_at INTEGER NOT NULL,"
-	" last_used_at INTEGER NOT NULL,"
-	" PRIMARY KEY (cust_space_id, phone)"
-	") WITHOUT ROWID;"
+/*
+ * A rowid table with a unique index, not WITHOUT ROWID: a row (about 1.3 KiB
+ * with the PEM and the rendered body) is far over the ~1 KiB a WITHOUT
+ * ROWID page cell holds, and each row would spill into an overflow page of
+ * its own (4.5 KiB a row, measured with a million entries).
+ */
+#define CACHE_TABLE_SQL                                                               \
+	"CREATE TABLE IF NOT EXISTS keys ("                                           \
+	" cust_space_id TEXT NOT NULL,"                                               \
+	" phone TEXT NOT NULL,"                                                       \
+	" kind INTEGER NOT NULL,"                                                     \
+	" http_status INTEGER NOT NULL,"                                              \
+	" status TEXT NOT NULL,"                                                      \
+	" code TEXT NOT NULL,"                                                        \
+	" etag TEXT NOT NULL,"                                                        \
+	" request_id TEXT NOT NULL,"                                                  \
+	" pem TEXT,"                                                                  \
+	" body BLOB NOT NULL,"                                                        \
+	" fetched_at INTEGER NOT NULL,"                                               \
+	" expires_at INTEGER NOT NULL,"                                               \
+	" last_used_at INTEGER NOT NULL);"                                            \
+	"CREATE UNIQUE INDEX IF NOT EXISTS keys_key ON keys (cust_space_id, phone);"  \
 	"CREATE INDEX IF NOT EXISTS keys_last_used_at ON keys (last_used_at);"
-	"PRAGMA user_version = 1;";
+
+static const char schema_sql[] = CACHE_TABLE_SQL "PRAGMA user_version = 2;";
+
+/* Version 1 was a WITHOUT ROWID table: copy its rows into version 2. */
+static const char upgrade_v1_sql[] =
+	"ALTER TABLE keys RENAME TO keys_v1;"
+	"DROP INDEX IF EXISTS keys_last_used_at;"
+	CACHE_TABLE_SQL
+	"INSERT INTO keys (" CACHE_COLUMNS ") SELECT " CACHE_COLUMNS " FROM keys_v1;"
+	"DROP TABLE keys_v1;"
+	"PRAGMA user_version = 2;";
 
 /* The writer connection's statements, prepared once at open. */
 enum wst {
@@ -125,10 +140,10 @@ static const char *const writer_sql[WST__MAX] = {
 	[WST_TOUCH] = "UPDATE keys SET last_used_at = ?3"
 		      " WHERE cust_space_id = ?1 AND phone = ?2 AND last_used_at < ?3",
 	/* ?2/?3: a key to spare (the one just stored); phone '' spares none. */
-	[WST_EVICT] = "DELETE FROM keys WHERE (cust_space_id, phone) IN"
-		      " (SELECT cust_space_id, phone FROM keys"
+	[WST_EVICT] = "DELETE FROM keys WHERE rowid IN"
+		      " (SELECT rowid FROM keys"
 		      "  WHERE NOT (cust_space_id = ?2 AND phone = ?3)"
-		      "  ORDER BY last_used_at, cust_space_id, phone LIMIT ?1)"
+		      "  ORDER BY last_used_at LIMIT ?1)"
 		      " RETURNING cust_space_id, phone",
 	[WST_COUNT] = "SELECT COUNT(*) FROM keys",
 	[WST_INTEGRITY] = "PRAGMA integrity_check",
@@ -856,7 +871,8 @@ static int open_schema(struct cache *c, char *errbuf, size_t errbuf_size)
 	if (!c->read_only && version < CACHE_SCHEMA_VERSION) {
 		if (sqlite3_exec(c->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
 			goto fail_sqlite;
-		if (sqlite3_exec(c->db, schema_sql, NULL, NULL, &errmsg) != SQLITE_OK ||
+		if (sqlite3_exec(c->db, version == 1 ? upgrade_v1_sql : schema_sql, NULL, NULL,
+				 &errmsg) != SQLITE_OK ||
 		    sqlite3_exec(c->db, "COMMIT", NULL, NULL, &errmsg) != SQLITE_OK) {
 			errbuf_printf(errbuf, errbuf_size, "cannot create schema in %s: %s", c->path,
 				errmsg ? errmsg : sqlite3_errmsg(c->db));

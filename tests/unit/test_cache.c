@@ -699,11 +699,57 @@ TEST(a_newer_schema_version_is_refused)
 
 	REQUIRE(tmp_make(&t) == 0);
 	REQUIRE(sqlite3_open(t.db, &db) == SQLITE_OK);
-	CHECK(sqlite3_exec(db, "PRAGMA user_version = 2", NULL, NULL, NULL) == SQLITE_OK);
+	CHECK(sqlite3_exec(db, "PRAGMA user_version = 3", NULL, NULL, NULL) == SQLITE_OK);
 	sqlite3_close(db);
 	err[0] = '\0';
 	CHECK(open_cache(t.db, 100, 100, 0, &c, err, sizeof(err)) == -EIO);
 	CHECK(strstr(err, "newer") != NULL);
+	tmp_remove(&t);
+}
+
+TEST(a_version_1_database_is_upgraded_with_its_entries)
+{
+	struct tmp t;
+	struct cache *c = NULL;
+	struct cache_entry *e = NULL;
+	struct cams_key key;
+	sqlite3 *db = NULL;
+	char err[256];
+	int64_t version = 0;
+	sqlite3_stmt *st;
+
+	REQUIRE(tmp_make(&t) == 0);
+	REQUIRE(sqlite3_open(t.db, &db) == SQLITE_OK);
+	/* the version 1 layout, as 0.1 created it */
+	REQUIRE(sqlite3_exec(db,
+			     "CREATE TABLE keys (cust_space_id TEXT NOT NULL, phone TEXT NOT NULL,"
+			     " kind INTEGER NOT NULL, http_status INTEGER NOT NULL,"
+			     " status TEXT NOT NULL, code TEXT NOT NULL, etag TEXT NOT NULL,"
+			     " request_id TEXT NOT NULL, pem TEXT, body BLOB NOT NULL,"
+			     " fetched_at INTEGER NOT NULL, expires_at INTEGER NOT NULL,"
+			     " last_used_at INTEGER NOT NULL,"
+			     " PRIMARY KEY (cust_space_id, phone)) WITHOUT ROWID;"
+			     "CREATE INDEX keys_last_used_at ON keys (last_used_at);"
+			     "INSERT INTO keys VALUES ('', '8613912345678', 0, 200, 'VALID', 'OK',"
+			     " 'ab', 'R1', 'PEM', '{}', 100, 200, 150);"
+			     "PRAGMA user_version = 1;",
+			     NULL, NULL, NULL) == SQLITE_OK);
+	sqlite3_close(db);
+	REQUIRE(open_cache(t.db, 100, 100, 0, &c, err, sizeof(err)) == 0);
+	memset(&key, 0, sizeof(key));
+	memcpy(key.phone, "8613912345678", 14);
+	REQUIRE(cache_get(c, &key, 150, &e) == 1);
+	CHECK_STR(e->request_id, "R1");
+	CHECK(e->expires_at_s == 200);
+	cache_entry_unref(e);
+	cache_close(c);
+	REQUIRE(sqlite3_open(t.db, &db) == SQLITE_OK);
+	REQUIRE(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK);
+	if (sqlite3_step(st) == SQLITE_ROW)
+		version = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	CHECK(version == 2);
 	tmp_remove(&t);
 }
 
@@ -927,6 +973,7 @@ int main(void)
 	RUN(integrity_check_of_a_healthy_database_is_ok);
 	RUN(a_file_that_is_not_sqlite_fails_to_open_with_a_message);
 	RUN(a_newer_schema_version_is_refused);
+	RUN(a_version_1_database_is_upgraded_with_its_entries);
 	RUN(a_missing_directory_fails_to_open_with_a_message);
 	RUN(the_database_file_is_created_mode_0600);
 	RUN(a_locked_database_makes_put_fail_with_eio_and_changes_nothing);
