@@ -24,6 +24,9 @@
 #define LIMIT_URI_MAX_BYTES 2048
 #define LIMIT_HEADERS_MAX_BYTES 8192
 
+/* Query arguments in one request: a lookup takes at most three. */
+#define LIMIT_QUERY_ARGS_MAX 64
+
 /* Upstream response body: a CAMS answer is about 1 KiB. */
 #define LIMIT_UPSTREAM_BODY_MAX_BYTES (64 * 1024)
 

@@ -44,11 +44,12 @@
 
 /*
  * libmicrohttpd's per-connection pool holds the read buffer and a record
- * (~56 bytes) per header and per query argument: room for a URI of
- * LIMIT_URI_MAX_BYTES made of 1-byte arguments and LIMIT_HEADERS_MAX_BYTES
- * of headers. Pages a connection never touches are never resident.
+ * (~56 bytes) per header and per query argument, and is zeroed after every
+ * request: its size is paid on every hit (128 KiB cost a third of the hit
+ * rate, measured with wrk). 24 KiB holds a LIMIT_URI_MAX_BYTES URI with
+ * LIMIT_QUERY_ARGS_MAX arguments and about 8 KiB of headers.
  */
-#define HTTP_CONNECTION_MEMORY_BYTES (128 * 1024)
+#define HTTP_CONNECTION_MEMORY_BYTES (24 * 1024)
 
 /* A connection, for the request-head deadline (slow clients). */
 struct http_conn {
@@ -437,6 +438,18 @@ static enum MHD_Result handle_text(struct http_request *hr, int status, const ch
 static enum MHD_Result route_request(struct http_request *hr, const struct http_snapshot *s,
 				     const char *url, const char *method);
 
+static size_t count_query_args(const char *uri)
+{
+	const char *q = strchr(uri, '?');
+	size_t n = 0;
+
+	if (!q)
+		return 0;
+	for (n = 1; *q; q++)
+		n += *q == '&';
+	return n;
+}
+
 /*
  * The first thing libmicrohttpd reports of a request: its full URI, before
  * any argument is parsed. The request's state is allocated here (it
@@ -453,6 +466,19 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *connectio
 	hr->method = "-";
 	hr->preq.fd = -1;
 	hr->uri_too_long = strlen(uri) > LIMIT_URI_MAX_BYTES;
+	if (count_query_args(uri) > LIMIT_QUERY_ARGS_MAX) {
+		const union MHD_ConnectionInfo *ci =
+			MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+
+		/*
+		 * libmicrohttpd parses the arguments next, one pool record
+		 * each; a flood of them exhausts the connection's pool and
+		 * leaves it hanging unanswered. End it now instead.
+		 */
+		if (ci)
+			shutdown(ci->connect_fd, SHUT_RDWR);
+		metrics_result(METRICS_RESULT_BAD_REQUEST);
+	}
 	snprintf(hr->preq.request_id, sizeof(hr->preq.request_id), "%016" PRIx64,
 		 (uint64_t)(h->id_seed ^ (atomic_fetch_add(&h->id_counter, 1) * 0x9E3779B97F4A7C15ULL)));
 	return hr;
