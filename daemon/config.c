@@ -132,7 +132,7 @@ static const struct choice log_level_choices[] = {
 	U(max_wait_ms, "max-wait-ms", "5000", "ms", "MS", true, 0, 600000, \
 	  "longest a caller waits for quota unless it asks for less") \
 	U(queue_max, "queue-max", "10000", "", "N", true, 1, 1000000, \
-	  "callers waiting for quota, in all; more are refused with 503 Proxy.QueueFull") \
+	  "upstream calls (distinct keys) waiting for quota, background refreshes included; past it 503 Proxy.QueueFull") \
 	/* cache */ \
 	S(cache, "cache", "./camskeyd.db", "FILE", false, check_not_empty, \
 	  "SQLite cache database ($STATE_DIRECTORY/cache.db when systemd sets STATE_DIRECTORY)") \
