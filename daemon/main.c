@@ -38,6 +38,7 @@
 #endif
 
 #define STOP_FLUSH_MS 2000
+#define STATUS_INTERVAL_US 5000000
 
 struct daemon_state {
 	struct config cfg;
@@ -158,7 +159,7 @@ static int serve(struct daemon_state *d, int argc, char **argv)
 	char errbuf[512], keyid[LIMIT_ACCESS_KEY_ID_MAX + 1];
 	sigset_t sigs;
 	uint64_t watchdog_us;
-	int64_t next_ping_us = 0;
+	int64_t next_ping_us = 0, next_status_us = 0;
 	int rc, exit_code = 1;
 
 	/* The process holds a cloud credential: no core dumps, no ptrace by peers. */
@@ -220,6 +221,18 @@ static int serve(struct daemon_state *d, int argc, char **argv)
 			if (now_us - proxy_heartbeat_us(d->proxy) < 3000000)
 				notify_send("WATCHDOG=1");
 			next_ping_us = now_us + (int64_t)watchdog_us / 2;
+		}
+		if (now_us >= next_status_us) {
+			/* What `systemctl status` shows: is it serving, and how busy. */
+			notify_status("serving on %s: %llu hits, %llu misses, %lld waiting, "
+				      "limiter at %.2f calls/s",
+				      http_listen_address(d->http),
+				      (unsigned long long)metrics_result_value(METRICS_RESULT_HIT),
+				      (unsigned long long)metrics_result_value(METRICS_RESULT_MISS),
+				      (long long)metrics_gauge_value(METRICS_GAUGE_WAITERS),
+				      (double)metrics_gauge_value(METRICS_GAUGE_EFFECTIVE_RATE_MILLI) /
+					      1000.0);
+			next_status_us = now_us + STATUS_INTERVAL_US;
 		}
 		if (sig == SIGHUP) {
 			reload(d, argc, argv);
