@@ -35,6 +35,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "envelope.h"
 #include "log.h"
 #include "mem.h"
@@ -101,14 +102,6 @@ struct http_request {
 	char client_name[LIMIT_CLIENT_NAME_MAX + 1];
 	char if_none_match[80];
 };
-
-static int64_t mono_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 static void sha256_hex(const char *s, size_t len, char out[65])
 {
@@ -420,7 +413,7 @@ static enum MHD_Result handle_key(struct http_request *hr, const struct http_sna
 	ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
 	pr->fd = ci ? ci->connect_fd : -1;
 
-	if (proxy_lookup(hr->h->proxy, pr, mono_us(), (int64_t)time(NULL)) == PROXY_ANSWERED)
+	if (proxy_lookup(hr->h->proxy, pr, clock_mono_us(), (int64_t)time(NULL)) == PROXY_ANSWERED)
 		return queue_proxy_answer(hr);
 	pr->client = proxy_client_index(hr->h->proxy, hr->client_name);
 	hr->state = HR_SUSPENDED;
@@ -462,7 +455,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *connectio
 
 	hr->h = h;
 	hr->connection = connection;
-	hr->started_us = mono_us();
+	hr->started_us = clock_mono_us();
 	hr->method = "-";
 	hr->preq.fd = -1;
 	hr->uri_too_long = strlen(uri) > LIMIT_URI_MAX_BYTES;
@@ -585,7 +578,7 @@ static enum MHD_Result route_request(struct http_request *hr, const struct http_
 		if (!is_get)
 			break;
 		/* Ready: engine running and its loop turning (it wakes every second). */
-		if (proxy_ready(h->proxy) && mono_us() - proxy_heartbeat_us(h->proxy) < 5000000)
+		if (proxy_ready(h->proxy) && clock_mono_us() - proxy_heartbeat_us(h->proxy) < 5000000)
 			return handle_text(hr, MHD_HTTP_OK, "application/json",
 					   "{\"status\":\"ready\"}\n");
 		return handle_text(hr, MHD_HTTP_SERVICE_UNAVAILABLE, "application/json",
@@ -622,14 +615,14 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **co
 
 	if (hc) {
 		/* The next request's head has its own deadline. */
-		atomic_store(&hc->head_deadline_us, mono_us() + h->head_timeout_us);
+		atomic_store(&hc->head_deadline_us, clock_mono_us() + h->head_timeout_us);
 		atomic_store(&hc->head_done, false);
 	}
 	if (!hr)
 		return;
 	*con_cls = NULL;
 	if (hr->route == ROUTE_KEY)
-		metrics_observe_us(METRICS_HIST_REQUEST, mono_us() - hr->started_us);
+		metrics_observe_us(METRICS_HIST_REQUEST, clock_mono_us() - hr->started_us);
 	if (log_access_enabled() && log_enabled(LOG_LEVEL_INFO)) {
 		char masked[LOG_PHONE_MASKED_MAX];
 		char cs[120];
@@ -647,7 +640,7 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **co
 				 : "-",
 			 hr->client_name[0] ? hr->client_name : "-", hr->status,
 			 log_quote(hr->preq.cache_status, cs, sizeof(cs)),
-			 (double)(mono_us() - hr->started_us) / 1000.0,
+			 (double)(clock_mono_us() - hr->started_us) / 1000.0,
 			 toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted=1");
 	}
 	proxy_request_clear(&hr->preq);
@@ -666,7 +659,7 @@ static void on_connection(void *cls, struct MHD_Connection *connection, void **s
 
 		hc = xcalloc(1, sizeof(*hc));
 		hc->fd = ci ? ci->connect_fd : -1;
-		atomic_store(&hc->head_deadline_us, mono_us() + h->head_timeout_us);
+		atomic_store(&hc->head_deadline_us, clock_mono_us() + h->head_timeout_us);
 		pthread_mutex_lock(&h->conns_mu);
 		hc->next = h->conns.next;
 		hc->prev = &h->conns;
@@ -686,7 +679,7 @@ static void on_connection(void *cls, struct MHD_Connection *connection, void **s
 
 void http_sweep(struct http *h)
 {
-	int64_t now_us = mono_us();
+	int64_t now_us = clock_mono_us();
 
 	pthread_mutex_lock(&h->conns_mu);
 	for (struct http_conn *hc = h->conns.next; hc != &h->conns; hc = hc->next) {
@@ -944,8 +937,8 @@ void http_free(struct http *h, unsigned wait_ms)
 
 	if (!h)
 		return;
-	deadline = mono_us() + (int64_t)wait_ms * 1000;
-	while (mono_us() < deadline) {
+	deadline = clock_mono_us() + (int64_t)wait_ms * 1000;
+	while (clock_mono_us() < deadline) {
 		const union MHD_DaemonInfo *info =
 			MHD_get_daemon_info(h->mhd, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
 

@@ -25,6 +25,7 @@
 
 #include "cache.h"
 #include "cli.h"
+#include "clock.h"
 #include "config.h"
 #include "http.h"
 #include "log.h"
@@ -47,14 +48,6 @@ struct daemon_state {
 	struct proxy *proxy;
 	struct http *http;
 };
-
-static int64_t mono_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 static void print_errors(const struct buf *err)
 {
@@ -214,7 +207,7 @@ static int serve(struct daemon_state *d, int argc, char **argv)
 		int64_t now_us;
 		int sig = sigtimedwait(&sigs, NULL, &timeout);
 
-		now_us = mono_us();
+		now_us = clock_mono_us();
 		http_sweep(d->http);
 		if (watchdog_us && now_us >= next_ping_us) {
 			/* Ping only while the engine loop turns (it wakes at least every second). */

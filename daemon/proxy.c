@@ -38,6 +38,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "envelope.h"
 #include "limiter.h"
 #include "log.h"
@@ -105,19 +106,6 @@ struct proxy {
 	pthread_t thread;
 	bool thread_started;
 };
-
-static int64_t mono_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-static int64_t wall_s(void)
-{
-	return (int64_t)time(NULL);
-}
 
 static void settings_from_config(struct proxy_settings *s, const struct config *cfg)
 {
@@ -293,16 +281,27 @@ static void deliver(struct proxy *p, struct proxy_request *req)
 	req->on_done(req);
 }
 
+#define QUEUE_FULL_MESSAGE "too many callers are waiting for upstream quota"
+#define QUOTA_WAIT_MESSAGE "no upstream quota within the wait limit; retry after Retry-After seconds"
+
 static void answer_unavailable(struct proxy *p, struct proxy_request *req, const char *code,
 			       const char *message, int64_t wait_us)
 {
-	if (answer_stale_if_allowed(p, req, wall_s(), "quota-wait"))
+	if (answer_stale_if_allowed(p, req, clock_wall_s(), "quota-wait"))
 		return;
 	if (strcmp(code, "Proxy.QueueFull") == 0)
 		metrics_count(METRICS_QUEUE_FULL);
 	else if (strcmp(code, "Proxy.QuotaWait") == 0)
 		metrics_count(METRICS_QUOTA_REJECTED);
 	answer_error(req, 503, NULL, code, message, retry_after_from_us(wait_us), "fwd=miss");
+}
+
+/* Refuse a submitted request (queue full, or no quota in time) and hand it back. */
+static void refuse(struct proxy *p, struct proxy_request *req, bool queue_full, int64_t wait_us)
+{
+	answer_unavailable(p, req, queue_full ? "Proxy.QueueFull" : "Proxy.QuotaWait",
+			   queue_full ? QUEUE_FULL_MESSAGE : QUOTA_WAIT_MESSAGE, wait_us);
+	deliver(p, req);
 }
 
 /* ---- the hit path (HTTP threads) ------------------------------------------ */
@@ -424,7 +423,7 @@ static void handle_submit(struct proxy *p, struct proxy_request *req, int64_t no
 		/* A flight may have just stored the key since the lookup missed. */
 		if (!req->no_cache) {
 			struct cache_entry *e;
-			int64_t now_s = wall_s();
+			int64_t now_s = clock_wall_s();
 
 			if (cache_get(p->cache, &req->key, now_s, &e) == 1) {
 				if (cache_entry_freshness(e, now_s, 0, 0) == CACHE_FRESH) {
@@ -443,16 +442,11 @@ static void handle_submit(struct proxy *p, struct proxy_request *req, int64_t no
 		wait_us = limiter_wait_estimate_us(p->limiter, now_us,
 						   queue_ahead_of_new(p->queue, req->client));
 		if (queue_len(p->queue) >= p->settings.queue_max) {
-			answer_unavailable(p, req, "Proxy.QueueFull",
-					   "too many callers are waiting for upstream quota", wait_us);
-			deliver(p, req);
+			refuse(p, req, true, wait_us);
 			return;
 		}
 		if (now_us + wait_us > req->deadline_us) {
-			answer_unavailable(p, req, "Proxy.QuotaWait",
-					   "no upstream quota within the wait limit; retry after Retry-After seconds",
-					   wait_us);
-			deliver(p, req);
+			refuse(p, req, false, wait_us);
 			return;
 		}
 		f = flight_start(p->flights, &req->key);
@@ -461,9 +455,7 @@ static void handle_submit(struct proxy *p, struct proxy_request *req, int64_t no
 		f->queued_at_us = now_us;
 		if (queue_push(p->queue, &f->qitem) < 0) {
 			flight_finish(p->flights, f);
-			answer_unavailable(p, req, "Proxy.QueueFull",
-					   "too many callers are waiting for upstream quota", wait_us);
-			deliver(p, req);
+			refuse(p, req, true, wait_us);
 			return;
 		}
 	} else {
@@ -476,9 +468,7 @@ static void handle_submit(struct proxy *p, struct proxy_request *req, int64_t no
 			f->qitem.client = req->client;
 			if (queue_push(p->queue, &f->qitem) < 0) {
 				flight_finish(p->flights, f);
-				answer_unavailable(p, req, "Proxy.QueueFull",
-						   "too many callers are waiting for upstream quota", 0);
-				deliver(p, req);
+				refuse(p, req, true, 0);
 				return;
 			}
 		}
@@ -486,10 +476,7 @@ static void handle_submit(struct proxy *p, struct proxy_request *req, int64_t no
 			wait_us = limiter_wait_estimate_us(p->limiter, now_us,
 							   queue_ahead(p->queue, &f->qitem));
 			if (now_us + wait_us > req->deadline_us) {
-				answer_unavailable(p, req, "Proxy.QuotaWait",
-						   "no upstream quota within the wait limit; retry after Retry-After seconds",
-						   wait_us);
-				deliver(p, req);
+				refuse(p, req, false, wait_us);
 				return;
 			}
 		} else {
@@ -503,7 +490,7 @@ static void handle_refresh(struct proxy *p, const struct cams_key *key, int64_t 
 {
 	struct flight *f = flight_find(p->flights, key);
 	struct cache_entry *e;
-	int64_t now_s = wall_s();
+	int64_t now_s = clock_wall_s();
 
 	if (f)
 		return;
@@ -540,7 +527,7 @@ static void refresh_ahead(struct proxy *p, int64_t now_us)
 	    queue_len_class(p->queue, QUEUE_BACKGROUND) >= PROXY_REFRESH_AHEAD_BATCH ||
 	    queue_len_class(p->queue, QUEUE_FOREGROUND) > 0)
 		return;
-	n = cache_refresh_candidates(p->cache, wall_s(), p->settings.refresh_ahead_s, keys,
+	n = cache_refresh_candidates(p->cache, clock_wall_s(), p->settings.refresh_ahead_s, keys,
 				     PROXY_REFRESH_AHEAD_BATCH);
 	for (size_t i = 0; i < n; i++)
 		handle_refresh(p, &keys[i], now_us);
@@ -551,7 +538,7 @@ static void flight_fail(struct proxy *p, struct flight *f, int http_status, cons
 			const char *code, const char *message, int retry_after_s, const char *why)
 {
 	struct flight_waiter *w;
-	int64_t now_s = wall_s();
+	int64_t now_s = clock_wall_s();
 
 	while ((w = flight_first_waiter(f))) {
 		struct proxy_request *req = container_of(w, struct proxy_request, waiter);
@@ -572,7 +559,7 @@ static void flight_succeed(struct proxy *p, struct flight *f, struct cache_entry
 			   const char *cache_status, enum metrics_result result)
 {
 	struct flight_waiter *w;
-	int64_t now_s = wall_s();
+	int64_t now_s = clock_wall_s();
 
 	while ((w = flight_first_waiter(f))) {
 		struct proxy_request *req = container_of(w, struct proxy_request, waiter);
@@ -591,7 +578,7 @@ static void send_flight(struct proxy *p, struct flight *f, int64_t now_us)
 	int rc;
 
 	rc = signer_sign_request(p->signer, p->settings.signature,
-				 upstream_host_header(p->upstream), &f->key, (time_t)wall_s(), NULL,
+				 upstream_host_header(p->upstream), &f->key, (time_t)clock_wall_s(), NULL,
 				 &sr);
 	if (rc < 0) {
 		log_error("sign_failed", "err=%d", rc);
@@ -642,7 +629,7 @@ static void dispatch(struct proxy *p, int64_t now_us)
 static void store_and_answer(struct proxy *p, struct flight *f, struct envelope_reply *r)
 {
 	struct cache_entry *e, *old = NULL;
-	int64_t now_s = wall_s();
+	int64_t now_s = clock_wall_s();
 	bool valid = strcmp(r->status, "VALID") == 0;
 	uint64_t ttl = valid ? p->settings.ttl_s : p->settings.status_ttl_s;
 	char masked[LOG_PHONE_MASKED_MAX];
@@ -691,7 +678,7 @@ static void store_negative(struct proxy *p, struct flight *f, struct envelope_re
 			   int http_status)
 {
 	struct cache_entry *e;
-	int64_t now_s = wall_s();
+	int64_t now_s = clock_wall_s();
 	struct buf body;
 
 	buf_init(&body, LIMIT_BODY_MAX_BYTES);
@@ -728,7 +715,7 @@ static void retry_flight(struct proxy *p, struct flight *f, struct envelope_repl
 
 		next = w->next;
 		if (deadline < retry_at) {
-			if (!answer_stale_if_allowed(p, req, wall_s(), "upstream-throttled")) {
+			if (!answer_stale_if_allowed(p, req, clock_wall_s(), "upstream-throttled")) {
 				answer_error(req, 503, r->request_id, r->code, r->message,
 					     retry_after_from_us(retry_at - now_us), "fwd=miss");
 				metrics_result(METRICS_RESULT_ERROR);
@@ -773,7 +760,7 @@ static void on_upstream_done(struct upstream_result *res, void *cls)
 {
 	struct proxy *p = cls;
 	struct flight *f = res->cookie;
-	int64_t now_us = mono_us();
+	int64_t now_us = clock_mono_us();
 	struct envelope_reply r;
 	char err[160], msg[LIMIT_MESSAGE_MAX + 64];
 	char masked[LOG_PHONE_MASKED_MAX];
@@ -884,10 +871,7 @@ static void expire_deadlines(struct proxy *p, int64_t now_us)
 		if (f && f->state == FLIGHT_QUEUED)
 			wait_us = limiter_wait_estimate_us(p->limiter, now_us,
 							   queue_ahead(p->queue, &f->qitem));
-		answer_unavailable(p, req, "Proxy.QuotaWait",
-				   "no upstream quota within the wait limit; retry after Retry-After seconds",
-				   wait_us);
-		deliver(p, req);
+		refuse(p, req, false, wait_us);
 		if (f)
 			flight_drop_if_orphan(p, f);
 	}
@@ -999,7 +983,7 @@ static void *engine_main(void *arg)
 	int64_t stop_deadline_us = 0;
 
 	for (;;) {
-		int64_t now_us = mono_us(), wake_us;
+		int64_t now_us = clock_mono_us(), wake_us;
 		struct proxy_request *inbox;
 		struct cams_key refresh[64];
 		unsigned n_refresh = 0;
@@ -1056,7 +1040,7 @@ static void *engine_main(void *arg)
 			if (now_us >= p->next_maintain_us) {
 				uint64_t count;
 
-				if (cache_maintain(p->cache, wall_s()) < 0)
+				if (cache_maintain(p->cache, clock_wall_s()) < 0)
 					metrics_count(METRICS_CACHE_ERRORS);
 				if (cache_count(p->cache, &count) == 0)
 					metrics_gauge_set(METRICS_GAUGE_CACHE_ENTRIES, (int64_t)count);
@@ -1092,7 +1076,7 @@ static void *engine_main(void *arg)
 
 	/* Stop: whatever is still waiting (sends past the grace) gets 503. */
 	answer_all_unavailable(p, false);
-	update_gauges(p, mono_us());
+	update_gauges(p, clock_mono_us());
 	return NULL;
 }
 
@@ -1108,7 +1092,7 @@ int proxy_new(const struct config *cfg, struct cache *cache, struct signer *sign
 		.timeout_ms = cfg->upstream_timeout_ms,
 	};
 	struct proxy *p = xcalloc(1, sizeof(*p));
-	int64_t now_us = mono_us();
+	int64_t now_us = clock_mono_us();
 	int rc;
 
 	pthread_mutex_init(&p->lock, NULL);
