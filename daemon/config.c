@@ -95,6 +95,8 @@ static const struct choice log_level_choices[] = {
 	  "address and port to serve on: IPV4:PORT, [IPV6]:PORT or unix:/PATH") \
 	S(unix_socket_mode, "unix-socket-mode", "0660", "MODE", false, check_mode, \
 	  "permissions (octal) of the UNIX socket when listen is unix:/PATH") \
+	S(unix_socket_group, "unix-socket-group", "", "GROUP", false, NULL, \
+	  "group given to the UNIX socket (the daemon must be a member); empty: the daemon's own") \
 	B(allow_remote, "allow-remote", "no", false, \
 	  "permit a non-loopback listen address although no client has a token") \
 	U(threads, "threads", "2", "", "N", false, 1, 64, \

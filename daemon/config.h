@@ -43,6 +43,7 @@ struct config {
 	/* front end */
 	char *listen;              /* "127.0.0.1:8080" or "unix:/path" */
 	char *unix_socket_mode;    /* octal, for a unix: listen */
+	char *unix_socket_group;   /* group name for the socket, or "" */
 	bool allow_remote;         /* permit a non-loopback listen without tokens */
 	unsigned threads;          /* HTTP worker threads */
 	unsigned max_connections;

@@ -18,6 +18,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <grp.h>
 #include <inttypes.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
@@ -786,6 +787,23 @@ static bool listen_is_loopback(const struct sockaddr_storage *ss)
 	return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)ss)->sin6_addr);
 }
 
+/* Give the UNIX socket file a group ("" leaves it). 0 or -1 with errno. */
+static int set_socket_group(const char *path, const char *group)
+{
+	struct group grp, *found = NULL;
+	char buf[4096];
+	int rc;
+
+	if (!group || !*group)
+		return 0;
+	rc = getgrnam_r(group, &grp, buf, sizeof(buf), &found);
+	if (rc != 0 || !found) {
+		errno = rc ? rc : ENOENT;
+		return -1;
+	}
+	return chown(path, (uid_t)-1, found->gr_gid);
+}
+
 /* The socket systemd passed (socket activation), or -1. */
 static int activated_socket(void)
 {
@@ -850,11 +868,24 @@ int http_new(const struct config *cfg, struct proxy *proxy, struct http **ret, c
 		} else {
 			setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 		}
-		if (bind(fd, (struct sockaddr *)&ss, ss_len) < 0 ||
-		    (h->unix_path[0] && chmod(h->unix_path, h->unix_mode) < 0) ||
-		    listen(fd, 1024) < 0) {
+		if (bind(fd, (struct sockaddr *)&ss, ss_len) < 0) {
 			snprintf(errbuf, errbuf_size, "listen: cannot bind %s: %s", cfg->listen,
 				 strerror(errno));
+			h->unix_path[0] = '\0'; /* not ours to remove */
+			close(fd);
+			goto fail;
+		}
+		if ((h->unix_path[0] && chmod(h->unix_path, h->unix_mode) < 0) ||
+		    listen(fd, 1024) < 0) {
+			snprintf(errbuf, errbuf_size, "listen: cannot listen on %s: %s", cfg->listen,
+				 strerror(errno));
+			close(fd);
+			goto fail;
+		}
+		if (h->unix_path[0] && set_socket_group(h->unix_path, cfg->unix_socket_group) < 0) {
+			snprintf(errbuf, errbuf_size,
+				 "unix-socket-group: cannot give %s to group \"%s\": %s", h->unix_path,
+				 cfg->unix_socket_group, errno == ENOENT ? "no such group" : strerror(errno));
 			close(fd);
 			goto fail;
 		}
@@ -890,6 +921,8 @@ int http_new(const struct config *cfg, struct proxy *proxy, struct http **ret, c
 fail:
 	if (h->listen_fd >= 0)
 		close(h->listen_fd);
+	if (h->unix_path[0])
+		unlink(h->unix_path);
 	free(atomic_load(&h->snapshot));
 	pthread_mutex_destroy(&h->conns_mu);
 	free(h);

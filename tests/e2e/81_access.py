@@ -98,6 +98,29 @@ def test_unix_socket_serves_requests_with_the_configured_mode():
     assert not os.path.exists(sock), "the UNIX socket was left behind on exit"
 
 
+
+def test_unix_socket_group_is_applied_and_an_unknown_group_stops_startup():
+    import grp
+    sim = Sim()
+    d = tmpdir()
+    sock = os.path.join(d, "g.sock")
+    group = grp.getgrnam("nogroup")
+    daemon = Daemon(sim.url, ["--listen", "unix:" + sock, "--unix-socket-group", "nogroup"],
+                    wait=False)
+    wait_until(lambda: os.path.exists(sock) or daemon.proc.poll() is not None, 15,
+               what="the UNIX socket")
+    wait_until(lambda: unix_request(sock, "/healthz", timeout=2)[0] == 200, 15,
+               what="daemon on the UNIX socket")
+    st = os.lstat(sock)
+    assert st.st_gid == group.gr_gid, (st.st_gid, group.gr_gid)
+    assert stat.S_IMODE(st.st_mode) == 0o660, oct(stat.S_IMODE(st.st_mode))
+    assert daemon.stop() == 0
+    r = subprocess.run([DAEMON, "--listen", "unix:" + os.path.join(d, "x.sock"),
+                        "--unix-socket-group", "no-such-group-camskeyd", "--upstream", sim.url,
+                        "--cache", os.path.join(d, "c.db")],
+                       env=credentials_env(), capture_output=True, text=True, timeout=20)
+    assert r.returncode != 0 and "x.sock" in r.stderr, (r.returncode, r.stderr)
+
 def test_bearer_tokens_are_required_when_clients_have_them():
     sim = Sim()
     d = tmpdir()
