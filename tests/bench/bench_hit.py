@@ -116,6 +116,7 @@ def fill_cache(path, n):
         db.commit()
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db.close()
+    os.sync()  # the fill's dirty pages must not be written back during the measurement
     return phones
 
 
