@@ -12,9 +12,12 @@
 #ifndef CAMSKEYD_HARNESS_H
 #define CAMSKEYD_HARNESS_H
 
+#include <inttypes.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static int harness_passed, harness_failed, harness_current_failed;
 
@@ -68,6 +71,43 @@ static inline int harness_done(void)
 {
 	printf("# %d passed, %d failed\n", harness_passed, harness_failed);
 	return harness_failed ? 1 : 0;
+}
+
+/*
+ * Randomized tests: one seed per run, printed, taken from $TEST_SEED when
+ * set so a failure replays; a xorshift64* stream reset per test with a salt.
+ */
+static uint64_t harness_seed __attribute__((unused));
+static uint64_t harness_rng_state __attribute__((unused));
+
+static inline void harness_seed_init(void)
+{
+	const char *env = getenv("TEST_SEED");
+
+	harness_seed = (uint64_t)time(NULL);
+	if (env && *env) {
+		char *end;
+
+		harness_seed = strtoull(env, &end, 10);
+		if (*end)
+			harness_seed = 1;
+	}
+	printf("# seed %" PRIu64 " (set TEST_SEED to replay)\n", harness_seed);
+}
+
+static inline void harness_rng_reset(uint64_t salt)
+{
+	harness_rng_state = harness_seed ^ (salt * UINT64_C(0x9e3779b97f4a7c15));
+	if (!harness_rng_state)
+		harness_rng_state = 1;
+}
+
+static inline uint64_t harness_rng_next(void)
+{
+	harness_rng_state ^= harness_rng_state >> 12;
+	harness_rng_state ^= harness_rng_state << 25;
+	harness_rng_state ^= harness_rng_state >> 27;
+	return harness_rng_state * UINT64_C(2685821657736338717);
 }
 
 static inline const char *harness_data_dir(void)

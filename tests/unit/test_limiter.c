@@ -21,29 +21,10 @@
 #define T0 (INT64_C(1000) * SEC)        /* an arbitrary monotonic start */
 #define MAX_SENDS 100000
 
-static uint64_t seed;
-static uint64_t rng_state;
-
-static uint64_t rng_next(void)
-{
-	/* xorshift64* */
-	rng_state ^= rng_state >> 12;
-	rng_state ^= rng_state << 25;
-	rng_state ^= rng_state >> 27;
-	return rng_state * UINT64_C(2685821657736338717);
-}
-
 /* Uniform in [0, n). */
 static int64_t rng_below(int64_t n)
 {
-	return (int64_t)(rng_next() % (uint64_t)n);
-}
-
-static void rng_reset(uint64_t salt)
-{
-	rng_state = seed ^ (salt * UINT64_C(0x9e3779b97f4a7c15));
-	if (!rng_state)
-		rng_state = 1;
+	return (int64_t)(harness_rng_next() % (uint64_t)n);
 }
 
 static struct limiter *limiter_with(double rate, unsigned burst, unsigned margin_ms)
@@ -171,13 +152,13 @@ TEST(randomized_driver_never_exceeds_floor_rate_in_any_sliding_second)
 				struct limiter *l = limiter_with(rates[r], bursts[b], margins[m]);
 				size_t n = (size_t)floor(rates[r]);
 
-				rng_reset(r * 100 + b * 10 + m);
+				harness_rng_reset(r * 100 + b * 10 + m);
 				drive_randomly(l, T0, 60 * SEC, sends, &count);
 				CHECK(count > 0);
 				if (!window_holds(sends, count, n, &at)) {
 					fprintf(stderr, "  seed %" PRIu64 " rate %g burst %u margin %u: "
 						"send %zu at %" PRId64 " and %zu at %" PRId64 "\n",
-						seed, rates[r], bursts[b], margins[m],
+						harness_seed, rates[r], bursts[b], margins[m],
 						at, sends[at] - T0, at + n, sends[at + n] - T0);
 					CHECK(0);
 				}
@@ -308,7 +289,7 @@ TEST(latency_spread_raises_margin_and_arrivals_stay_within_quota)
 	size_t count = 0, at = 0, i, j;
 	int i64;
 
-	rng_reset(7);
+	harness_rng_reset(7);
 	for (i64 = 0; i64 < 64; i64++)
 		limiter_observe_latency(l, rng_below(30 * MS + 1));
 	jitter = limiter_margin_us(l) - 10 * MS;
@@ -336,7 +317,7 @@ TEST(latency_spread_raises_margin_and_arrivals_stay_within_quota)
 	}
 	if (!window_holds(arrivals, count, 5, &at)) {
 		fprintf(stderr, "  seed %" PRIu64 ": arrival %zu at %" PRId64 " and %zu at %" PRId64 "\n",
-			seed, at, arrivals[at] - T0, at + 5, arrivals[at + 5] - T0);
+			harness_seed, at, arrivals[at] - T0, at + 5, arrivals[at + 5] - T0);
 		CHECK(0);
 	}
 	free(arrivals);
@@ -447,17 +428,7 @@ TEST(fractional_rate_below_one_spaces_calls_by_more_than_a_second)
 
 int main(void)
 {
-	const char *env = getenv("TEST_SEED");
-
-	seed = (uint64_t)time(NULL);
-	if (env && *env) {
-		char *end;
-
-		seed = strtoull(env, &end, 10);
-		if (*end)
-			seed = 1;
-	}
-	printf("# seed %" PRIu64 " (set TEST_SEED to replay)\n", seed);
+	harness_seed_init();
 
 	RUN(fresh_limiter_allows_a_send_now);
 	RUN(burst_one_spaces_calls_by_the_emission_interval);

@@ -24,28 +24,9 @@ struct flight {
 	struct queue_item item;
 };
 
-static uint64_t seed;
-static uint64_t rng_state;
-
-static uint64_t rng_next(void)
-{
-	/* xorshift64* */
-	rng_state ^= rng_state >> 12;
-	rng_state ^= rng_state << 25;
-	rng_state ^= rng_state >> 27;
-	return rng_state * UINT64_C(2685821657736338717);
-}
-
 static size_t rng_below(size_t n)
 {
-	return (size_t)(rng_next() % n);
-}
-
-static void rng_reset(uint64_t salt)
-{
-	rng_state = seed ^ (salt * UINT64_C(0x9e3779b97f4a7c15));
-	if (!rng_state)
-		rng_state = 1;
+	return (size_t)(harness_rng_next() % n);
 }
 
 static struct flight *flight_of(struct queue_item *item)
@@ -356,7 +337,7 @@ TEST(random_operations_match_a_naive_model)
 	struct model m = { .len = 0 };
 	size_t step, i, mismatches = 0;
 
-	rng_reset(1);
+	harness_rng_reset(1);
 	for (i = 0; i < 8; i++)
 		queue_set_weight(q, (unsigned)i, (unsigned)(1 + rng_below(5)));
 	for (i = 0; i < POOL; i++)
@@ -425,7 +406,7 @@ TEST(random_operations_match_a_naive_model)
 		model_check_counts(q, &m);
 	}
 	if (mismatches)
-		fprintf(stderr, "  seed %" PRIu64 "\n", seed);
+		fprintf(stderr, "  seed %" PRIu64 "\n", harness_seed);
 	queue_free(q);
 	free(pool);
 }
@@ -436,7 +417,7 @@ TEST(queue_ahead_counts_the_pops_before_an_item)
 	struct flight *pool = xcalloc(POOL, sizeof(*pool));
 	size_t i, round;
 
-	rng_reset(2);
+	harness_rng_reset(2);
 	queue_set_weight(q, 1, 2);
 	queue_set_weight(q, 3, 7);
 	for (round = 0; round < 20; round++) {
@@ -473,7 +454,7 @@ TEST(queue_ahead_of_new_predicts_a_new_items_place)
 	struct flight probe;
 	size_t i, round;
 
-	rng_reset(3);
+	harness_rng_reset(3);
 	queue_set_weight(q, 0, 3);
 	queue_set_weight(q, 2, 10);
 	for (round = 0; round < 50; round++) {
@@ -500,17 +481,7 @@ TEST(queue_ahead_of_new_predicts_a_new_items_place)
 
 int main(void)
 {
-	const char *env = getenv("TEST_SEED");
-
-	seed = (uint64_t)time(NULL);
-	if (env && *env) {
-		char *end;
-
-		seed = strtoull(env, &end, 10);
-		if (*end)
-			seed = 1;
-	}
-	printf("# seed %" PRIu64 " (set TEST_SEED to replay)\n", seed);
+	harness_seed_init();
 
 	RUN(one_client_is_served_first_in_first_out);
 	RUN(backlogged_clients_with_weights_1_and_3_share_1_to_3);
