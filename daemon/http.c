@@ -251,7 +251,8 @@ static enum MHD_Result queue_proxy_answer(struct http_request *hr)
 
 /*
  * Who is asking: a configured client by bearer token (constant-time
- * comparison of SHA-256 digests), else X-Client-Id, else the peer address.
+ * comparison of SHA-256 digests), else X-Client-Id; anonymous callers are
+ * named by their peer address later, only if needed (client_name_fill).
  * -EACCES when tokens are required and none matches.
  */
 static int identify(struct http_request *hr, const struct http_snapshot *s)
@@ -259,7 +260,6 @@ static int identify(struct http_request *hr, const struct http_snapshot *s)
 	const char *auth = MHD_lookup_connection_value(hr->connection, MHD_HEADER_KIND,
 						       MHD_HTTP_HEADER_AUTHORIZATION);
 	const char *id;
-	const union MHD_ConnectionInfo *ci;
 
 	if (auth && strncasecmp(auth, "Bearer ", 7) == 0) {
 		char digest[65];
@@ -300,6 +300,21 @@ static int identify(struct http_request *hr, const struct http_snapshot *s)
 			return 0;
 		}
 	}
+	/* Otherwise the peer address names it, when needed (client_name_fill). */
+	return 0;
+}
+
+/*
+ * Name an anonymous caller by its peer address. Only a request that goes
+ * to the engine (fair shares) or into the access log needs it, so a cache
+ * hit with the access log off never formats an address.
+ */
+static void client_name_fill(struct http_request *hr)
+{
+	const union MHD_ConnectionInfo *ci;
+
+	if (hr->client_name[0])
+		return;
 	ci = MHD_get_connection_info(hr->connection, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
 	if (ci && ci->client_addr && ci->client_addr->sa_family == AF_INET) {
 		const struct sockaddr_in *sin = (const void *)ci->client_addr;
@@ -312,7 +327,6 @@ static int identify(struct http_request *hr, const struct http_snapshot *s)
 	} else {
 		snprintf(hr->client_name, sizeof(hr->client_name), "local");
 	}
-	return 0;
 }
 
 static bool is_admin(struct http_request *hr, const struct http_snapshot *s)
@@ -416,6 +430,7 @@ static enum MHD_Result handle_key(struct http_request *hr, const struct http_sna
 
 	if (proxy_lookup(hr->h->proxy, pr, clock_mono_us(), (int64_t)time(NULL)) == PROXY_ANSWERED)
 		return queue_proxy_answer(hr);
+	client_name_fill(hr);
 	pr->client = proxy_client_index(hr->h->proxy, hr->client_name);
 	hr->state = HR_SUSPENDED;
 	MHD_suspend_connection(c);
@@ -626,6 +641,9 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **co
 		metrics_observe_us(METRICS_HIST_REQUEST, clock_mono_us() - hr->started_us);
 	if (log_access_enabled() && log_enabled(LOG_LEVEL_INFO)) {
 		char masked[LOG_PHONE_MASKED_MAX];
+
+		if (hr->route == ROUTE_KEY)
+			client_name_fill(hr);
 		char cs[120];
 
 		log_info("access",
