@@ -52,7 +52,19 @@ if [ "$unit_only" = 0 ]; then
 		if [ "$f" != 0 ]; then
 			failed_names="$failed_names $name"
 			echo "e2e $name: FAILED (rc=$rc, ${secs}s); log $logdir/$name.log:"
-			tail -n 40 "$logdir/$name.log" | sed "s/^/  | /"
+			# Each failing test with what it printed since the previous
+			# result (its traceback), then the end of the log.
+			awk '/^ok - /{n=0; next}
+			     {buf[n++]=$0}
+			     /^not ok - /{s=(n>60)?n-60:0; for(i=s;i<n;i++) print buf[i]; n=0}' \
+				"$logdir/$name.log" | sed "s/^/  | /"
+			echo "  | ... last lines:"
+			tail -n 10 "$logdir/$name.log" | sed "s/^/  | /"
+			for d in "$logdir"/daemons/*; do
+				[ -f "$d" ] || continue
+				grep -lqE 'ERROR: (Address|Leak|Undefined)Sanitizer|runtime error:' "$d" &&
+					{ echo "  | sanitizer report in $d:"; head -n 40 "$d" | sed "s/^/  | /"; }
+			done
 		else
 			echo "e2e $name: $p passed (${secs}s)"
 		fi

@@ -184,7 +184,13 @@ def test_backlogged_clients_share_the_quota_by_weight_and_idle_share_is_not_wast
     print("# alone: interactive %.2f/s; both: bulk %d, interactive %d calls in %.1fs "
           "(%.2f/s), ratio %.2f" % (alone_rate, n_bulk, n_inter, t3 - t2, both_rate, ratio))
     assert n_bulk > 0, (n_bulk, n_inter)
-    assert 2.7 <= ratio <= 3.3, "share should be 1:3, got %d:%d" % (n_bulk, n_inter)
+    # Fair queueing keeps each client within about one call of its exact share;
+    # the two scrapes add up to one more call of slack at each end. Equal shares
+    # (1:1) or strict priority would be far outside this.
+    share = 0.75 * (n_bulk + n_inter)
+    assert abs(n_inter - share) <= 3.5, \
+        "share should be 1:3, got %d:%d (interactive %.1f from its exact share)" % (
+            n_bulk, n_inter, n_inter - share)
     # Alone, interactive got the whole rate, not just its 3/4 share.
     assert alone_rate >= 0.85 * both_rate, (alone_rate, both_rate)
     s = sim.stats()
@@ -196,19 +202,21 @@ def test_backlogged_clients_share_the_quota_by_weight_and_idle_share_is_not_wast
 def test_a_wait_that_cannot_succeed_is_refused_at_once_with_an_honest_retry_after():
     sim = Sim(quota=5)
     d = Daemon(sim.url, ["--rate", "1", "--max-wait-ms", str(LONG_WAIT_MS)])
-    fillers = cold_phones("86132", 6)
+    fillers = cold_phones("86132", 10)
     results = []
     t = threading.Thread(target=lambda: results.extend(fetch_all(d, fillers, timeout=60)),
                          daemon=True)
     t.start()
-    wait_until(lambda: (d.metric("camskeyd_queue_depth") or 0) >= 4, 10, what="queue of 4")
+    wait_until(lambda: (d.metric("camskeyd_queue_depth") or 0) >= 7, 10, what="queue of 7")
     before = d.metric("camskeyd_queue_depth")
     start = time.monotonic()
-    status, hdrs, body = d.get(key_path("8613299999999", max_wait_ms=500), timeout=30)
+    # At 1 call/s behind 7 or more flights, a 2 s budget cannot be met.
+    status, hdrs, body = d.get(key_path("8613299999999", max_wait_ms=2000), timeout=30)
     elapsed = time.monotonic() - start
     after = d.metric("camskeyd_queue_depth")
     assert status == 503 and b'"Proxy.QuotaWait"' in body, (status, body)
-    assert elapsed < 0.5, "refused after %.3fs: it waited instead of telling at once" % elapsed
+    # Refused on arrival, not when the 2 s budget ran out.
+    assert elapsed < 1.5, "refused after %.3fs: it waited instead of telling at once" % elapsed
     retry_after = int(hdrs["retry-after"])
     # Its position is the flights ahead of it + 1; at 1 call/s that many seconds.
     position_hi = max(before, after) + 1
@@ -229,7 +237,8 @@ def test_a_wait_that_cannot_succeed_is_refused_at_once_with_an_honest_retry_afte
 def test_a_caller_that_disconnects_leaves_the_queue_and_its_key_is_still_fetched():
     sim = Sim(quota=5)
     d = Daemon(sim.url, ["--rate", "1", "--max-wait-ms", str(LONG_WAIT_MS)])
-    fillers = cold_phones("86133", 4)
+    # Enough fillers ahead (1 call/s) that Y is still queued after the waits below.
+    fillers = cold_phones("86133", 8)
     gone_x, gone_y = "8613390000001", "8613390000002"
     results = []
     t = threading.Thread(target=lambda: results.extend(fetch_all(d, fillers, timeout=60)),
