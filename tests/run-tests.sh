@@ -13,6 +13,9 @@ failed_names=""
 logdir=$BUILD/test-logs
 rm -rf "$logdir/daemons"
 mkdir -p "$logdir"
+# What each failure printed, also kept in one file (.ci/run repeats it at the end).
+failures=$logdir/failures.txt
+: >"$failures"
 
 for t in "$BUILD"/tests/test_*; do
 	[ -x "$t" ] || continue
@@ -29,7 +32,7 @@ for t in "$BUILD"/tests/test_*; do
 	failed=$((failed + f))
 	if [ "$f" != 0 ]; then
 		failed_names="$failed_names $name"
-		printf '%s\n' "$out" | grep -v '^ok - ' | sed "s/^/$name: /"
+		printf '%s\n' "$out" | grep -v '^ok - ' | sed "s/^/$name: /" | tee -a "$failures"
 	else
 		echo "unit $name: $p passed"
 	fi
@@ -51,20 +54,23 @@ if [ "$unit_only" = 0 ]; then
 		failed=$((failed + f))
 		if [ "$f" != 0 ]; then
 			failed_names="$failed_names $name"
-			echo "e2e $name: FAILED (rc=$rc, ${secs}s); log $logdir/$name.log:"
-			# Each failing test with what it printed since the previous
-			# result (its traceback), then the end of the log.
-			awk '/^ok - /{n=0; next}
-			     {buf[n++]=$0}
-			     /^not ok - /{s=(n>60)?n-60:0; for(i=s;i<n;i++) print buf[i]; n=0}' \
-				"$logdir/$name.log" | sed "s/^/  | /"
-			echo "  | ... last lines:"
-			tail -n 10 "$logdir/$name.log" | sed "s/^/  | /"
-			for d in "$logdir"/daemons/*; do
-				[ -f "$d" ] || continue
-				grep -lqE 'ERROR: (Address|Leak|Undefined)Sanitizer|runtime error:' "$d" &&
-					{ echo "  | sanitizer report in $d:"; head -n 40 "$d" | sed "s/^/  | /"; }
-			done
+			{
+				echo "e2e $name: FAILED (rc=$rc, ${secs}s); log $logdir/$name.log:"
+				# Each failing test with what it printed since the previous
+				# result (its traceback); a scenario that died without one
+				# shows the end of its log.
+				awk '/^ok - /{n=0; next}
+				     {buf[n++]=$0}
+				     /^not ok - /{s=(n>60)?n-60:0; for(i=s;i<n;i++) print buf[i]; n=0}' \
+					"$logdir/$name.log" | sed "s/^/  | /"
+				grep -qE '^not ok - ' "$logdir/$name.log" ||
+					tail -n 40 "$logdir/$name.log" | sed "s/^/  | /"
+				for d in "$logdir"/daemons/"$name"-*; do
+					[ -f "$d" ] || continue
+					grep -lqE 'ERROR: (Address|Leak|Undefined)Sanitizer|runtime error:' "$d" &&
+						{ echo "  | sanitizer report in $d:"; head -n 40 "$d" | sed "s/^/  | /"; }
+				done
+			} | tee -a "$failures"
 		else
 			echo "e2e $name: $p passed (${secs}s)"
 		fi
