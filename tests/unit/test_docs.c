@@ -309,9 +309,10 @@ TEST(every_config_key_is_in_operations_md_with_its_reload_behaviour)
 	free(doc);
 }
 
-TEST(every_config_key_is_in_the_configuration_man_page)
+/* Every configuration key is a word of the manual page at path. */
+static void expect_config_keys_in_man_page(const char *path, const char *what)
 {
-	char *man = slurp("docs/camskeyd.conf.5");
+	char *man = slurp(path);
 	const struct config_key_info *keys;
 	size_t n;
 
@@ -320,31 +321,21 @@ TEST(every_config_key_is_in_the_configuration_man_page)
 	keys = config_keys(&n);
 	for (size_t i = 0; i < n; i++) {
 		if (!has_word(man, keys[i].name, is_key_char)) {
-			fprintf(stderr, "  docs/camskeyd.conf.5 does not mention the key %s\n",
-				keys[i].name);
+			fprintf(stderr, "  %s %s %s\n", path, what, keys[i].name);
 			CHECK(0);
 		}
 	}
 	free(man);
 }
 
+TEST(every_config_key_is_in_the_configuration_man_page)
+{
+	expect_config_keys_in_man_page("docs/camskeyd.conf.5", "does not mention the key");
+}
+
 TEST(every_config_key_is_named_in_the_daemon_man_page)
 {
-	char *man = slurp("docs/camskeyd.8");
-	const struct config_key_info *keys;
-	size_t n;
-
-	REQUIRE(man != NULL);
-	unescape_roff(man);
-	keys = config_keys(&n);
-	for (size_t i = 0; i < n; i++) {
-		if (!has_word(man, keys[i].name, is_key_char)) {
-			fprintf(stderr, "  docs/camskeyd.8 does not name the key %s in OPTIONS\n",
-				keys[i].name);
-			CHECK(0);
-		}
-	}
-	free(man);
+	expect_config_keys_in_man_page("docs/camskeyd.8", "does not name in OPTIONS the key");
 }
 
 TEST(every_metric_is_in_operations_md)
@@ -366,10 +357,11 @@ TEST(every_metric_is_in_operations_md)
 	free(doc);
 }
 
-TEST(every_proxy_code_in_the_sources_is_in_api_md)
+/* Every Proxy.* code the sources originate is a word of the document at path. */
+static void expect_proxy_codes_in(const char *path, const char *what)
 {
 	static char codes[CODES_MAX][CODE_MAX_BYTES];
-	char *doc = slurp("docs/API.md");
+	char *doc = slurp(path);
 	size_t n;
 
 	REQUIRE(doc != NULL);
@@ -378,30 +370,21 @@ TEST(every_proxy_code_in_the_sources_is_in_api_md)
 	REQUIRE(n >= 5);
 	for (size_t i = 0; i < n; i++) {
 		if (!has_word(doc, codes[i], is_code_char)) {
-			fprintf(stderr, "  docs/API.md does not list the Code %s\n", codes[i]);
+			fprintf(stderr, "  %s %s %s\n", path, what, codes[i]);
 			CHECK(0);
 		}
 	}
 	free(doc);
 }
 
+TEST(every_proxy_code_in_the_sources_is_in_api_md)
+{
+	expect_proxy_codes_in("docs/API.md", "does not list the Code");
+}
+
 TEST(every_proxy_code_in_the_sources_is_in_operations_md)
 {
-	static char codes[CODES_MAX][CODE_MAX_BYTES];
-	char *doc = slurp("docs/OPERATIONS.md");
-	size_t n;
-
-	REQUIRE(doc != NULL);
-	n = scan_sources(codes);
-	REQUIRE(n >= 5);
-	for (size_t i = 0; i < n; i++) {
-		if (!has_word(doc, codes[i], is_code_char)) {
-			fprintf(stderr, "  docs/OPERATIONS.md has no troubleshooting entry for %s\n",
-				codes[i]);
-			CHECK(0);
-		}
-	}
-	free(doc);
+	expect_proxy_codes_in("docs/OPERATIONS.md", "has no troubleshooting entry for");
 }
 
 int main(void)
