@@ -914,8 +914,16 @@ int http_new(const struct config *cfg, struct proxy *proxy, struct http **ret, c
 				 cfg->listen);
 	}
 	h->listen_fd = fd;
+	/*
+	 * poll(), not epoll: with epoll and a thread pool, MHD_quiesce_daemon()
+	 * and a worker's own loop can both remove the listen socket from the
+	 * worker's epoll set, and the loser's unguarded MHD_PANIC aborts the
+	 * process at shutdown (libmicrohttpd 0.9.75, seen in CI). With poll()
+	 * quiescing only signals the workers. Suspended callers are not in the
+	 * poll set, so waiting costs nothing there either.
+	 */
 	h->mhd = MHD_start_daemon(
-		MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
+		MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_ALLOW_SUSPEND_RESUME |
 			MHD_USE_ITC | MHD_USE_ERROR_LOG,
 		0, NULL, NULL, on_request, h,
 		MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
