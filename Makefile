@@ -50,7 +50,7 @@ Q := @
 endif
 
 # The daemon's modules; main.o is linked only into the binary.
-LIB_OBJS := mem buf span log config signer envelope route cache flight limiter queue \
+LIB_OBJS := mem buf span log config signer envelope route cache flight limiter queue engine \
 	upstream metrics notify http proxy cli
 LIB_O    := $(addprefix $(BUILD)/daemon/,$(addsuffix .o,$(LIB_OBJS)))
 MAIN_O   := $(BUILD)/daemon/main.o
