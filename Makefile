@@ -56,8 +56,8 @@ LIB_O    := $(addprefix $(BUILD)/daemon/,$(addsuffix .o,$(LIB_OBJS)))
 MAIN_O   := $(BUILD)/daemon/main.o
 LIB_A    := $(BUILD)/libcamskeyd.a
 
-UNIT_TESTS := buf span log config signer envelope route cache limiter queue flight upstream metrics \
-	docs
+UNIT_TESTS := buf span log config signer envelope route cache limiter queue flight engine upstream \
+	metrics docs
 UNIT_BINS  := $(addprefix $(BUILD)/tests/test_,$(UNIT_TESTS))
 SIM        := $(BUILD)/camsim
 
