@@ -1171,6 +1171,55 @@ TEST(throttle_pause_holds_every_queued_flight_not_only_the_retry)
 	fx_end(x);
 }
 
+TEST(throttled_flight_is_retried_at_the_head_even_when_the_queue_is_full)
+{
+	struct engine_settings s = default_settings();
+	struct fx *x;
+	struct engine_caller *a, *b, *c;
+
+	s.queue_max = 2;
+	x = fx_new_with(&s);
+	a = fx_call(x, 0, 0, 10000);
+	fx_tick(x);
+	b = fx_call(x, 0, 1, 10000);
+	c = fx_call(x, 0, 2, 10000);
+	CHECK(engine_queue_len(x->e) == 2);
+	fx_advance(x, 50 * MS);
+	/* The retry was admitted with its first attempt: it needs no new room. */
+	fx_throttle(x, 0, 0);
+	CHECK_WAITING(x, a);
+	fx_run_until(x, T0 + 1050 * MS);
+	REQUIRE(x->n_sends == 2);
+	CHECK(key_eq(&x->sends[1].key, &a->key));
+	CHECK(x->sends[1].attempts == 2);
+	fx_run_until(x, T0 + 3 * SEC);
+	fx_ok_all(x);
+	CHECK_MISS(x, a);
+	CHECK_MISS(x, b);
+	CHECK_MISS(x, c);
+	fx_end(x);
+}
+
+TEST(throttle_of_a_call_whose_callers_all_left_is_not_retried)
+{
+	struct fx *x = fx_new();
+	struct engine_caller *a;
+
+	a = fx_call(x, 0, 1, 10000);
+	fx_tick(x);
+	fx_advance(x, 20 * MS);
+	fx_gone(x, a);
+	CHECK_ANSWER(x, a, ENGINE_OUTCOME_GONE, 0);
+	CHECK(engine_flights(x->e) == 1);
+	fx_advance(x, 20 * MS);
+	fx_throttle(x, 0, 1);
+	CHECK(engine_flights(x->e) == 0);
+	fx_advance(x, 5 * SEC);
+	CHECK(x->n_sends == 1);
+	CHECK(times_answered(x, a) == 1);
+	fx_end(x);
+}
+
 /* ---- background flights ------------------------------------------------------ */
 
 TEST(refresh_starts_a_background_flight_that_answers_nobody)
@@ -1756,6 +1805,60 @@ TEST(reconfigure_raises_the_rate_without_losing_queued_flights)
 	fx_end(x);
 }
 
+TEST(reconfigure_raises_queue_max_for_new_keys)
+{
+	struct engine_settings s = default_settings();
+	struct fx *x;
+	struct engine_caller *over, *d, *e2;
+
+	s.queue_max = 2;
+	x = fx_new_with(&s);
+	fx_call(x, 0, 0, LONG_WAIT_MS);
+	fx_tick(x);
+	fx_call(x, 0, 1, LONG_WAIT_MS);
+	fx_call(x, 0, 2, LONG_WAIT_MS);
+	over = fx_call(x, 0, 3, LONG_WAIT_MS);
+	CHECK_ANSWER(x, over, ENGINE_OUTCOME_QUEUE_FULL, 503);
+	s.queue_max = 5;
+	engine_configure(x->e, &s, x->now_us);
+	CHECK(engine_queue_len(x->e) == 2);
+	d = fx_call(x, 0, 4, LONG_WAIT_MS);
+	CHECK_WAITING(x, d);
+	e2 = fx_call(x, 1, 5, LONG_WAIT_MS);
+	CHECK_WAITING(x, e2);
+	CHECK(fx_refresh(x, 2, 6));
+	CHECK(engine_queue_len(x->e) == 5);
+	fx_run_until(x, T0 + 3 * SEC);
+	CHECK(x->n_sends == 6);
+	fx_ok_all(x);
+	CHECK_MISS(x, d);
+	CHECK_MISS(x, e2);
+	fx_end(x);
+}
+
+TEST(reconfigure_lowering_queue_max_keeps_the_queued_flights)
+{
+	struct engine_settings s = default_settings();
+	struct fx *x = fx_new_with(&s);
+	struct engine_caller *c[4], *over;
+
+	fx_call(x, 0, 9, LONG_WAIT_MS);
+	fx_tick(x);
+	for (unsigned i = 0; i < 4; i++)
+		c[i] = fx_call(x, 0, i, LONG_WAIT_MS);
+	s.queue_max = 2;
+	engine_configure(x->e, &s, x->now_us);
+	CHECK(engine_queue_len(x->e) == 4);
+	over = fx_call(x, 1, 0, LONG_WAIT_MS);
+	CHECK_ANSWER(x, over, ENGINE_OUTCOME_QUEUE_FULL, 503);
+	fx_run_until(x, T0 + 3 * SEC);
+	CHECK(x->n_sends == 5);
+	fx_ok_all(x);
+	for (unsigned i = 0; i < 4; i++)
+		CHECK_MISS(x, c[i]);
+	fx_end(x);
+}
+
 /* ---- the limiter under a long backlog --------------------------------------------- */
 
 static enum fake_reply policy_throttle_every_7th(struct fx *x, const struct wire *w)
@@ -1868,7 +1971,7 @@ TEST(stop_answers_queued_callers_and_lets_calls_on_the_wire_finish)
 	late = fx_call(x, 2, 9, 10000);
 	CHECK_ANSWER(x, late, ENGINE_OUTCOME_SHUTTING_DOWN, 503);
 	CHECK(body_has(late, "Proxy.ShuttingDown"));
-	fx_refresh(x, 2, 10);
+	CHECK(!fx_refresh(x, 2, 10));
 	fx_advance(x, 2 * SEC);
 	CHECK(x->n_sends == sends);
 
@@ -2079,6 +2182,8 @@ int main(void)
 	RUN(throttle_with_no_caller_able_to_wait_answers_everyone_and_drops_the_flight);
 	RUN(throttled_retries_exhausted_answer_503_limit_control);
 	RUN(throttle_pause_holds_every_queued_flight_not_only_the_retry);
+	RUN(throttled_flight_is_retried_at_the_head_even_when_the_queue_is_full);
+	RUN(throttle_of_a_call_whose_callers_all_left_is_not_retried);
 	RUN(refresh_starts_a_background_flight_that_answers_nobody);
 	RUN(background_flight_waits_behind_foreground_work);
 	RUN(caller_joining_a_queued_refresh_moves_it_to_the_foreground);
@@ -2099,6 +2204,8 @@ int main(void)
 	RUN(weights_one_to_three_share_a_backlog_one_to_three);
 	RUN(reconfigure_changes_weights_for_a_backlog_without_losing_callers);
 	RUN(reconfigure_raises_the_rate_without_losing_queued_flights);
+	RUN(reconfigure_raises_queue_max_for_new_keys);
+	RUN(reconfigure_lowering_queue_max_keeps_the_queued_flights);
 	RUN(long_backlog_with_throttles_keeps_the_spacing_and_the_sliding_second);
 	RUN(burst_three_still_keeps_the_sliding_second);
 	RUN(stop_answers_queued_callers_and_lets_calls_on_the_wire_finish);
