@@ -122,7 +122,7 @@ static void sha256_hex(const char *s, size_t len, char out[65])
 
 static void add_common_headers(struct MHD_Response *r, const struct http_request *hr)
 {
-	MHD_add_response_header(r, "X-Request-Id", hr->preq.request_id);
+	MHD_add_response_header(r, "X-Request-Id", hr->preq.call.request_id);
 }
 
 static enum MHD_Result queue_body(struct http_request *hr, int status, const char *content_type,
@@ -164,7 +164,7 @@ static enum MHD_Result queue_error(struct http_request *hr, int status, const ch
 	char *body;
 
 	buf_init(&b, LIMIT_BODY_MAX_BYTES);
-	envelope_render_error(&b, hr->preq.request_id, code, message);
+	envelope_render_error(&b, hr->preq.call.request_id, code, message);
 	body = buf_steal(&b, &len);
 	return queue_body(hr, status, "application/json", body, len, 0);
 }
@@ -177,14 +177,14 @@ static void unref_entry(void *cls)
 /* The answer the proxy produced (from an entry or an error body). */
 static enum MHD_Result queue_proxy_answer(struct http_request *hr)
 {
-	struct proxy_request *pr = &hr->preq;
+	struct engine_answer *a = &hr->preq.call.answer;
 	struct MHD_Response *r;
 	enum MHD_Result ret;
 	char value[128];
-	int status = pr->http_status;
+	int status = a->http_status;
 
-	if (pr->entry) {
-		struct cache_entry *e = pr->entry;
+	if (a->entry) {
+		struct cache_entry *e = a->entry;
 		bool not_modified = false;
 
 		if (e->etag[0] && hr->if_none_match[0]) {
@@ -197,13 +197,13 @@ static enum MHD_Result queue_proxy_answer(struct http_request *hr)
 		if (not_modified && status == 200) {
 			status = MHD_HTTP_NOT_MODIFIED;
 			r = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
-			metrics_result(METRICS_RESULT_NOT_MODIFIED);
+			a->outcome = ENGINE_OUTCOME_NOT_MODIFIED;
 		} else {
 			/* Serve the entry's pre-rendered body; the reference goes with it. */
 			r = MHD_create_response_from_buffer_with_free_callback_cls(
 				e->body_len, e->body, unref_entry, e);
 			if (r)
-				pr->entry = NULL;
+				a->entry = NULL;
 		}
 		if (!r)
 			return MHD_NO;
@@ -213,21 +213,22 @@ static enum MHD_Result queue_proxy_answer(struct http_request *hr)
 			snprintf(value, sizeof(value), "\"%s\"", e->etag);
 			MHD_add_response_header(r, MHD_HTTP_HEADER_ETAG, value);
 		}
-		snprintf(value, sizeof(value), "%" PRId64, pr->age_s);
+		snprintf(value, sizeof(value), "%" PRId64, a->age_s);
 		MHD_add_response_header(r, MHD_HTTP_HEADER_AGE, value);
 	} else {
-		r = MHD_create_response_from_buffer(pr->body_len, pr->body, MHD_RESPMEM_MUST_FREE);
+		r = MHD_create_response_from_buffer(a->body_len, a->body, MHD_RESPMEM_MUST_FREE);
 		if (!r)
 			return MHD_NO;
-		pr->body = NULL;
+		a->body = NULL;
+		a->body_len = 0;
 		MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
 	}
-	if (pr->cache_status[0]) {
-		snprintf(value, sizeof(value), "camskeyd; %s", pr->cache_status);
+	if (a->cache_status[0]) {
+		snprintf(value, sizeof(value), "camskeyd; %s", a->cache_status);
 		MHD_add_response_header(r, "Cache-Status", value);
 	}
-	if (pr->retry_after_s > 0) {
-		snprintf(value, sizeof(value), "%d", pr->retry_after_s);
+	if (a->retry_after_s > 0) {
+		snprintf(value, sizeof(value), "%d", a->retry_after_s);
 		MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, value);
 	}
 	if (hr->state != HR_NEW) {
@@ -369,8 +370,8 @@ static enum MHD_Result handle_key(struct http_request *hr, const struct http_sna
 	const struct config_client *client = NULL;
 
 	v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "CustSpaceId");
-	if (v && route_set_cust_space_id(v, strlen(v), &pr->key, &err) < 0) {
-		metrics_result(METRICS_RESULT_BAD_REQUEST);
+	if (v && route_set_cust_space_id(v, strlen(v), &pr->call.key, &err) < 0) {
+		hr->preq.call.answer.outcome = ENGINE_OUTCOME_BAD_REQUEST;
 		return queue_error(hr, MHD_HTTP_BAD_REQUEST, err.code, err.message);
 	}
 	if (strcmp(method, MHD_HTTP_METHOD_DELETE) == 0) {
@@ -381,7 +382,7 @@ static enum MHD_Result handle_key(struct http_request *hr, const struct http_sna
 			return queue_error(hr, MHD_HTTP_FORBIDDEN, "Proxy.Forbidden",
 					   "purging a key needs the admin token");
 		snprintf(hr->client_name, sizeof(hr->client_name), "admin");
-		rc = proxy_purge(hr->h->proxy, &pr->key);
+		rc = proxy_purge(hr->h->proxy, &pr->call.key);
 		if (rc < 0)
 			return queue_error(hr, MHD_HTTP_INTERNAL_SERVER_ERROR, "Proxy.CacheError",
 					   "the cache could not delete the key");
@@ -391,7 +392,7 @@ static enum MHD_Result handle_key(struct http_request *hr, const struct http_sna
 		return queue_error(hr, MHD_HTTP_OK, "OK", "the key was purged from the cache");
 	}
 	if (identify(hr, s) < 0) {
-		metrics_count(METRICS_UNAUTHORIZED);
+		hr->preq.call.answer.outcome = ENGINE_OUTCOME_UNAUTHORIZED;
 		return queue_error(hr, MHD_HTTP_UNAUTHORIZED, "Proxy.Unauthorized",
 				   "a valid bearer token is required");
 	}
@@ -406,7 +407,7 @@ static enum MHD_Result handle_key(struct http_request *hr, const struct http_sna
 		uint32_t asked;
 
 		if (route_parse_max_wait_ms(v, &asked, &err) < 0) {
-			metrics_result(METRICS_RESULT_BAD_REQUEST);
+			hr->preq.call.answer.outcome = ENGINE_OUTCOME_BAD_REQUEST;
 			return queue_error(hr, MHD_HTTP_BAD_REQUEST, err.code, err.message);
 		}
 		/* A caller may ask for less than its limit, never more. */
@@ -419,9 +420,10 @@ static enum MHD_Result handle_key(struct http_request *hr, const struct http_sna
 	v = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH);
 	if (v)
 		snprintf(hr->if_none_match, sizeof(hr->if_none_match), "%s", v);
-	pr->max_wait_ms = max_wait_ms;
+	pr->call.max_wait_ms = max_wait_ms;
 	pr->no_cache = cc.no_cache;
-	pr->no_stale = cc.no_stale;
+	pr->max_age_s = -1;
+	pr->call.no_stale = cc.no_stale;
 	pr->only_if_cached = cc.only_if_cached;
 	pr->on_done = on_proxy_done;
 	pr->cls = hr;
@@ -431,7 +433,7 @@ static enum MHD_Result handle_key(struct http_request *hr, const struct http_sna
 	if (proxy_lookup(hr->h->proxy, pr, clock_mono_us(), (int64_t)time(NULL)) == PROXY_ANSWERED)
 		return queue_proxy_answer(hr);
 	client_name_fill(hr);
-	pr->client = proxy_client_index(hr->h->proxy, hr->client_name);
+	pr->call.client = proxy_client_index(hr->h->proxy, hr->client_name);
 	hr->state = HR_SUSPENDED;
 	MHD_suspend_connection(c);
 	proxy_submit(hr->h->proxy, pr);
@@ -486,9 +488,9 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *connectio
 		 */
 		if (ci)
 			shutdown(ci->connect_fd, SHUT_RDWR);
-		metrics_result(METRICS_RESULT_BAD_REQUEST);
+		hr->preq.call.answer.outcome = ENGINE_OUTCOME_BAD_REQUEST;
 	}
-	snprintf(hr->preq.request_id, sizeof(hr->preq.request_id), "%016" PRIx64,
+	snprintf(hr->preq.call.request_id, sizeof(hr->preq.call.request_id), "%016" PRIx64,
 		 (uint64_t)(h->id_seed ^ (atomic_fetch_add(&h->id_counter, 1) * 0x9E3779B97F4A7C15ULL)));
 	return hr;
 }
@@ -525,7 +527,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
 		*con_cls = hr;
 	}
 	if (hr->state == HR_RESUMED) {
-		if (hr->preq.http_status == 0)
+		if (hr->preq.call.answer.http_status == 0)
 			return MHD_NO; /* the client left while waiting */
 		hr->state = HR_ANSWERED;
 		return queue_proxy_answer(hr);
@@ -556,12 +558,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
 		return MHD_YES;
 	hr->route_done = true;
 	if (hr->headers_too_large) {
-		metrics_result(METRICS_RESULT_BAD_REQUEST);
+		hr->preq.call.answer.outcome = ENGINE_OUTCOME_BAD_REQUEST;
 		return queue_error(hr, MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE,
 				   "Proxy.HeadersTooLarge", "the request headers are over 8192 bytes");
 	}
 	if (hr->uri_too_long) {
-		metrics_result(METRICS_RESULT_BAD_REQUEST);
+		hr->preq.call.answer.outcome = ENGINE_OUTCOME_BAD_REQUEST;
 		return queue_error(hr, MHD_HTTP_URI_TOO_LONG, "Proxy.UriTooLong",
 				   "the request URI is longer than 2048 bytes");
 	}
@@ -575,8 +577,8 @@ static enum MHD_Result route_request(struct http_request *hr, const struct http_
 	struct route_error err;
 	bool is_get;
 
-	if (route_parse_path(url, &hr->route, &hr->preq.key, &err) < 0) {
-		metrics_result(METRICS_RESULT_BAD_REQUEST);
+	if (route_parse_path(url, &hr->route, &hr->preq.call.key, &err) < 0) {
+		hr->preq.call.answer.outcome = ENGINE_OUTCOME_BAD_REQUEST;
 		return queue_error(hr, MHD_HTTP_BAD_REQUEST, err.code, err.message);
 	}
 	is_get = strcmp(method, MHD_HTTP_METHOD_GET) == 0 ||
@@ -620,6 +622,42 @@ static enum MHD_Result route_request(struct http_request *hr, const struct http_
 			   "method not allowed on this path");
 }
 
+/*
+ * The one count of a request's outcome, at its one teardown: decided where
+ * it happened (hit path, engine, this file), counted here.
+ */
+static void count_outcome(enum engine_outcome outcome)
+{
+	static const signed char result_of[ENGINE_OUTCOME_COUNT] = {
+		[ENGINE_OUTCOME_NONE] = -1,
+		[ENGINE_OUTCOME_HIT] = METRICS_RESULT_HIT,
+		[ENGINE_OUTCOME_HIT_STALE] = METRICS_RESULT_STALE,
+		[ENGINE_OUTCOME_HIT_NEGATIVE] = METRICS_RESULT_NEGATIVE,
+		[ENGINE_OUTCOME_NOT_MODIFIED] = METRICS_RESULT_NOT_MODIFIED,
+		[ENGINE_OUTCOME_MISS] = METRICS_RESULT_MISS,
+		[ENGINE_OUTCOME_MISS_NEGATIVE] = METRICS_RESULT_NEGATIVE,
+		[ENGINE_OUTCOME_STALE_FALLBACK] = METRICS_RESULT_STALE,
+		[ENGINE_OUTCOME_QUOTA_WAIT] = METRICS_RESULT_ERROR,
+		[ENGINE_OUTCOME_QUEUE_FULL] = METRICS_RESULT_ERROR,
+		[ENGINE_OUTCOME_THROTTLED] = METRICS_RESULT_ERROR,
+		[ENGINE_OUTCOME_UPSTREAM_ERROR] = METRICS_RESULT_ERROR,
+		[ENGINE_OUTCOME_SHUTTING_DOWN] = METRICS_RESULT_ERROR,
+		[ENGINE_OUTCOME_NOT_CACHED] = METRICS_RESULT_ERROR,
+		[ENGINE_OUTCOME_GONE] = -1, /* counted as a departure by the engine */
+		[ENGINE_OUTCOME_BAD_REQUEST] = METRICS_RESULT_BAD_REQUEST,
+		[ENGINE_OUTCOME_UNAUTHORIZED] = -1,
+	};
+
+	if (outcome == ENGINE_OUTCOME_QUOTA_WAIT)
+		metrics_count(METRICS_QUOTA_REJECTED);
+	else if (outcome == ENGINE_OUTCOME_QUEUE_FULL)
+		metrics_count(METRICS_QUEUE_FULL);
+	else if (outcome == ENGINE_OUTCOME_UNAUTHORIZED)
+		metrics_count(METRICS_UNAUTHORIZED);
+	if (outcome < ENGINE_OUTCOME_COUNT && result_of[outcome] >= 0)
+		metrics_result((enum metrics_result)result_of[outcome]);
+}
+
 static void on_completed(void *cls, struct MHD_Connection *connection, void **con_cls,
 			 enum MHD_RequestTerminationCode toe)
 {
@@ -637,6 +675,7 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **co
 	if (!hr)
 		return;
 	*con_cls = NULL;
+	count_outcome(hr->preq.call.answer.outcome);
 	if (hr->route == ROUTE_KEY)
 		metrics_observe_us(METRICS_HIST_REQUEST, clock_mono_us() - hr->started_us);
 	if (log_access_enabled() && log_enabled(LOG_LEVEL_INFO)) {
@@ -648,17 +687,17 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **co
 
 		log_info("access",
 			 "request_id=%s method=%s route=%s phone=%s client=%s status=%d cache=%s duration_ms=%.3f%s",
-			 hr->preq.request_id, hr->method,
+			 hr->preq.call.request_id, hr->method,
 			 hr->route == ROUTE_KEY      ? "key"
 			 : hr->route == ROUTE_HEALTHZ ? "healthz"
 			 : hr->route == ROUTE_READYZ  ? "readyz"
 			 : hr->route == ROUTE_METRICS ? "metrics"
 						      : "other",
-			 hr->preq.key.phone[0]
-				 ? log_mask_phone(hr->preq.key.phone, masked, sizeof(masked))
+			 hr->preq.call.key.phone[0]
+				 ? log_mask_phone(hr->preq.call.key.phone, masked, sizeof(masked))
 				 : "-",
 			 hr->client_name[0] ? hr->client_name : "-", hr->status,
-			 log_quote(hr->preq.cache_status, cs, sizeof(cs)),
+			 log_quote(hr->preq.call.answer.cache_status, cs, sizeof(cs)),
 			 (double)(clock_mono_us() - hr->started_us) / 1000.0,
 			 toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted=1");
 	}

@@ -1,27 +1,29 @@
 /*
- * proxy.c -- the request path and the engine thread (see proxy.h).
+ * proxy.c -- the request path around the engine (see proxy.h): the hit
+ * path, the engine thread, its inbox, the libcurl loop and the cache I/O.
  *
- * Threads. HTTP threads call proxy_lookup() (cache memory layer only) and
- * proxy_submit() (append to the inbox under `lock`, wake the engine). The
- * engine thread owns everything else: the flight table, the WFQ queue, the
- * limiter, the deadline heap of waiting requests, the signer's use and the
- * libcurl multi handle. It sleeps in upstream_poll() until the next event:
- * a submission (curl_multi_wakeup), network activity, the next send slot,
- * the nearest deadline, or the periodic chores (disconnect check, cache
- * maintenance). Answers leave through req->on_done(), after which the
- * engine never touches the request again.
+ * Threads. HTTP threads call proxy_lookup() (the cache's memory layer) and
+ * proxy_submit() (append to the inbox under `lock`, wake the engine
+ * thread). The engine thread owns the engine (engine.c, pure decisions),
+ * the upstream client and the cache writes. Each turn of its loop it reads
+ * the clocks once, feeds the engine what happened (submissions, refreshes,
+ * finished upstream calls, departed callers, the time), carries out the
+ * actions the engine returns (sign and start a call; hand an answer back
+ * through on_done) and sleeps in upstream_poll() until the engine's next
+ * wake time, network activity, a submission or a chore (departure check,
+ * cache maintenance).
  *
  * Invariants.
- *  - Every submitted request is answered exactly once (on_done), at the
- *    latest when the engine stops.
- *  - A request waiting in a flight is in the deadline heap; while its flight
- *    is being sent its deadline is "none" (the upstream timeout bounds it).
- *  - A flight is in the queue iff its state is FLIGHT_QUEUED.
- *  - Only the limiter decides when a call is sent, retries included.
+ *  - Every submitted request gets exactly one on_done: from the engine
+ *    thread, or from proxy_submit() itself once the engine thread has
+ *    ended (503 Proxy.ShuttingDown).
+ *  - Only the engine decides when a call is sent; this file only signs and
+ *    starts what the engine says, and classifies what comes back.
+ *  - A key entry is stored (one transaction) before the engine hands it to
+ *    any caller, so memory never shows what disk does not have.
  *
- * Clocks. The engine reads the monotonic clock for deadlines and the
- * limiter, and the wall clock for cache times and signatures; the pure
- * modules get both as arguments.
+ * Clocks. Only this file's engine loop reads clocks for the engine; the
+ * engine and the other pure modules get the time as arguments.
  */
 #include "proxy.h"
 
@@ -36,7 +38,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "clock.h"
 #include "envelope.h"
@@ -44,7 +45,6 @@
 #include "log.h"
 #include "mem.h"
 #include "metrics.h"
-#include "queue.h"
 #include "upstream.h"
 
 #define PROXY_REFRESH_RING 1024
@@ -52,29 +52,28 @@
 #define PROXY_MAINTAIN_US 1000000
 #define PROXY_IDLE_POLL_MS 1000
 #define PROXY_REFRESH_AHEAD_BATCH 16
+#define PROXY_POLL_BATCH 256
 
 #define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
-/* What the engine needs from the configuration; swapped on reload. */
+/* What the driver needs from the configuration beyond the engine's; swapped on reload. */
 struct proxy_settings {
 	uint64_t ttl_s;
 	uint64_t status_ttl_s;
 	uint64_t negative_ttl_s;
 	uint64_t refresh_ahead_s;
-	unsigned queue_max;
-	unsigned upstream_retries;
 	unsigned upstream_timeout_ms;
 	enum signer_kind signature;
-	struct limiter_options limiter;
-	unsigned weights[QUEUE_MAX_CLIENTS];
+	struct engine_settings engine;
 };
 
 struct proxy {
-	pthread_mutex_t lock; /* inbox, refresh ring, clients, pending settings, stopping */
+	pthread_mutex_t lock; /* inbox, refresh ring, clients, pending settings, stopping, closed */
 	struct proxy_request *inbox_head, *inbox_tail;
 	struct cams_key refresh_ring[PROXY_REFRESH_RING];
 	unsigned refresh_head, refresh_len;
 	bool stopping;
+	bool closed;          /* the engine thread has ended: submissions are answered directly */
 	bool settings_pending;
 	struct proxy_settings pending;
 	char client_names[QUEUE_MAX_CLIENTS][LIMIT_CLIENT_NAME_MAX + 1];
@@ -95,17 +94,42 @@ struct proxy {
 	struct cache *cache;
 	struct signer *signer;
 	struct upstream *upstream;
-	struct limiter *limiter;
-	struct queue *queue;
-	struct flight_table *flights;
-	struct proxy_request **heap;
-	size_t heap_len, heap_cap;
-	size_t waiting;
+	struct engine *engine;
+	struct engine_stats counted;  /* engine stats already added to the metrics */
 	int64_t next_disconnect_check_us;
 	int64_t next_maintain_us;
 	pthread_t thread;
 	bool thread_started;
 };
+
+/*
+ * TEMPORARY (until the two-layer cache lands): the new cache API over the
+ * old one.
+ */
+static atomic_ullong shim_generation;
+static uint64_t cache_generation_(const struct cache *c)
+{
+	(void)c;
+	return atomic_load(&shim_generation);
+}
+static int cache_lookup_(struct cache *c, const struct cams_key *key, int64_t now_s,
+			 struct cache_entry **ret)
+{
+	return cache_get(c, key, now_s, ret);
+}
+static int cache_put_(struct cache *c, struct cache_entry *e, struct cache_entry **ret_old)
+{
+	int rc;
+
+	if (ret_old && cache_get(c, &e->key, e->fetched_at_s, ret_old) != 1)
+		*ret_old = NULL;
+	rc = cache_put(c, e);
+	atomic_fetch_add(&shim_generation, 1);
+	return rc;
+}
+#define cache_generation cache_generation_
+#define cache_lookup cache_lookup_
+#define cache_put cache_put_
 
 static void settings_from_config(struct proxy_settings *s, const struct config *cfg)
 {
@@ -114,239 +138,76 @@ static void settings_from_config(struct proxy_settings *s, const struct config *
 	s->status_ttl_s = cfg->status_ttl_s;
 	s->negative_ttl_s = cfg->negative_ttl_s;
 	s->refresh_ahead_s = cfg->refresh_ahead_s;
-	s->queue_max = cfg->queue_max;
-	s->upstream_retries = cfg->upstream_retries;
 	s->upstream_timeout_ms = cfg->upstream_timeout_ms;
 	s->signature = cfg->signature == CONFIG_SIGNATURE_V1 ? SIGNER_V1 : SIGNER_V3;
-	s->limiter.rate = cfg->rate;
-	s->limiter.burst = cfg->burst;
-	s->limiter.margin_ms = cfg->rate_margin_ms;
+	s->engine.stale_while_revalidate_s = cfg->stale_while_revalidate_s;
+	s->engine.stale_if_error_s = cfg->stale_if_error_s;
+	s->engine.queue_max = cfg->queue_max;
+	s->engine.upstream_retries = cfg->upstream_retries;
+	s->engine.limiter.rate = cfg->rate;
+	s->engine.limiter.burst = cfg->burst;
+	s->engine.limiter.margin_ms = cfg->rate_margin_ms;
 	for (unsigned i = 0; i < QUEUE_MAX_CLIENTS; i++)
-		s->weights[i] = 1;
+		s->engine.weights[i] = 1;
 	for (unsigned i = 0; i < cfg->n_clients && i < QUEUE_MAX_CLIENTS; i++)
-		s->weights[i] = cfg->clients[i].weight ? cfg->clients[i].weight : 1;
+		s->engine.weights[i] = cfg->clients[i].weight ? cfg->clients[i].weight : 1;
 }
-
-/* ---- the deadline heap (engine thread) ---------------------------------- */
-
-static bool heap_less(const struct proxy_request *a, const struct proxy_request *b)
-{
-	return a->deadline_us < b->deadline_us;
-}
-
-static void heap_swap(struct proxy *p, size_t i, size_t j)
-{
-	struct proxy_request *t = p->heap[i];
-
-	p->heap[i] = p->heap[j];
-	p->heap[j] = t;
-	p->heap[i]->heap_index = i;
-	p->heap[j]->heap_index = j;
-}
-
-static void heap_up(struct proxy *p, size_t i)
-{
-	while (i > 0) {
-		size_t parent = (i - 1) / 2;
-
-		if (!heap_less(p->heap[i], p->heap[parent]))
-			break;
-		heap_swap(p, i, parent);
-		i = parent;
-	}
-}
-
-static void heap_down(struct proxy *p, size_t i)
-{
-	for (;;) {
-		size_t l = 2 * i + 1, r = l + 1, m = i;
-
-		if (l < p->heap_len && heap_less(p->heap[l], p->heap[m]))
-			m = l;
-		if (r < p->heap_len && heap_less(p->heap[r], p->heap[m]))
-			m = r;
-		if (m == i)
-			return;
-		heap_swap(p, i, m);
-		i = m;
-	}
-}
-
-static void heap_push(struct proxy *p, struct proxy_request *req)
-{
-	if (p->heap_len == p->heap_cap) {
-		p->heap_cap = p->heap_cap ? 2 * p->heap_cap : 256;
-		p->heap = xrealloc(p->heap, p->heap_cap * sizeof(*p->heap));
-	}
-	req->heap_index = p->heap_len;
-	p->heap[p->heap_len++] = req;
-	heap_up(p, req->heap_index);
-}
-
-static void heap_remove(struct proxy *p, struct proxy_request *req)
-{
-	size_t i = req->heap_index;
-
-	if (i == SIZE_MAX)
-		return;
-	assert(i < p->heap_len && p->heap[i] == req);
-	p->heap_len--;
-	if (i != p->heap_len) {
-		p->heap[i] = p->heap[p->heap_len];
-		p->heap[i]->heap_index = i;
-		heap_down(p, i);
-		heap_up(p, i);
-	}
-	req->heap_index = SIZE_MAX;
-}
-
-static void heap_set_deadline(struct proxy *p, struct proxy_request *req, int64_t deadline_us)
-{
-	heap_remove(p, req);
-	req->deadline_us = deadline_us;
-	heap_push(p, req);
-}
-
-/* ---- answers ------------------------------------------------------------- */
 
 void proxy_request_clear(struct proxy_request *req)
 {
-	cache_entry_unref(req->entry);
-	req->entry = NULL;
-	cache_entry_unref(req->stale);
-	req->stale = NULL;
-	free(req->body);
-	req->body = NULL;
-	req->body_len = 0;
-}
-
-static void answer_entry(struct proxy_request *req, struct cache_entry *e, int64_t now_s,
-			 const char *cache_status)
-{
-	req->entry = e;
-	req->http_status = e->http_status;
-	req->age_s = now_s > e->fetched_at_s ? now_s - e->fetched_at_s : 0;
-	snprintf(req->cache_status, sizeof(req->cache_status), "%s", cache_status);
-}
-
-static void answer_error(struct proxy_request *req, int http_status, const char *request_id,
-			 const char *code, const char *message, int retry_after_s,
-			 const char *cache_status)
-{
-	struct buf b;
-
-	buf_init(&b, LIMIT_BODY_MAX_BYTES);
-	envelope_render_error(&b, request_id && *request_id ? request_id : req->request_id, code,
-			      message);
-	free(req->body);
-	req->body = buf_steal(&b, &req->body_len);
-	req->http_status = http_status;
-	req->retry_after_s = retry_after_s;
-	snprintf(req->cache_status, sizeof(req->cache_status), "%s", cache_status);
-}
-
-static int retry_after_from_us(int64_t wait_us)
-{
-	int64_t s = (wait_us + 999999) / 1000000;
-
-	return s < 1 ? 1 : (s > 3600 ? 3600 : (int)s);
-}
-
-/* Serve a stale entry the caller accepts instead of an error; true if done. */
-static bool answer_stale_if_allowed(struct proxy *p, struct proxy_request *req, int64_t now_s,
-				    const char *why)
-{
-	enum cache_freshness fr;
-	char status[96];
-
-	if (!req->stale || req->no_stale)
-		return false;
-	fr = cache_entry_freshness(req->stale, now_s, atomic_load(&p->stale_while_revalidate_s),
-				   atomic_load(&p->stale_if_error_s));
-	if (fr != CACHE_STALE_REVALIDATE && fr != CACHE_STALE_IF_ERROR)
-		return false;
-	snprintf(status, sizeof(status), "hit; stale; detail=%s", why);
-	answer_entry(req, req->stale, now_s, status);
-	req->stale = NULL;
-	metrics_result(METRICS_RESULT_STALE);
-	return true;
-}
-
-/* Hand the answer back; the engine forgets req afterwards. */
-static void deliver(struct proxy *p, struct proxy_request *req)
-{
-	heap_remove(p, req);
-	flight_leave(&req->waiter);
-	p->waiting--;
-	req->on_done(req);
-}
-
-#define QUEUE_FULL_MESSAGE "too many callers are waiting for upstream quota"
-#define QUOTA_WAIT_MESSAGE "no upstream quota within the wait limit; retry after Retry-After seconds"
-
-static void answer_unavailable(struct proxy *p, struct proxy_request *req, const char *code,
-			       const char *message, int64_t wait_us)
-{
-	if (answer_stale_if_allowed(p, req, clock_wall_s(), "quota-wait"))
-		return;
-	if (strcmp(code, "Proxy.QueueFull") == 0)
-		metrics_count(METRICS_QUEUE_FULL);
-	else if (strcmp(code, "Proxy.QuotaWait") == 0)
-		metrics_count(METRICS_QUOTA_REJECTED);
-	answer_error(req, 503, NULL, code, message, retry_after_from_us(wait_us), "fwd=miss");
-}
-
-/* Refuse a submitted request (queue full, or no quota in time) and hand it back. */
-static void refuse(struct proxy *p, struct proxy_request *req, bool queue_full, int64_t wait_us)
-{
-	answer_unavailable(p, req, queue_full ? "Proxy.QueueFull" : "Proxy.QuotaWait",
-			   queue_full ? QUEUE_FULL_MESSAGE : QUOTA_WAIT_MESSAGE, wait_us);
-	deliver(p, req);
+	engine_answer_clear(&req->call.answer);
+	cache_entry_unref(req->call.stale);
+	req->call.stale = NULL;
 }
 
 /* ---- the hit path (HTTP threads) ------------------------------------------ */
 
+/* The caller's Cache-Control: max-age=N refuses an entry older than N seconds. */
+static bool too_old_for_caller(const struct proxy_request *req, const struct cache_entry *e,
+			       int64_t now_s)
+{
+	return req->max_age_s >= 0 && now_s - e->fetched_at_s > req->max_age_s;
+}
+
 enum proxy_verdict proxy_lookup(struct proxy *p, struct proxy_request *req, int64_t now_us,
 				int64_t now_s)
 {
+	struct engine_answer *a = &req->call.answer;
 	struct cache_entry *e = NULL;
 	enum cache_freshness fr;
 	char status[96];
+	bool revalidate;
 	int rc;
 
-	req->http_status = 0;
-	req->entry = NULL;
-	req->body = NULL;
-	req->stale = NULL;
-	req->retry_after_s = 0;
-	req->cache_status[0] = '\0';
-	req->waiter.flight = NULL;
-	req->heap_index = SIZE_MAX;
-	req->submitted_us = now_us;
+	memset(a, 0, sizeof(*a));
+	req->call.stale = NULL;
+	req->call.submitted_us = now_us;
+	req->generation_seen = cache_generation(p->cache);
 
-	rc = cache_get(p->cache, &req->key, now_s, &e);
+	rc = cache_get(p->cache, &req->call.key, now_s, &e);
 	if (rc < 0)
 		metrics_count(METRICS_CACHE_ERRORS);
 	if (rc == 1) {
 		fr = cache_entry_freshness(e, now_s, atomic_load(&p->stale_while_revalidate_s),
 					   atomic_load(&p->stale_if_error_s));
-		if (fr == CACHE_FRESH && !req->no_cache) {
+		revalidate = req->no_cache || too_old_for_caller(req, e, now_s);
+		if (fr == CACHE_FRESH && !revalidate) {
 			snprintf(status, sizeof(status), "hit; ttl=%" PRId64, e->expires_at_s - now_s);
-			answer_entry(req, e, now_s, status);
-			metrics_result(e->kind == CACHE_KIND_NEGATIVE ? METRICS_RESULT_NEGATIVE
-								    : METRICS_RESULT_HIT);
+			engine_answer_entry(a,
+					    e->kind == CACHE_KIND_NEGATIVE ? ENGINE_OUTCOME_HIT_NEGATIVE
+									   : ENGINE_OUTCOME_HIT,
+					    e, now_s, status);
 			return PROXY_ANSWERED;
 		}
-		if (fr == CACHE_STALE_REVALIDATE && !req->no_cache && !req->no_stale) {
+		if (fr == CACHE_STALE_REVALIDATE && !revalidate && !req->call.no_stale) {
 			snprintf(status, sizeof(status), "hit; stale; ttl=%" PRId64,
 				 e->expires_at_s - now_s);
-			answer_entry(req, e, now_s, status);
-			metrics_result(METRICS_RESULT_STALE);
-			/* one background refresh; the flight table coalesces repeats */
+			engine_answer_entry(a, ENGINE_OUTCOME_HIT_STALE, e, now_s, status);
+			/* one background refresh; the engine coalesces repeats */
 			pthread_mutex_lock(&p->lock);
 			if (p->refresh_len < PROXY_REFRESH_RING && !p->stopping) {
 				p->refresh_ring[(p->refresh_head + p->refresh_len) % PROXY_REFRESH_RING] =
-					req->key;
+					req->call.key;
 				p->refresh_len++;
 			}
 			pthread_mutex_unlock(&p->lock);
@@ -355,17 +216,25 @@ enum proxy_verdict proxy_lookup(struct proxy *p, struct proxy_request *req, int6
 		}
 		if (e->kind == CACHE_KIND_KEY &&
 		    (fr == CACHE_FRESH || fr == CACHE_STALE_REVALIDATE || fr == CACHE_STALE_IF_ERROR))
-			req->stale = e; /* fallback if the upstream fails */
+			req->call.stale = e; /* fallback if the upstream fails */
 		else
 			cache_entry_unref(e);
 	}
 	if (req->only_if_cached) {
-		if (answer_stale_if_allowed(p, req, now_s, "only-if-cached"))
+		struct cache_entry *stale = req->call.stale;
+
+		if (stale && !req->call.no_stale &&
+		    cache_entry_freshness(stale, now_s, atomic_load(&p->stale_while_revalidate_s),
+					  atomic_load(&p->stale_if_error_s)) != CACHE_EXPIRED) {
+			req->call.stale = NULL;
+			engine_answer_entry(a, ENGINE_OUTCOME_STALE_FALLBACK, stale, now_s,
+					    "hit; stale; detail=only-if-cached");
 			return PROXY_ANSWERED;
-		answer_error(req, 504, NULL, "Proxy.NotCached",
-			     "the key is not in the cache and only-if-cached was requested", 0,
-			     "fwd=miss");
-		metrics_result(METRICS_RESULT_ERROR);
+		}
+		engine_answer_error(a, ENGINE_OUTCOME_NOT_CACHED, 504, NULL, req->call.request_id,
+				    "Proxy.NotCached",
+				    "the key is not in the cache and only-if-cached was requested", 0,
+				    "fwd=miss");
 		return PROXY_ANSWERED;
 	}
 	return PROXY_PENDING;
@@ -373,275 +242,109 @@ enum proxy_verdict proxy_lookup(struct proxy *p, struct proxy_request *req, int6
 
 void proxy_submit(struct proxy *p, struct proxy_request *req)
 {
+	bool closed;
+
 	req->inbox_next = NULL;
 	pthread_mutex_lock(&p->lock);
-	if (p->inbox_tail)
-		p->inbox_tail->inbox_next = req;
-	else
-		p->inbox_head = req;
-	p->inbox_tail = req;
+	closed = p->closed;
+	if (!closed) {
+		if (p->inbox_tail)
+			p->inbox_tail->inbox_next = req;
+		else
+			p->inbox_head = req;
+		p->inbox_tail = req;
+	}
 	pthread_mutex_unlock(&p->lock);
+	if (closed) {
+		/* The engine thread is gone: nobody else will ever answer. */
+		cache_entry_unref(req->call.stale);
+		req->call.stale = NULL;
+		engine_answer_error(&req->call.answer, ENGINE_OUTCOME_SHUTTING_DOWN, 503, NULL,
+				    req->call.request_id, "Proxy.ShuttingDown",
+				    "the daemon is stopping; retry shortly", 1, "fwd=miss");
+		req->on_done(req);
+		return;
+	}
 	upstream_wakeup(p->upstream);
 }
 
-/* ---- the engine ------------------------------------------------------------ */
+/* ---- carrying out the engine's actions (engine thread) --------------------------- */
 
-static void flight_drop_if_orphan(struct proxy *p, struct flight *f)
-{
-	if (f->n_waiters > 0)
-		return;
-	if (f->state == FLIGHT_QUEUED) {
-		/*
-		 * Everybody left before quota came. The key was wanted, so
-		 * fetch it anyway when nobody else waits for quota.
-		 */
-		if (!f->background) {
-			queue_remove(p->queue, &f->qitem);
-			f->background = true;
-			f->qitem.cls = QUEUE_BACKGROUND;
-			if (queue_push(p->queue, &f->qitem) == 0)
-				return;
-		} else if (queue_contains(&f->qitem)) {
-			return;
-		}
-		queue_remove(p->queue, &f->qitem);
-		flight_finish(p->flights, f);
-	}
-}
-
-static void handle_submit(struct proxy *p, struct proxy_request *req, int64_t now_us)
-{
-	struct flight *f;
-	int64_t wait_us;
-
-	p->waiting++;
-	req->deadline_us = req->submitted_us + (int64_t)req->max_wait_ms * 1000;
-	heap_push(p, req);
-
-	f = flight_find(p->flights, &req->key);
-	if (!f) {
-		/* A flight may have just stored the key since the lookup missed. */
-		if (!req->no_cache) {
-			struct cache_entry *e;
-			int64_t now_s = clock_wall_s();
-
-			if (cache_get(p->cache, &req->key, now_s, &e) == 1) {
-				if (cache_entry_freshness(e, now_s, 0, 0) == CACHE_FRESH) {
-					char status[96];
-
-					snprintf(status, sizeof(status), "hit; ttl=%" PRId64,
-						 e->expires_at_s - now_s);
-					answer_entry(req, e, now_s, status);
-					metrics_result(METRICS_RESULT_HIT);
-					deliver(p, req);
-					return;
-				}
-				cache_entry_unref(e);
-			}
-		}
-		wait_us = limiter_wait_estimate_us(p->limiter, now_us,
-						   queue_ahead_of_new(p->queue, req->client));
-		if (queue_len(p->queue) >= p->settings.queue_max) {
-			refuse(p, req, true, wait_us);
-			return;
-		}
-		if (now_us + wait_us > req->deadline_us) {
-			refuse(p, req, false, wait_us);
-			return;
-		}
-		f = flight_start(p->flights, &req->key);
-		f->qitem.client = req->client;
-		f->qitem.cls = QUEUE_FOREGROUND;
-		f->queued_at_us = now_us;
-		if (queue_push(p->queue, &f->qitem) < 0) {
-			flight_finish(p->flights, f);
-			refuse(p, req, true, wait_us);
-			return;
-		}
-	} else {
-		metrics_count(METRICS_FLIGHTS_JOINED);
-		if (f->state == FLIGHT_QUEUED && f->background) {
-			/* a caller now waits: the refresh becomes foreground work */
-			queue_remove(p->queue, &f->qitem);
-			f->background = false;
-			f->qitem.cls = QUEUE_FOREGROUND;
-			f->qitem.client = req->client;
-			if (queue_push(p->queue, &f->qitem) < 0) {
-				flight_finish(p->flights, f);
-				refuse(p, req, true, 0);
-				return;
-			}
-		}
-		if (f->state == FLIGHT_QUEUED) {
-			wait_us = limiter_wait_estimate_us(p->limiter, now_us,
-							   queue_ahead(p->queue, &f->qitem));
-			if (now_us + wait_us > req->deadline_us) {
-				refuse(p, req, false, wait_us);
-				return;
-			}
-		} else {
-			heap_set_deadline(p, req, INT64_MAX);
-		}
-	}
-	flight_join(f, &req->waiter);
-}
-
-static void handle_refresh(struct proxy *p, const struct cams_key *key, int64_t now_us)
-{
-	struct flight *f = flight_find(p->flights, key);
-	struct cache_entry *e;
-	int64_t now_s = clock_wall_s();
-
-	if (f)
-		return;
-	/* A refresh that finished since this one was asked for makes it moot. */
-	if (cache_get(p->cache, key, now_s, &e) == 1) {
-		bool moot = e->expires_at_s - now_s > (int64_t)p->settings.refresh_ahead_s;
-
-		cache_entry_unref(e);
-		if (moot)
-			return;
-	}
-	if (queue_len(p->queue) >= p->settings.queue_max)
-		return;
-	f = flight_start(p->flights, key);
-	f->background = true;
-	f->qitem.client = 0;
-	f->qitem.cls = QUEUE_BACKGROUND;
-	f->queued_at_us = now_us;
-	if (queue_push(p->queue, &f->qitem) < 0)
-		flight_finish(p->flights, f);
-}
-
-/*
- * Refresh-ahead: keys callers are using that expire soon are queued as
- * background flights, which go only on quota no caller is waiting for.
- * A few at a time, so the background class stays short.
- */
-static void refresh_ahead(struct proxy *p, int64_t now_us)
-{
-	struct cams_key keys[PROXY_REFRESH_AHEAD_BATCH];
-	size_t n;
-
-	if (p->settings.refresh_ahead_s == 0 ||
-	    queue_len_class(p->queue, QUEUE_BACKGROUND) >= PROXY_REFRESH_AHEAD_BATCH ||
-	    queue_len_class(p->queue, QUEUE_FOREGROUND) > 0)
-		return;
-	n = cache_refresh_candidates(p->cache, clock_wall_s(), p->settings.refresh_ahead_s, keys,
-				     PROXY_REFRESH_AHEAD_BATCH);
-	for (size_t i = 0; i < n; i++)
-		handle_refresh(p, &keys[i], now_us);
-}
-
-/* Answer every waiter of f with an error (or its stale entry) and finish f. */
-static void flight_fail(struct proxy *p, struct flight *f, int http_status, const char *request_id,
-			const char *code, const char *message, int retry_after_s, const char *why)
-{
-	struct flight_waiter *w;
-	int64_t now_s = clock_wall_s();
-
-	while ((w = flight_first_waiter(f))) {
-		struct proxy_request *req = container_of(w, struct proxy_request, waiter);
-
-		if (!answer_stale_if_allowed(p, req, now_s, why)) {
-			answer_error(req, http_status, request_id, code, message, retry_after_s,
-				     "fwd=miss");
-			metrics_result(METRICS_RESULT_ERROR);
-		}
-		deliver(p, req);
-	}
-	queue_remove(p->queue, &f->qitem);
-	flight_finish(p->flights, f);
-}
-
-/* Answer every waiter of f from entry e and finish f. */
-static void flight_succeed(struct proxy *p, struct flight *f, struct cache_entry *e,
-			   const char *cache_status, enum metrics_result result)
-{
-	struct flight_waiter *w;
-	int64_t now_s = clock_wall_s();
-
-	while ((w = flight_first_waiter(f))) {
-		struct proxy_request *req = container_of(w, struct proxy_request, waiter);
-
-		answer_entry(req, cache_entry_ref(e), now_s, cache_status);
-		metrics_result(result);
-		deliver(p, req);
-	}
-	flight_finish(p->flights, f);
-}
-
-static void send_flight(struct proxy *p, struct flight *f, int64_t now_us)
+static void start_call(struct proxy *p, struct flight *f, int64_t quota_wait_us, int64_t now_us,
+		       int64_t now_s)
 {
 	struct signer_request sr;
-	char keyid[LIMIT_ACCESS_KEY_ID_MAX + 1];
 	int rc;
 
-	rc = signer_sign_request(p->signer, p->settings.signature,
-				 upstream_host_header(p->upstream), &f->key, (time_t)clock_wall_s(), NULL,
-				 &sr);
-	if (rc < 0) {
-		log_error("sign_failed", "err=%d", rc);
-		flight_fail(p, f, 502, NULL, "Proxy.UpstreamError", "could not sign the upstream request",
-			    0, "upstream-error");
-		return;
-	}
-	rc = upstream_start(p->upstream, &sr, f);
-	signer_request_free(&sr);
-	limiter_record_send(p->limiter, now_us);
-	if (rc < 0) {
-		flight_fail(p, f, 502, NULL, "Proxy.UpstreamError", "could not start the upstream call",
-			    0, "upstream-error");
-		return;
-	}
-	metrics_observe_us(METRICS_HIST_QUOTA_WAIT, now_us - f->queued_at_us);
+	metrics_observe_us(METRICS_HIST_QUOTA_WAIT, quota_wait_us);
 	metrics_client_call(f->qitem.client);
-	if (f->attempts > 0)
-		metrics_count(METRICS_RETRIES);
-	if (f->background)
-		metrics_count(METRICS_REFRESHES);
-	f->attempts++;
-	f->state = FLIGHT_SENDING;
-	f->sent_at_us = now_us;
-	/* Waiters now wait for the answer, not for quota. */
-	for (struct flight_waiter *w = flight_first_waiter(f); w && w != &f->waiters; w = w->next)
-		heap_set_deadline(p, container_of(w, struct proxy_request, waiter), INT64_MAX);
+	/* A fresh nonce and timestamp every attempt: a retry is re-signed. */
+	rc = signer_sign_request(p->signer, p->settings.signature,
+				 upstream_host_header(p->upstream), &f->key, (time_t)now_s, NULL, &sr);
+	if (rc == 0) {
+		rc = upstream_start(p->upstream, &sr, f);
+		signer_request_free(&sr);
+	} else {
+		log_error("sign_failed", "err=%d", rc);
+	}
+	if (rc < 0) {
+		struct engine_reply r = {
+			.kind = ENGINE_REPLY_FAILED,
+			.http_status = 502,
+			.code = "Proxy.UpstreamError",
+			.message = "could not start the upstream call",
+			.ratelimit_remain = -1,
+			.ratelimit_time_left_ms = -1,
+			.latency_us = -1,
+		};
+
+		engine_upstream_done(p->engine, f, &r, now_us, now_s);
+		return;
+	}
 	if (log_enabled(LOG_LEVEL_DEBUG)) {
 		char masked[LOG_PHONE_MASKED_MAX];
 
-		signer_access_key_id(p->signer, keyid, sizeof(keyid));
 		log_debug("upstream_send", "phone=%s attempt=%u waiters=%u background=%d",
 			  log_mask_phone(f->key.phone, masked, sizeof(masked)), f->attempts,
 			  f->n_waiters, f->background);
 	}
 }
 
-static void dispatch(struct proxy *p, int64_t now_us)
+/* Carry out every action the engine has decided, until it has none. */
+static void run_actions(struct proxy *p, int64_t now_us, int64_t now_s)
 {
-	while (queue_len(p->queue) > 0 && limiter_next_send_us(p->limiter, now_us) <= now_us) {
-		struct queue_item *item = queue_pop(p->queue);
-		struct flight *f = container_of(item, struct flight, qitem);
+	struct engine_action act;
 
-		send_flight(p, f, now_us);
+	while (engine_next_action(p->engine, &act)) {
+		if (act.kind == ENGINE_ACTION_SEND) {
+			start_call(p, act.flight, act.quota_wait_us, now_us, now_s);
+		} else {
+			struct proxy_request *req =
+				container_of(act.caller, struct proxy_request, call);
+
+			req->on_done(req);
+		}
 	}
 }
 
-static void store_and_answer(struct proxy *p, struct flight *f, struct envelope_reply *r)
+/* ---- what came back from the upstream (engine thread) ------------------------------ */
+
+/* Build the entry for an OK answer, store it, log a rotation. NULL if unservable. */
+static struct cache_entry *store_key(struct proxy *p, struct flight *f,
+				     const struct envelope_reply *r, int64_t now_s,
+				     bool *ret_stored)
 {
-	struct cache_entry *e, *old = NULL;
-	int64_t now_s = clock_wall_s();
 	bool valid = strcmp(r->status, "VALID") == 0;
 	uint64_t ttl = valid ? p->settings.ttl_s : p->settings.status_ttl_s;
 	char masked[LOG_PHONE_MASKED_MAX];
+	struct cache_entry *e, *old = NULL;
 	struct buf body;
 
 	buf_init(&body, LIMIT_BODY_MAX_BYTES);
 	envelope_render_ok(&body, r->request_id, r->message, f->key.phone, r->pem, r->status);
 	if (buf_error(&body)) {
 		buf_free(&body);
-		flight_fail(p, f, 502, r->request_id, "Proxy.UpstreamError",
-			    "upstream answer too large to serve", 0, "upstream-error");
-		return;
+		return NULL;
 	}
 	e = cache_entry_new(&f->key, r->pem, buf_str(&body), body.len);
 	buf_free(&body);
@@ -656,29 +359,27 @@ static void store_and_answer(struct proxy *p, struct flight *f, struct envelope_
 	atomic_store(&e->last_used_s, now_s);
 
 	log_mask_phone(f->key.phone, masked, sizeof(masked));
-	if (cache_get(p->cache, &f->key, now_s, &old) == 1) {
-		if (old->kind == CACHE_KIND_KEY && strcmp(old->etag, e->etag) != 0) {
-			metrics_count(METRICS_KEY_ROTATIONS);
-			log_warn("key_rotated", "phone=%s cust_space_id=%s old_fingerprint=%s new_fingerprint=%s",
-				 masked, f->key.cust_space_id[0] ? f->key.cust_space_id : "-",
-				 old->etag, e->etag);
-		}
-		cache_entry_unref(old);
-	}
 	if (!valid)
 		log_info("key_status", "phone=%s status=%s ttl_s=%" PRIu64, masked, r->status, ttl);
-	if (cache_put(p->cache, e) < 0)
+	*ret_stored = cache_put(p->cache, e, &old) == 0;
+	if (!*ret_stored)
 		metrics_count(METRICS_CACHE_ERRORS);
-	flight_succeed(p, f, e, f->background ? "fwd=stale; stored" : "fwd=miss; stored",
-		       METRICS_RESULT_MISS);
-	cache_entry_unref(e);
+	if (old && old->kind == CACHE_KIND_KEY && strcmp(old->etag, e->etag) != 0) {
+		metrics_count(METRICS_KEY_ROTATIONS);
+		log_warn("key_rotated",
+			 "phone=%s cust_space_id=%s old_fingerprint=%s new_fingerprint=%s", masked,
+			 f->key.cust_space_id[0] ? f->key.cust_space_id : "-", old->etag, e->etag);
+	}
+	cache_entry_unref(old);
+	return e;
 }
 
-static void store_negative(struct proxy *p, struct flight *f, struct envelope_reply *r,
-			   int http_status)
+/* A definitive upstream error as a negative entry (stored when negative-ttl > 0). */
+static struct cache_entry *store_negative(struct proxy *p, struct flight *f,
+					  const struct envelope_reply *r, int http_status,
+					  int64_t now_s, bool *ret_stored)
 {
 	struct cache_entry *e;
-	int64_t now_s = clock_wall_s();
 	struct buf body;
 
 	buf_init(&body, LIMIT_BODY_MAX_BYTES);
@@ -692,86 +393,39 @@ static void store_negative(struct proxy *p, struct flight *f, struct envelope_re
 	e->fetched_at_s = now_s;
 	e->expires_at_s = now_s + (int64_t)p->settings.negative_ttl_s;
 	atomic_store(&e->last_used_s, now_s);
-	if (p->settings.negative_ttl_s > 0 && cache_put(p->cache, e) < 0)
-		metrics_count(METRICS_CACHE_ERRORS);
-	flight_succeed(p, f, e, p->settings.negative_ttl_s > 0 ? "fwd=miss; stored" : "fwd=miss",
-		       METRICS_RESULT_NEGATIVE);
-	cache_entry_unref(e);
-}
-
-/*
- * Send f again (re-signed: fresh nonce and time) at the head of the queue,
- * through the limiter like any call. Waiters who cannot wait until retry_at
- * get `code` now. The answer r supplies RequestId and Message.
- */
-static void retry_flight(struct proxy *p, struct flight *f, struct envelope_reply *r,
-			 int64_t now_us, int64_t retry_at)
-{
-	struct flight_waiter *w, *next;
-
-	for (w = flight_first_waiter(f); w && w != &f->waiters; w = next) {
-		struct proxy_request *req = container_of(w, struct proxy_request, waiter);
-		int64_t deadline = req->submitted_us + (int64_t)req->max_wait_ms * 1000;
-
-		next = w->next;
-		if (deadline < retry_at) {
-			if (!answer_stale_if_allowed(p, req, clock_wall_s(), "upstream-throttled")) {
-				answer_error(req, 503, r->request_id, r->code, r->message,
-					     retry_after_from_us(retry_at - now_us), "fwd=miss");
-				metrics_result(METRICS_RESULT_ERROR);
-			}
-			deliver(p, req);
-		} else {
-			heap_set_deadline(p, req, deadline);
-		}
+	*ret_stored = false;
+	if (p->settings.negative_ttl_s > 0) {
+		*ret_stored = cache_put(p->cache, e, NULL) == 0;
+		if (!*ret_stored)
+			metrics_count(METRICS_CACHE_ERRORS);
 	}
-	if (f->n_waiters == 0) {
-		flight_finish(p->flights, f);
-		return;
-	}
-	f->state = FLIGHT_QUEUED;
-	if (queue_push_front(p->queue, &f->qitem) < 0)
-		flight_fail(p, f, 503, r->request_id, r->code, r->message,
-			    retry_after_from_us(retry_at - now_us), "upstream-throttled");
-}
-
-/* System.LimitControl: back off for the daemon, retry within the waiters' limits. */
-static void handle_throttle(struct proxy *p, struct flight *f, struct envelope_reply *r,
-			    int64_t now_us)
-{
-	int64_t retry_at;
-	char masked[LOG_PHONE_MASKED_MAX];
-
-	limiter_on_throttle(p->limiter, now_us);
-	metrics_count(METRICS_THROTTLES);
-	retry_at = limiter_next_send_us(p->limiter, now_us);
-	log_warn("upstream_throttled", "phone=%s attempt=%u rate=%.2f retry_in_ms=%" PRId64,
-		 log_mask_phone(f->key.phone, masked, sizeof(masked)), f->attempts,
-		 limiter_effective_rate(p->limiter, now_us), (retry_at - now_us) / 1000);
-	if (f->attempts > p->settings.upstream_retries || f->background) {
-		flight_fail(p, f, 503, r->request_id, "System.LimitControl", r->message,
-			    retry_after_from_us(retry_at - now_us), "upstream-throttled");
-		return;
-	}
-	retry_flight(p, f, r, now_us, retry_at);
+	return e;
 }
 
 static void on_upstream_done(struct upstream_result *res, void *cls)
 {
 	struct proxy *p = cls;
 	struct flight *f = res->cookie;
-	int64_t now_us = clock_mono_us();
+	int64_t now_us = clock_mono_us(), now_s = clock_wall_s();
+	struct engine_reply reply = {
+		.kind = ENGINE_REPLY_FAILED,
+		.http_status = 502,
+		.code = "Proxy.UpstreamError",
+		.ratelimit_remain = res->ratelimit_remain,
+		.ratelimit_time_left_ms = res->ratelimit_time_left_ms,
+		.latency_us = now_us - f->sent_at_us,
+	};
+	struct cache_entry *entry = NULL;
 	struct envelope_reply r;
-	char err[160], msg[LIMIT_MESSAGE_MAX + 64];
+	char err[160], msg[LIMIT_MESSAGE_MAX + LIMIT_CODE_MAX + LIMIT_REQUEST_ID_MAX + 96];
 	char masked[LOG_PHONE_MASKED_MAX];
 	enum metrics_upstream_code mcode;
+	bool parsed = false;
 
 	log_mask_phone(f->key.phone, masked, sizeof(masked));
 	metrics_observe_us(METRICS_HIST_UPSTREAM, now_us - f->sent_at_us);
-	limiter_observe_latency(p->limiter, now_us - f->sent_at_us);
-	if (res->ratelimit_remain >= 0 || res->ratelimit_time_left_ms >= 0)
-		limiter_on_hint(p->limiter, now_us, res->ratelimit_remain,
-				res->ratelimit_time_left_ms);
+	reply.message = msg;
+	msg[0] = '\0';
 
 	switch (res->outcome) {
 	case UPSTREAM_TIMEOUT:
@@ -780,9 +434,10 @@ static void on_upstream_done(struct upstream_result *res, void *cls)
 			 (now_us - f->sent_at_us) / 1000);
 		snprintf(msg, sizeof(msg), "the upstream did not answer within %u ms",
 			 p->settings.upstream_timeout_ms);
-		flight_fail(p, f, 504, NULL, "Proxy.UpstreamTimeout", msg, 0,
-			    "upstream-timeout");
-		return;
+		reply.http_status = 504;
+		reply.code = "Proxy.UpstreamTimeout";
+		reply.stale_reason = "upstream-timeout";
+		goto out;
 	case UPSTREAM_NETWORK:
 	case UPSTREAM_TOO_LARGE:
 		metrics_upstream(METRICS_UPSTREAM_NETWORK);
@@ -791,8 +446,7 @@ static void on_upstream_done(struct upstream_result *res, void *cls)
 		snprintf(msg, sizeof(msg), "upstream %s: %s",
 			 res->outcome == UPSTREAM_TOO_LARGE ? "answer too large" : "unreachable",
 			 res->error);
-		flight_fail(p, f, 502, NULL, "Proxy.UpstreamError", msg, 0, "upstream-error");
-		return;
+		goto out;
 	case UPSTREAM_HTTP:
 		break;
 	}
@@ -806,42 +460,58 @@ static void on_upstream_done(struct upstream_result *res, void *cls)
 				 res->http_status, err);
 		log_warn("upstream_error", "phone=%s http_status=%ld error=%s", masked,
 			 res->http_status, log_quote(msg, err, sizeof(err)));
-		flight_fail(p, f, 502, NULL, "Proxy.UpstreamError", msg, 0, "upstream-error");
-		return;
+		goto out;
 	}
+	parsed = true;
 	mcode = metrics_upstream_from_code(r.code);
 	metrics_upstream(mcode);
+	if (res->http_status >= 500 && mcode != METRICS_UPSTREAM_LIMIT_CONTROL) {
+		/* The upstream's own failure: ours to report, its Code in Message. */
+		log_warn("upstream_error", "phone=%s http_status=%ld code=%s request_id=%s", masked,
+			 res->http_status, r.code, r.request_id);
+		snprintf(msg, sizeof(msg), "the upstream failed: HTTP %ld %s (RequestId %s): %s",
+			 res->http_status, r.code, r.request_id, r.message);
+		goto out;
+	}
 	switch (mcode) {
 	case METRICS_UPSTREAM_OK:
-		store_and_answer(p, f, &r);
+		entry = store_key(p, f, &r, now_s, &reply.stored);
+		if (!entry) {
+			snprintf(msg, sizeof(msg), "upstream answer too large to serve");
+			reply.request_id = r.request_id;
+			break;
+		}
+		reply.kind = ENGINE_REPLY_ENTRY;
+		reply.entry = entry;
 		break;
 	case METRICS_UPSTREAM_LIMIT_CONTROL:
-		handle_throttle(p, f, &r, now_us);
+		reply.kind = ENGINE_REPLY_THROTTLED;
+		reply.code = "System.LimitControl";
+		reply.request_id = r.request_id;
+		snprintf(msg, sizeof(msg), "%s", r.message);
 		break;
 	case METRICS_UPSTREAM_UNSUBSCRIPT:
 	case METRICS_UPSTREAM_PERMISSION_DENY:
-		log_warn("upstream_denied", "phone=%s code=%s", masked, r.code);
-		store_negative(p, f, &r, 403);
-		break;
 	case METRICS_UPSTREAM_RESOURCE_OWNER:
-		store_negative(p, f, &r, 404);
+		if (mcode != METRICS_UPSTREAM_RESOURCE_OWNER)
+			log_warn("upstream_denied", "phone=%s code=%s", masked, r.code);
+		entry = store_negative(p, f, &r, mcode == METRICS_UPSTREAM_RESOURCE_OWNER ? 404 : 403,
+				       now_s, &reply.stored);
+		reply.kind = ENGINE_REPLY_ENTRY;
+		reply.entry = entry;
 		break;
 	case METRICS_UPSTREAM_AUTH:
 		/*
 		 * A nonce "used already" means our request reached the upstream
 		 * twice: libcurl re-sends a request once when a reused
-		 * connection dies before the answer.
+		 * connection dies before the answer. Not retried: the upstream
+		 * already counted both arrivals.
 		 */
 		if (strcmp(r.code, "SignatureNonceUsed") == 0) {
-			/*
-			 * Not retried: the upstream already counted both
-			 * arrivals, and a retry would add more load to a
-			 * connection that is failing.
-			 */
 			log_warn("upstream_nonce_reused", "phone=%s attempt=%u", masked, f->attempts);
-			flight_fail(p, f, 502, r.request_id, "Proxy.UpstreamError",
-				    "the upstream connection failed and the re-sent request was refused (SignatureNonceUsed)",
-				    0, "upstream-error");
+			reply.request_id = r.request_id;
+			snprintf(msg, sizeof(msg),
+				 "the upstream connection failed and the re-sent request was refused (SignatureNonceUsed)");
 			break;
 		}
 		/* fall through */
@@ -855,139 +525,168 @@ static void on_upstream_done(struct upstream_result *res, void *cls)
 			  res->http_status, r.code, log_quote(r.message, err, sizeof(err)));
 		snprintf(msg, sizeof(msg), "the upstream rejected the daemon's request: %s",
 			 r.message);
-		flight_fail(p, f, 502, r.request_id, r.code, msg, 0, "upstream-error");
+		reply.code = r.code;
+		reply.request_id = r.request_id;
 		break;
 	}
-	envelope_reply_free(&r);
-}
+out:
+	engine_upstream_done(p->engine, f, &reply, now_us, now_s);
+	if (reply.kind == ENGINE_REPLY_THROTTLED) {
+		struct limiter *l = engine_limiter(p->engine);
 
-static void expire_deadlines(struct proxy *p, int64_t now_us)
-{
-	while (p->heap_len > 0 && p->heap[0]->deadline_us <= now_us) {
-		struct proxy_request *req = p->heap[0];
-		struct flight *f = req->waiter.flight;
-		int64_t wait_us = 0;
-
-		if (f && f->state == FLIGHT_QUEUED)
-			wait_us = limiter_wait_estimate_us(p->limiter, now_us,
-							   queue_ahead(p->queue, &f->qitem));
-		refuse(p, req, false, wait_us);
-		if (f)
-			flight_drop_if_orphan(p, f);
+		log_warn("upstream_throttled", "phone=%s attempt=%u rate=%.2f retry_in_ms=%" PRId64,
+			 masked, f->attempts, limiter_effective_rate(l, now_us),
+			 (limiter_next_send_us(l, now_us) - now_us) / 1000);
 	}
+	cache_entry_unref(entry);
+	if (parsed)
+		envelope_reply_free(&r);
 }
 
-static void check_disconnects(struct proxy *p)
+/* ---- the engine thread's chores ------------------------------------------------------ */
+
+/* Waiting callers whose client left: they leave their flights (answered GONE). */
+static void check_departures(struct proxy *p, int64_t now_us, int64_t now_s)
 {
-	struct pollfd pfds[256];
-	struct proxy_request *reqs[256];
-	size_t i = 0;
+	size_t n_waiting = engine_waiting(p->engine);
+	struct pollfd pfds[PROXY_POLL_BATCH];
+	struct engine_caller *callers[PROXY_POLL_BATCH];
+	struct engine_caller **gone;
+	size_t n_gone = 0;
 
-	/* In batches; a departed request is removed, so rescan from where we are. */
-	while (i < p->heap_len) {
-		size_t n = 0, j;
-		int rc;
+	if (n_waiting == 0)
+		return;
+	gone = xcalloc(n_waiting, sizeof(*gone));
+	/* Collect first: telling the engine reorders its list of waiting callers. */
+	for (size_t i = 0; i < n_waiting;) {
+		size_t n = 0;
 
-		for (j = i; j < p->heap_len && n < 256; j++) {
-			if (p->heap[j]->fd < 0)
+		for (; i < n_waiting && n < PROXY_POLL_BATCH; i++) {
+			struct engine_caller *c = engine_waiting_at(p->engine, i);
+			struct proxy_request *req = container_of(c, struct proxy_request, call);
+
+			if (req->fd < 0)
 				continue;
-			pfds[n].fd = p->heap[j]->fd;
+			pfds[n].fd = req->fd;
 			pfds[n].events = POLLRDHUP;
 			pfds[n].revents = 0;
-			reqs[n++] = p->heap[j];
+			callers[n++] = c;
 		}
-		i = j;
-		if (n == 0)
-			break;
-		rc = poll(pfds, n, 0);
-		if (rc <= 0)
+		if (n == 0 || poll(pfds, n, 0) <= 0)
 			continue;
-		for (j = 0; j < n; j++) {
-			struct proxy_request *req = reqs[j];
-			struct flight *f = req->waiter.flight;
-
-			if (!(pfds[j].revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)))
-				continue;
-			metrics_count(METRICS_CLIENT_GONE);
-			req->http_status = 0; /* tells http: close, nobody listens */
-			if (req->heap_index < i)
-				i--;
-			deliver(p, req);
-			if (f)
-				flight_drop_if_orphan(p, f);
+		for (size_t j = 0; j < n; j++) {
+			if (pfds[j].revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL))
+				gone[n_gone++] = callers[j];
 		}
 	}
+	for (size_t i = 0; i < n_gone; i++)
+		engine_caller_gone(p->engine, gone[i], now_us, now_s);
+	free(gone);
+}
+
+/*
+ * Refresh-ahead: keys callers are using that expire soon become background
+ * flights, which go only on quota no caller is waiting for. A few at a
+ * time, so the background class stays short.
+ */
+static void refresh_ahead(struct proxy *p, int64_t now_us, int64_t now_s)
+{
+	struct cams_key keys[PROXY_REFRESH_AHEAD_BATCH];
+	size_t n;
+
+	if (p->settings.refresh_ahead_s == 0 || engine_queue_len(p->engine) > 0)
+		return;
+	n = cache_refresh_candidates(p->cache, now_s, p->settings.refresh_ahead_s, keys,
+				     PROXY_REFRESH_AHEAD_BATCH);
+	for (size_t i = 0; i < n; i++)
+		engine_refresh(p->engine, &keys[i], now_us);
+}
+
+/* A stale-while-revalidate refresh asked for earlier, unless one has finished since. */
+static void refresh_stale(struct proxy *p, const struct cams_key *key, int64_t now_us,
+			  int64_t now_s)
+{
+	struct cache_entry *e;
+
+	if (cache_lookup(p->cache, key, now_s, &e) == 1) {
+		bool moot = e->expires_at_s - now_s > (int64_t)p->settings.refresh_ahead_s;
+
+		cache_entry_unref(e);
+		if (moot)
+			return;
+	}
+	engine_refresh(p->engine, key, now_us);
+}
+
+/*
+ * A flight may have stored the key between the caller's lookup and now:
+ * answer from memory if the cache changed since (no read otherwise).
+ */
+static bool answered_by_recent_store(struct proxy *p, struct proxy_request *req, int64_t now_s)
+{
+	struct cache_entry *e;
+	char status[96];
+
+	if (req->no_cache || req->generation_seen == cache_generation(p->cache))
+		return false;
+	if (cache_lookup(p->cache, &req->call.key, now_s, &e) != 1)
+		return false;
+	if (cache_entry_freshness(e, now_s, 0, 0) != CACHE_FRESH || too_old_for_caller(req, e, now_s)) {
+		cache_entry_unref(e);
+		return false;
+	}
+	snprintf(status, sizeof(status), "hit; ttl=%" PRId64, e->expires_at_s - now_s);
+	engine_answer_entry(&req->call.answer,
+			    e->kind == CACHE_KIND_NEGATIVE ? ENGINE_OUTCOME_HIT_NEGATIVE
+							   : ENGINE_OUTCOME_HIT,
+			    e, now_s, status);
+	cache_entry_unref(req->call.stale);
+	req->call.stale = NULL;
+	req->on_done(req);
+	return true;
+}
+
+static void count_delta(enum metrics_counter c, uint64_t now, uint64_t *counted)
+{
+	for (; *counted < now; (*counted)++)
+		metrics_count(c);
 }
 
 static void update_gauges(struct proxy *p, int64_t now_us)
 {
-	int64_t next = limiter_next_send_us(p->limiter, now_us);
+	struct limiter *l = engine_limiter(p->engine);
+	const struct engine_stats *st = engine_stats(p->engine);
+	int64_t next = limiter_next_send_us(l, now_us);
 
-	atomic_store(&p->rl_remaining, limiter_window_remaining(p->limiter, now_us));
+	atomic_store(&p->rl_remaining, limiter_window_remaining(l, now_us));
 	atomic_store(&p->rl_reset_s, (unsigned)((next - now_us + 999999) / 1000000));
-	atomic_store(&p->rl_quota, (unsigned)floor(p->settings.limiter.rate));
-	metrics_gauge_set(METRICS_GAUGE_QUEUE_DEPTH, (int64_t)queue_len(p->queue));
-	metrics_gauge_set(METRICS_GAUGE_WAITERS, (int64_t)p->waiting);
+	atomic_store(&p->rl_quota, (unsigned)floor(p->settings.engine.limiter.rate));
+	metrics_gauge_set(METRICS_GAUGE_QUEUE_DEPTH, (int64_t)engine_queue_len(p->engine));
+	metrics_gauge_set(METRICS_GAUGE_WAITERS, (int64_t)engine_waiting(p->engine));
 	metrics_gauge_set(METRICS_GAUGE_IN_FLIGHT, upstream_in_flight(p->upstream));
 	metrics_gauge_set(METRICS_GAUGE_EFFECTIVE_RATE_MILLI,
-			  (int64_t)llround(limiter_effective_rate(p->limiter, now_us) * 1000.0));
-	metrics_gauge_set(METRICS_GAUGE_RATE_MARGIN_US, limiter_margin_us(p->limiter));
+			  (int64_t)llround(limiter_effective_rate(l, now_us) * 1000.0));
+	metrics_gauge_set(METRICS_GAUGE_RATE_MARGIN_US, limiter_margin_us(l));
 	for (unsigned c = 0; c < QUEUE_MAX_CLIENTS && c < METRICS_MAX_CLIENTS; c++)
-		metrics_client_queue_depth(c, (int64_t)queue_len_client(p->queue, c));
-}
-
-static void apply_settings(struct proxy *p, int64_t now_us)
-{
-	p->settings = p->pending;
-	limiter_configure(p->limiter, &p->settings.limiter, now_us);
-	for (unsigned i = 0; i < QUEUE_MAX_CLIENTS; i++)
-		queue_set_weight(p->queue, i, p->settings.weights[i]);
-}
-
-static void answer_all_unavailable(struct proxy *p, bool only_queued)
-{
-	size_t i = 0;
-
-	while (i < p->heap_len) {
-		struct proxy_request *req = p->heap[i];
-		struct flight *f = req->waiter.flight;
-
-		if (only_queued && f && f->state == FLIGHT_SENDING) {
-			i++;
-			continue;
-		}
-		answer_error(req, 503, NULL, "Proxy.ShuttingDown",
-			     "the daemon is stopping; retry shortly", 1, "fwd=miss");
-		metrics_result(METRICS_RESULT_ERROR);
-		deliver(p, req);
-		if (f && f->n_waiters == 0 && f->state == FLIGHT_QUEUED) {
-			queue_remove(p->queue, &f->qitem);
-			flight_finish(p->flights, f);
-		}
-		i = 0;
-	}
-	/* Queued background flights are dropped. */
-	struct queue_item *item;
-
-	while ((item = queue_pop(p->queue))) {
-		struct flight *f = container_of(item, struct flight, qitem);
-
-		if (f->n_waiters == 0)
-			flight_finish(p->flights, f);
-	}
+		metrics_client_queue_depth(c, (int64_t)engine_queue_len_client(p->engine, c));
+	count_delta(METRICS_THROTTLES, st->throttles, &p->counted.throttles);
+	count_delta(METRICS_RETRIES, st->retries, &p->counted.retries);
+	count_delta(METRICS_FLIGHTS_JOINED, st->joined, &p->counted.joined);
+	count_delta(METRICS_REFRESHES, st->refreshes, &p->counted.refreshes);
+	count_delta(METRICS_CLIENT_GONE, st->departed, &p->counted.departed);
 }
 
 static void *engine_main(void *arg)
 {
 	struct proxy *p = arg;
 	int64_t stop_deadline_us = 0;
+	struct proxy_request *inbox;
 
 	for (;;) {
-		int64_t now_us = clock_mono_us(), wake_us;
-		struct proxy_request *inbox;
+		int64_t now_us = clock_mono_us(), now_s = clock_wall_s(), wake_us;
 		struct cams_key refresh[64];
 		unsigned n_refresh = 0;
-		bool stopping, pending_settings;
+		bool stopping;
 		int timeout_ms;
 
 		atomic_store(&p->heartbeat_us, now_us);
@@ -1000,69 +699,61 @@ static void *engine_main(void *arg)
 			p->refresh_len--;
 		}
 		stopping = p->stopping;
-		pending_settings = p->settings_pending;
-		if (pending_settings) {
+		if (p->settings_pending) {
 			p->settings_pending = false;
-			apply_settings(p, now_us);
+			p->settings = p->pending;
+			engine_configure(p->engine, &p->settings.engine, now_us);
 		}
 		pthread_mutex_unlock(&p->lock);
 
+		if (stopping && !stop_deadline_us) {
+			stop_deadline_us = now_us + (int64_t)p->grace_ms * 1000;
+			engine_stop(p->engine, now_us, now_s);
+		}
 		while (inbox) {
 			struct proxy_request *req = inbox;
 
 			inbox = req->inbox_next;
-			if (stopping) {
-				p->waiting++;
-				req->heap_index = SIZE_MAX;
-				answer_error(req, 503, NULL, "Proxy.ShuttingDown",
-					     "the daemon is stopping; retry shortly", 1, "fwd=miss");
-				deliver(p, req);
+			if (!stopping && answered_by_recent_store(p, req, now_s))
 				continue;
-			}
-			handle_submit(p, req, now_us);
+			engine_submit(p->engine, &req->call, now_us, now_s);
 		}
 		for (unsigned i = 0; i < n_refresh && !stopping; i++)
-			handle_refresh(p, &refresh[i], now_us);
+			refresh_stale(p, &refresh[i], now_us, now_s);
 
 		if (stopping) {
-			if (!stop_deadline_us) {
-				stop_deadline_us = now_us + (int64_t)p->grace_ms * 1000;
-				answer_all_unavailable(p, true);
-			}
-			if (upstream_in_flight(p->upstream) == 0 || now_us >= stop_deadline_us)
+			run_actions(p, now_us, now_s);
+			if (engine_in_flight(p->engine) == 0 || now_us >= stop_deadline_us)
 				break;
 		} else {
-			expire_deadlines(p, now_us);
+			engine_tick(p->engine, now_us, now_s);
 			if (now_us >= p->next_disconnect_check_us) {
-				check_disconnects(p);
+				check_departures(p, now_us, now_s);
 				p->next_disconnect_check_us = now_us + PROXY_DISCONNECT_CHECK_US;
 			}
 			if (now_us >= p->next_maintain_us) {
 				uint64_t count;
 
-				if (cache_maintain(p->cache, clock_wall_s()) < 0)
+				if (cache_maintain(p->cache, now_s) < 0)
 					metrics_count(METRICS_CACHE_ERRORS);
 				if (cache_count(p->cache, &count) == 0)
 					metrics_gauge_set(METRICS_GAUGE_CACHE_ENTRIES, (int64_t)count);
-				refresh_ahead(p, now_us);
+				refresh_ahead(p, now_us, now_s);
+				engine_tick(p->engine, now_us, now_s);
 				p->next_maintain_us = now_us + PROXY_MAINTAIN_US;
 			}
-			dispatch(p, now_us);
+			run_actions(p, now_us, now_s);
 		}
 		update_gauges(p, now_us);
 
 		/* Sleep until the next thing that can happen. */
 		wake_us = now_us + PROXY_IDLE_POLL_MS * 1000;
 		if (!stopping) {
-			if (queue_len(p->queue) > 0) {
-				int64_t t = limiter_next_send_us(p->limiter, now_us);
+			int64_t t = engine_next_wake_us(p->engine, now_us);
 
-				if (t < wake_us)
-					wake_us = t;
-			}
-			if (p->heap_len > 0 && p->heap[0]->deadline_us < wake_us)
-				wake_us = p->heap[0]->deadline_us;
-			if (p->heap_len > 0 && p->next_disconnect_check_us < wake_us)
+			if (t < wake_us)
+				wake_us = t;
+			if (engine_waiting(p->engine) > 0 && p->next_disconnect_check_us < wake_us)
 				wake_us = p->next_disconnect_check_us;
 			if (p->next_maintain_us < wake_us)
 				wake_us = p->next_maintain_us;
@@ -1072,10 +763,28 @@ static void *engine_main(void *arg)
 		timeout_ms = wake_us > now_us ? (int)((wake_us - now_us + 999) / 1000) : 0;
 		if (upstream_poll(p->upstream, timeout_ms, on_upstream_done, p) < 0)
 			log_error("upstream_poll_failed", "detail=%s", "curl_multi_poll");
+		/* Answers the upstream brought are handed back now, not next turn. */
+		run_actions(p, clock_mono_us(), clock_wall_s());
 	}
 
-	/* Stop: whatever is still waiting (sends past the grace) gets 503. */
-	answer_all_unavailable(p, false);
+	/*
+	 * The end of the stop: from here submissions are answered by
+	 * proxy_submit() itself; whatever is still inside (a call past the
+	 * grace, the last inbox) is answered 503 here, exactly once.
+	 */
+	pthread_mutex_lock(&p->lock);
+	p->closed = true;
+	inbox = p->inbox_head;
+	p->inbox_head = p->inbox_tail = NULL;
+	pthread_mutex_unlock(&p->lock);
+	while (inbox) {
+		struct proxy_request *req = inbox;
+
+		inbox = req->inbox_next;
+		engine_submit(p->engine, &req->call, clock_mono_us(), clock_wall_s());
+	}
+	engine_abort(p->engine, clock_wall_s());
+	run_actions(p, clock_mono_us(), clock_wall_s());
 	update_gauges(p, clock_mono_us());
 	return NULL;
 }
@@ -1092,7 +801,6 @@ int proxy_new(const struct config *cfg, struct cache *cache, struct signer *sign
 		.timeout_ms = cfg->upstream_timeout_ms,
 	};
 	struct proxy *p = xcalloc(1, sizeof(*p));
-	int64_t now_us = clock_mono_us();
 	int rc;
 
 	pthread_mutex_init(&p->lock, NULL);
@@ -1106,11 +814,7 @@ int proxy_new(const struct config *cfg, struct cache *cache, struct signer *sign
 	}
 	settings_from_config(&p->pending, cfg);
 	p->settings = p->pending;
-	p->limiter = limiter_new(&p->settings.limiter, now_us);
-	p->queue = queue_new(cfg->queue_max);
-	p->flights = flight_table_new(4096);
-	for (unsigned i = 0; i < QUEUE_MAX_CLIENTS; i++)
-		queue_set_weight(p->queue, i, p->settings.weights[i]);
+	p->engine = engine_new(&p->settings.engine, clock_mono_us());
 	atomic_store(&p->stale_while_revalidate_s, cfg->stale_while_revalidate_s);
 	atomic_store(&p->stale_if_error_s, cfg->stale_if_error_s);
 	for (unsigned i = 0; i < cfg->n_clients && i < QUEUE_MAX_CLIENTS; i++) {
@@ -1152,16 +856,12 @@ void proxy_free(struct proxy *p)
 	if (!p)
 		return;
 	proxy_stop(p, 0);
-	upstream_free(p->upstream);
 	/*
-	 * Flights still sending when the grace ran out had their callers
-	 * answered; their transfers are gone with the upstream client.
+	 * Calls still on the wire when the grace ran out had their callers
+	 * answered; their transfers go with the upstream client.
 	 */
-	flight_table_clear(p->flights);
-	flight_table_free(p->flights);
-	queue_free(p->queue);
-	limiter_free(p->limiter);
-	free(p->heap);
+	upstream_free(p->upstream);
+	engine_free(p->engine);
 	pthread_mutex_destroy(&p->lock);
 	free(p);
 }

@@ -1,13 +1,15 @@
 /*
- * proxy.h -- a key lookup's whole path: cache, flights, limiter queue,
- * upstream call, store, answer. The only module that knows that path.
+ * proxy.h -- a key lookup's whole path: cache, engine, upstream call,
+ * store, answer. The only module that knows that path.
  *
  * The hit path (proxy_lookup) runs on the calling HTTP thread and touches
- * only the cache's memory layer. Everything else runs on one engine thread
- * that owns the flight table, the queue, the limiter, the signer's use and
- * the upstream client: HTTP threads hand it requests through a locked inbox
- * and it hands answers back through each request's on_done callback. A
- * waiting caller therefore holds no thread: its connection is suspended
+ * only the cache's memory layer. A miss goes to one engine thread: it owns
+ * the pure decision engine (engine.h: flights, queue, limiter, deadlines),
+ * the signer's use, the libcurl multi loop and the cache writes. HTTP
+ * threads hand it requests through a locked inbox; it feeds the engine
+ * events with the time, carries out the engine's actions (sign and send,
+ * answer) and hands answers back through each request's on_done callback.
+ * A waiting caller therefore holds no thread: its connection is suspended
  * until on_done runs.
  *
  * Logs: upstream failures, throttles, key rotations, cache errors (once, here).
@@ -22,43 +24,32 @@
 #include "cache.h"
 #include "cams.h"
 #include "config.h"
-#include "flight.h"
+#include "engine.h"
 #include "signer.h"
 
 enum proxy_verdict {
-	PROXY_ANSWERED = 0,  /* the result fields are set; respond now */
+	PROXY_ANSWERED = 0,  /* the answer is in req->call.answer; respond now */
 	PROXY_PENDING,       /* suspend, then proxy_submit(); on_done follows */
 };
 
 struct proxy_request {
-	/* ---- set by the caller (http) ---- */
-	struct cams_key key;
-	unsigned client;            /* client index (config order; see proxy_client_index) */
-	uint32_t max_wait_ms;       /* how long this caller waits for quota */
-	bool no_cache;              /* Cache-Control: no-cache */
-	bool no_stale;              /* refuses stale answers */
+	/*
+	 * Set by the caller (http): call.key, call.client (clients registry
+	 * id), call.max_wait_ms, call.no_stale, call.request_id. The answer
+	 * comes back in call.answer, its outcome recorded for the one count
+	 * at teardown.
+	 */
+	struct engine_caller call;
+	bool no_cache;              /* Cache-Control: no-cache (or max-age the entry exceeds) */
+	int64_t max_age_s;          /* Cache-Control: max-age=N, -1 when absent */
 	bool only_if_cached;
 	int fd;                     /* the connection's socket, to notice a departed client; -1 if unknown */
-	char request_id[24];        /* our id for this request (X-Request-Id) */
-	void (*on_done)(struct proxy_request *req); /* engine thread; then the engine forgets req */
+	void (*on_done)(struct proxy_request *req); /* engine thread (or the submitter during a stop) */
 	void *cls;                  /* for on_done */
 
-	/* ---- the answer ---- */
-	int http_status;
-	struct cache_entry *entry;  /* a reference when answered from an entry (key or negative) */
-	char *body;                 /* an error envelope when no entry; malloc'd */
-	size_t body_len;
-	char cache_status[96];      /* RFC 9211 value after "camskeyd; " */
-	int retry_after_s;          /* > 0: send Retry-After */
-	int64_t age_s;              /* Age header when entry != NULL */
-
 	/* ---- private to proxy.c ---- */
-	struct flight_waiter waiter;
 	struct proxy_request *inbox_next;
-	size_t heap_index;
-	int64_t deadline_us;
-	int64_t submitted_us;
-	struct cache_entry *stale;  /* fallback for stale-if-error */
+	uint64_t generation_seen;   /* the cache's generation when the lookup missed */
 };
 
 struct proxy;
@@ -85,16 +76,20 @@ void proxy_reconfigure(struct proxy *p, const struct config *cfg);
 unsigned proxy_client_index(struct proxy *p, const char *name);
 
 /*
- * Start a lookup: fill req->key etc. first. Answers from the cache on a
- * fresh hit (or a stale one while a refresh is queued), else returns
- * PROXY_PENDING; the caller then suspends the connection and calls
- * proxy_submit(). now_us is monotonic, now_s wall-clock seconds.
+ * Start a lookup: fill req->call.key etc. first. Answers from the cache's
+ * memory layer on a fresh hit (or a stale one while a refresh is queued),
+ * else returns PROXY_PENDING; the caller then suspends the connection and
+ * calls proxy_submit(). now_us is monotonic, now_s wall-clock seconds.
  */
 enum proxy_verdict proxy_lookup(struct proxy *p, struct proxy_request *req, int64_t now_us,
 				int64_t now_s);
-/* Hand a pending request to the engine. on_done will be called exactly once. */
+/*
+ * Hand a pending request to the engine. on_done will be called exactly
+ * once: from the engine thread, or at once from this thread when the
+ * engine has stopped (503 Proxy.ShuttingDown).
+ */
 void proxy_submit(struct proxy *p, struct proxy_request *req);
-/* Release what the answer holds (entry reference, body). */
+/* Release what the answer holds (entry reference, body, stale fallback). */
 void proxy_request_clear(struct proxy_request *req);
 
 /*

@@ -315,7 +315,9 @@ def _one_call(port, path):
     try:
         try:
             conn.connect()
-        except ConnectionRefusedError as e:
+        except (ConnectionRefusedError, ConnectionResetError) as e:
+            # Reset while connecting: the kernel had queued the connection
+            # when the listening socket closed; no request was ever sent.
             return ("refused", repr(e))
         connected_at = time.monotonic()
         try:
