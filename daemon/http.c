@@ -41,6 +41,7 @@
 #include "log.h"
 #include "mem.h"
 #include "metrics.h"
+#include "netaddr.h"
 #include "route.h"
 #include "span.h"
 
@@ -744,67 +745,6 @@ static struct http_snapshot *snapshot_new(const struct config *cfg)
 	return s;
 }
 
-/* Parse "ADDR:PORT" / "[ADDR6]:PORT" / "unix:/path". 0 or -EINVAL. */
-static int parse_listen(const char *listen, struct sockaddr_storage *ss, socklen_t *len)
-{
-	char host[64];
-	const char *colon;
-	uint64_t port;
-	size_t hlen;
-
-	if (strncmp(listen, "unix:", 5) == 0) {
-		struct sockaddr_un *sun = (struct sockaddr_un *)ss;
-		size_t plen = strlen(listen + 5);
-
-		if (plen == 0 || plen >= sizeof(sun->sun_path))
-			return -EINVAL;
-		memset(ss, 0, sizeof(*ss));
-		sun->sun_family = AF_UNIX;
-		memcpy(sun->sun_path, listen + 5, plen);
-		*len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + plen + 1);
-		return 0;
-	}
-	colon = strrchr(listen, ':');
-	if (!colon || str_to_u64(colon + 1, 1, 65535, &port) < 0)
-		return -EINVAL;
-	hlen = (size_t)(colon - listen);
-	if (hlen == 0 || hlen >= sizeof(host))
-		return -EINVAL;
-	memcpy(host, listen, hlen);
-	host[hlen] = '\0';
-	memset(ss, 0, sizeof(*ss));
-	if (host[0] == '[' && host[hlen - 1] == ']') {
-		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
-
-		host[hlen - 1] = '\0';
-		if (inet_pton(AF_INET6, host + 1, &sin6->sin6_addr) != 1)
-			return -EINVAL;
-		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons((uint16_t)port);
-		*len = sizeof(*sin6);
-		return 0;
-	}
-	{
-		struct sockaddr_in *sin = (struct sockaddr_in *)ss;
-
-		if (inet_pton(AF_INET, host, &sin->sin_addr) != 1)
-			return -EINVAL;
-		sin->sin_family = AF_INET;
-		sin->sin_port = htons((uint16_t)port);
-		*len = sizeof(*sin);
-	}
-	return 0;
-}
-
-static bool listen_is_loopback(const struct sockaddr_storage *ss)
-{
-	if (ss->ss_family == AF_UNIX)
-		return true;
-	if (ss->ss_family == AF_INET)
-		return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >> 24) == 127;
-	return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)ss)->sin6_addr);
-}
-
 /* Give the UNIX socket file a group ("" leaves it). 0 or -1 with errno. */
 static int set_socket_group(const char *path, const char *group)
 {
@@ -841,8 +781,8 @@ int http_new(const struct config *cfg, struct proxy *proxy, struct http **ret, c
 	     size_t errbuf_size)
 {
 	struct http *h = xcalloc(1, sizeof(*h));
-	struct sockaddr_storage ss;
-	socklen_t ss_len;
+	struct netaddr na;
+	struct buf reason;
 	int one = 1, fd;
 
 	h->proxy = proxy;
@@ -858,17 +798,21 @@ int http_new(const struct config *cfg, struct proxy *proxy, struct http **ret, c
 	if (fd >= 0) {
 		snprintf(h->listen_address, sizeof(h->listen_address), "socket activation (fd 3)");
 	} else {
-		if (parse_listen(cfg->listen, &ss, &ss_len) < 0) {
-			snprintf(errbuf, errbuf_size, "listen: cannot parse address \"%s\"", cfg->listen);
+		/* config.c validated it with the same parser; this is only a backstop. */
+		buf_init(&reason, 512);
+		if (netaddr_parse(cfg->listen, &na, &reason) < 0) {
+			snprintf(errbuf, errbuf_size, "listen: %s", buf_str(&reason));
+			buf_free(&reason);
 			goto fail;
 		}
-		fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		buf_free(&reason);
+		fd = socket(na.ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 		if (fd < 0) {
 			snprintf(errbuf, errbuf_size, "listen: socket: %s", strerror(errno));
 			goto fail;
 		}
-		if (ss.ss_family == AF_UNIX) {
-			const char *path = ((struct sockaddr_un *)&ss)->sun_path;
+		if (na.ss.ss_family == AF_UNIX) {
+			const char *path = ((struct sockaddr_un *)&na.ss)->sun_path;
 			struct stat st;
 			uint64_t mode = 0660;
 
@@ -886,7 +830,7 @@ int http_new(const struct config *cfg, struct proxy *proxy, struct http **ret, c
 		} else {
 			setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 		}
-		if (bind(fd, (struct sockaddr *)&ss, ss_len) < 0) {
+		if (bind(fd, (struct sockaddr *)&na.ss, na.len) < 0) {
 			snprintf(errbuf, errbuf_size, "listen: cannot bind %s: %s", cfg->listen,
 				 strerror(errno));
 			h->unix_path[0] = '\0'; /* not ours to remove */
@@ -908,7 +852,7 @@ int http_new(const struct config *cfg, struct proxy *proxy, struct http **ret, c
 			goto fail;
 		}
 		snprintf(h->listen_address, sizeof(h->listen_address), "%s", cfg->listen);
-		if (!listen_is_loopback(&ss) && !atomic_load(&h->snapshot)->tokens_required)
+		if (!na.is_loopback && !atomic_load(&h->snapshot)->tokens_required)
 			log_warn("listen_remote",
 				 "listen=%s detail=\"not loopback and no client tokens: anyone who can reach it may spend the quota\"",
 				 cfg->listen);
