@@ -2,7 +2,7 @@
 #
 #   make            build build/camskeyd, the simulator and the unit tests
 #   make demo       install missing packages, build, run daemon + simulator
-#   make check      install missing packages, build, run every test
+#   make check      install missing packages, build, lint, run every test
 #   make check SANITIZE=address,undefined   the same under ASan/UBSan
 #   V=1             show the commands
 
@@ -114,6 +114,7 @@ demo: deps
 
 check: deps
 	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory lint
 	@BUILD=$(BUILD) tests/run-tests.sh
 
 unit: all
