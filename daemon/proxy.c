@@ -328,6 +328,9 @@ enum proxy_verdict proxy_lookup(struct proxy *p, struct proxy_request *req, int6
 	if (rc < 0)
 		metrics_count(METRICS_CACHE_ERRORS);
 	if (rc == 1) {
+		/* Cache-Control: max-age=N: an answer older than N s will not do (RFC 9111). */
+		if (req->has_max_age && now_s - e->fetched_at_s > (int64_t)req->max_age_s)
+			req->no_cache = true;
 		fr = cache_entry_freshness(e, now_s, atomic_load(&p->stale_while_revalidate_s),
 					   atomic_load(&p->stale_if_error_s));
 		if (fr == CACHE_FRESH && !req->no_cache) {

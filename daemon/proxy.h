@@ -38,6 +38,8 @@ struct proxy_request {
 	bool no_cache;              /* Cache-Control: no-cache */
 	bool no_stale;              /* refuses stale answers */
 	bool only_if_cached;
+	bool has_max_age;           /* Cache-Control: max-age=N (N > 0) */
+	uint64_t max_age_s;         /* an entry older than this is revalidated (as no_cache) */
 	int fd;                     /* the connection's socket, to notice a departed client; -1 if unknown */
 	char request_id[24];        /* our id for this request (X-Request-Id) */
 	void (*on_done)(struct proxy_request *req); /* engine thread; then the engine forgets req */
