@@ -707,6 +707,76 @@ void config_free(struct config *cfg)
 	memset(cfg, 0, sizeof(*cfg));
 }
 
+/* Do the values of key i differ between a and b? */
+static bool key_differs(const struct config *a, const struct config *b, size_t i)
+{
+	const void *fa = cfield_of(a, i), *fb = cfield_of(b, i);
+
+	switch (key_specs[i].store) {
+	case STORE_STR:
+	case STORE_ENUM_STR: {
+		const char *sa = *(char *const *)fa, *sb = *(char *const *)fb;
+
+		return strcmp(sa ? sa : "", sb ? sb : "") != 0;
+	}
+	case STORE_UINT:
+		return *(const unsigned *)fa != *(const unsigned *)fb;
+	case STORE_U64:
+		return *(const uint64_t *)fa != *(const uint64_t *)fb;
+	case STORE_DOUBLE:
+		return *(const double *)fa != *(const double *)fb;
+	case STORE_BOOL:
+		return *(const bool *)fa != *(const bool *)fb;
+	case STORE_SIGNATURE:
+		return *(const enum config_signature *)fa != *(const enum config_signature *)fb;
+	}
+	return false;
+}
+
+unsigned config_keep_restart_keys(struct config *next, const struct config *running,
+				  struct buf *names)
+{
+	unsigned n = 0;
+
+	for (size_t i = 0; i < N_KEYS; i++) {
+		void *f;
+
+		if (key_infos[i].reloadable || !key_differs(next, running, i))
+			continue;
+		if (names)
+			buf_printf(names, "%s%s", n ? "," : "", key_infos[i].name);
+		n++;
+		f = field_of(next, i);
+		switch (key_specs[i].store) {
+		case STORE_STR:
+		case STORE_ENUM_STR: {
+			const char *r = *(char *const *)cfield_of(running, i);
+
+			free(*(char **)f);
+			*(char **)f = r ? xstrdup(r) : NULL;
+			break;
+		}
+		case STORE_UINT:
+			*(unsigned *)f = *(const unsigned *)cfield_of(running, i);
+			break;
+		case STORE_U64:
+			*(uint64_t *)f = *(const uint64_t *)cfield_of(running, i);
+			break;
+		case STORE_DOUBLE:
+			*(double *)f = *(const double *)cfield_of(running, i);
+			break;
+		case STORE_BOOL:
+			*(bool *)f = *(const bool *)cfield_of(running, i);
+			break;
+		case STORE_SIGNATURE:
+			*(enum config_signature *)f =
+				*(const enum config_signature *)cfield_of(running, i);
+			break;
+		}
+	}
+	return n;
+}
+
 const struct config_client *config_client_find(const struct config *cfg, const char *name)
 {
 	for (unsigned i = 0; i < cfg->n_clients && i < CONFIG_MAX_CLIENTS; i++)

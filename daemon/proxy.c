@@ -943,6 +943,7 @@ static void apply_settings(struct proxy *p, int64_t now_us)
 {
 	p->settings = p->pending;
 	limiter_configure(p->limiter, &p->settings.limiter, now_us);
+	queue_set_max(p->queue, p->settings.queue_max);
 	for (unsigned i = 0; i < QUEUE_MAX_CLIENTS; i++)
 		queue_set_weight(p->queue, i, p->settings.weights[i]);
 }
