@@ -2,7 +2,7 @@
 #
 #   make            build build/camskeyd, the simulator and the unit tests
 #   make demo       install missing packages, build, run daemon + simulator
-#   make check      install missing packages, build, run every test
+#   make check      install missing packages, build, lint, run every test
 #   make check SANITIZE=address,undefined   the same under ASan/UBSan
 #   V=1             show the commands
 
@@ -50,13 +50,13 @@ Q := @
 endif
 
 # The daemon's modules; main.o is linked only into the binary.
-LIB_OBJS := mem buf span log config signer envelope route cache flight limiter queue engine \
+LIB_OBJS := mem buf span netaddr log config signer envelope route cache flight limiter queue engine \
 	upstream metrics notify http proxy cli
 LIB_O    := $(addprefix $(BUILD)/daemon/,$(addsuffix .o,$(LIB_OBJS)))
 MAIN_O   := $(BUILD)/daemon/main.o
 LIB_A    := $(BUILD)/libcamskeyd.a
 
-UNIT_TESTS := buf span log config signer envelope route cache limiter queue flight engine upstream \
+UNIT_TESTS := buf span netaddr log config signer envelope route cache limiter queue flight engine upstream \
 	metrics docs
 UNIT_BINS  := $(addprefix $(BUILD)/tests/test_,$(UNIT_TESTS))
 SIM        := $(BUILD)/camsim
@@ -114,6 +114,7 @@ demo: deps
 
 check: deps
 	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory lint
 	@BUILD=$(BUILD) tests/run-tests.sh
 
 unit: all

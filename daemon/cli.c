@@ -62,7 +62,7 @@ static int key_from_args(int argc, char **argv, struct cams_key *key)
 	if (argc < 2 || argc > 3)
 		return -EINVAL;
 	snprintf(path, sizeof(path), ROUTE_KEY_PREFIX "%s" ROUTE_KEY_SUFFIX, argv[1]);
-	if (route_parse_path(path, &kind, key, &err) < 0 || kind != ROUTE_KEY) {
+	if (route_parse_path(path, strlen(path), &kind, key, &err) < 0 || kind != ROUTE_KEY) {
 		fprintf(stderr, "camskeyd: %s\n", kind == ROUTE_KEY ? err.message : "bad phone number");
 		return -EINVAL;
 	}

@@ -27,7 +27,6 @@
  */
 #include "config.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -39,6 +38,7 @@
 #include <unistd.h>
 
 #include "mem.h"
+#include "netaddr.h"
 #include "span.h"
 
 /* A value quoted in an error message is cut after this many bytes. */
@@ -134,7 +134,7 @@ static const struct choice log_level_choices[] = {
 	U(max_wait_ms, "max-wait-ms", "5000", "ms", "MS", true, 0, 600000, \
 	  "longest a caller waits for quota unless it asks for less") \
 	U(queue_max, "queue-max", "10000", "", "N", true, 1, 1000000, \
-	  "upstream calls (distinct keys) waiting for quota, background refreshes included; past it 503 Proxy.QueueFull") \
+	  "upstream calls (distinct keys) callers wait for quota for; refreshes use only room left; past it 503 Proxy.QueueFull") \
 	/* cache */ \
 	S(cache, "cache", "./camskeyd.db", "FILE", false, check_not_empty, \
 	  "SQLite cache database ($STATE_DIRECTORY/cache.db when systemd sets STATE_DIRECTORY)") \
@@ -322,87 +322,6 @@ static const char *unit_words(const char *unit)
 
 /* ---- value checks -------------------------------------------------------- */
 
-static bool is_loopback(int family, const unsigned char *addr)
-{
-	static const unsigned char v4mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
-	static const unsigned char v6loop[16] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1 };
-
-	if (family == AF_INET)
-		return addr[0] == 127;
-	if (memcmp(addr, v6loop, 16) == 0)
-		return true;
-	return memcmp(addr, v4mapped, 12) == 0 && addr[12] == 127;
-}
-
-/*
- * ADDR:PORT with a numeric IPv4 address or a bracketed IPv6 address and a
- * port 1..65535. Host names are refused: the daemon binds, it does not
- * resolve, and "localhost" may resolve to something else on a broken host.
- */
-static int parse_listen(const char *value, bool *ret_loopback, struct buf *reason)
-{
-	struct span host, port;
-	char addr[INET6_ADDRSTRLEN];
-	unsigned char bin[16];
-	int family;
-	uint64_t port_number;
-
-	if (strncmp(value, "unix:", 5) == 0) {
-		/* A UNIX domain socket: reachable only through the file system. */
-		size_t len = strlen(value + 5);
-
-		if (value[5] != '/' || len >= 108) {
-			buf_adds(reason, "a UNIX socket must be unix:/ABSOLUTE/PATH (under 108 bytes), got ");
-			add_quoted(reason, value, strlen(value));
-			return -EINVAL;
-		}
-		if (ret_loopback)
-			*ret_loopback = true;
-		return 0;
-	}
-	if (value[0] == '[') {
-		const char *close = strchr(value, ']');
-
-		if (!close || close[1] != ':') {
-			buf_adds(reason, "must be [IPV6]:PORT, got ");
-			add_quoted(reason, value, strlen(value));
-			return -EINVAL;
-		}
-		host = span_make(value + 1, (size_t)(close - value - 1));
-		port = span_cstr(close + 2);
-		family = AF_INET6;
-	} else {
-		const char *colon = strrchr(value, ':');
-
-		if (!colon) {
-			buf_adds(reason, "must be ADDR:PORT (e.g. 127.0.0.1:8080), got ");
-			add_quoted(reason, value, strlen(value));
-			return -EINVAL;
-		}
-		host = span_make(value, (size_t)(colon - value));
-		port = span_cstr(colon + 1);
-		family = AF_INET;
-		if (memchr(host.p, ':', host.len)) {
-			buf_adds(reason, "an IPv6 address must be in brackets ([::1]:8080), got ");
-			add_quoted(reason, value, strlen(value));
-			return -EINVAL;
-		}
-	}
-	if (span_copy(host, addr, sizeof(addr)) < 0 || inet_pton(family, addr, bin) != 1) {
-		buf_adds(reason, "address must be a numeric IPv4 address or an [IPv6] address, got ");
-		add_quoted(reason, host.p, host.len);
-		return -EINVAL;
-	}
-	if (span_to_u64(port, 1, 65535, &port_number) < 0) {
-		buf_adds(reason, "port must be a number between 1 and 65535, got ");
-		add_quoted(reason, port.p, port.len);
-		return -EINVAL;
-	}
-	if (ret_loopback)
-		*ret_loopback = is_loopback(family, bin);
-	return 0;
-}
-
 static int check_mode(const char *value, struct buf *reason)
 {
 	size_t n = strlen(value);
@@ -417,7 +336,9 @@ static int check_mode(const char *value, struct buf *reason)
 
 static int check_listen(const char *value, struct buf *reason)
 {
-	return parse_listen(value, NULL, reason);
+	struct netaddr na;
+
+	return netaddr_parse(value, &na, reason);
 }
 
 static bool is_sha256_hex(const char *value)
@@ -784,6 +705,76 @@ void config_free(struct config *cfg)
 	}
 	free(cfg->config_file);
 	memset(cfg, 0, sizeof(*cfg));
+}
+
+/* Do the values of key i differ between a and b? */
+static bool key_differs(const struct config *a, const struct config *b, size_t i)
+{
+	const void *fa = cfield_of(a, i), *fb = cfield_of(b, i);
+
+	switch (key_specs[i].store) {
+	case STORE_STR:
+	case STORE_ENUM_STR: {
+		const char *sa = *(char *const *)fa, *sb = *(char *const *)fb;
+
+		return strcmp(sa ? sa : "", sb ? sb : "") != 0;
+	}
+	case STORE_UINT:
+		return *(const unsigned *)fa != *(const unsigned *)fb;
+	case STORE_U64:
+		return *(const uint64_t *)fa != *(const uint64_t *)fb;
+	case STORE_DOUBLE:
+		return *(const double *)fa != *(const double *)fb;
+	case STORE_BOOL:
+		return *(const bool *)fa != *(const bool *)fb;
+	case STORE_SIGNATURE:
+		return *(const enum config_signature *)fa != *(const enum config_signature *)fb;
+	}
+	return false;
+}
+
+unsigned config_keep_restart_keys(struct config *next, const struct config *running,
+				  struct buf *names)
+{
+	unsigned n = 0;
+
+	for (size_t i = 0; i < N_KEYS; i++) {
+		void *f;
+
+		if (key_infos[i].reloadable || !key_differs(next, running, i))
+			continue;
+		if (names)
+			buf_printf(names, "%s%s", n ? "," : "", key_infos[i].name);
+		n++;
+		f = field_of(next, i);
+		switch (key_specs[i].store) {
+		case STORE_STR:
+		case STORE_ENUM_STR: {
+			const char *r = *(char *const *)cfield_of(running, i);
+
+			free(*(char **)f);
+			*(char **)f = r ? xstrdup(r) : NULL;
+			break;
+		}
+		case STORE_UINT:
+			*(unsigned *)f = *(const unsigned *)cfield_of(running, i);
+			break;
+		case STORE_U64:
+			*(uint64_t *)f = *(const uint64_t *)cfield_of(running, i);
+			break;
+		case STORE_DOUBLE:
+			*(double *)f = *(const double *)cfield_of(running, i);
+			break;
+		case STORE_BOOL:
+			*(bool *)f = *(const bool *)cfield_of(running, i);
+			break;
+		case STORE_SIGNATURE:
+			*(enum config_signature *)f =
+				*(const enum config_signature *)cfield_of(running, i);
+			break;
+		}
+	}
+	return n;
 }
 
 const struct config_client *config_client_find(const struct config *cfg, const char *name)
@@ -1336,7 +1327,8 @@ int config_validate(const struct config *cfg, struct buf *err)
 {
 	struct buf reason;
 	unsigned errors = 0;
-	bool loopback = true, any_token = false;
+	bool any_token = false;
+	struct netaddr na;
 	unsigned n_clients = cfg->n_clients;
 
 	buf_init(&reason, REASON_MAX_BYTES);
@@ -1403,7 +1395,7 @@ int config_validate(const struct config *cfg, struct buf *err)
 	}
 
 	buf_reset(&reason);
-	if (cfg->listen && parse_listen(cfg->listen, &loopback, &reason) == 0 && !loopback &&
+	if (cfg->listen && netaddr_parse(cfg->listen, &na, &reason) == 0 && !na.is_loopback &&
 	    !any_token && !cfg->allow_remote) {
 		buf_printf(err, "listen: %s is not a loopback address and no [client] section has "
 			   "a token-sha256, so anyone who can reach it could spend the account's "

@@ -125,6 +125,17 @@ int config_set(struct config *cfg, const char *name, const char *value, struct b
 /* Cross-key checks after everything is applied. 0 or -EINVAL. */
 int config_validate(const struct config *cfg, struct buf *err);
 
+/*
+ * For a reload: every key SIGHUP cannot change (reloadable false) whose
+ * value in next differs from running's gets running's value back, and its
+ * name is appended to names (NULL ok) as "listen,cache". Afterwards next
+ * describes what will really run, so the next reload compares against
+ * that and not against a file that was read but could not be applied.
+ * Returns how many keys were kept.
+ */
+unsigned config_keep_restart_keys(struct config *next, const struct config *running,
+				  struct buf *names);
+
 /* What main should do after argument parsing. */
 enum config_mode {
 	CONFIG_MODE_RUN,

@@ -299,6 +299,28 @@ static void answer_shutting_down(struct engine *e, struct engine_caller *c)
 /* ---- flights ------------------------------------------------------------------------ */
 
 /*
+ * The engine enforces queue-max itself (engine_submit, engine_refresh) and
+ * uses the queue's own bound as a capacity it grows: a throttled flight put
+ * back, or a flight turned background, never needs room a caller could be
+ * refused for. What is queued stays bounded: callers' keys by queue-max,
+ * background keys by the room callers leave, put-back flights by those on
+ * the wire.
+ */
+static void queue_make_room(struct engine *e)
+{
+	size_t len = queue_len(e->queue);
+
+	if (len >= queue_max(e->queue))
+		queue_set_max(e->queue, 2 * len + 16);
+}
+
+/* No room for another key callers wait for. */
+static bool queue_full_for_callers(const struct engine *e)
+{
+	return queue_len_class(e->queue, QUEUE_FOREGROUND) >= e->settings.queue_max;
+}
+
+/*
  * f lost its last waiter. Queued: the key was wanted, so it stays queued as
  * background work (sent only when no caller waits for quota), unless the
  * queue has no room. On the wire: it finishes normally, nobody to tell.
@@ -312,6 +334,7 @@ static void flight_orphaned(struct engine *e, struct flight *f)
 	queue_remove(e->queue, &f->qitem);
 	f->background = true;
 	f->qitem.cls = QUEUE_BACKGROUND;
+	queue_make_room(e);
 	if (e->stopping || queue_push(e->queue, &f->qitem) < 0)
 		flight_finish(e->flights, f);
 }
@@ -325,6 +348,7 @@ static struct flight *flight_new(struct engine *e, const struct cams_key *key, u
 	f->qitem.cls = background ? QUEUE_BACKGROUND : QUEUE_FOREGROUND;
 	f->background = background;
 	f->queued_at_us = now_us;
+	queue_make_room(e);
 	if (queue_push(e->queue, &f->qitem) < 0) {
 		flight_finish(e->flights, f);
 		return NULL;
@@ -343,6 +367,7 @@ static int flight_make_foreground(struct engine *e, struct flight *f, unsigned c
 	queue_remove(e->queue, &f->qitem);
 	f->qitem.cls = QUEUE_FOREGROUND;
 	f->qitem.client = client < QUEUE_MAX_CLIENTS ? client : QUEUE_MAX_CLIENTS - 1;
+	queue_make_room(e);
 	return queue_push(e->queue, &f->qitem);
 }
 
@@ -377,7 +402,7 @@ void engine_submit(struct engine *e, struct engine_caller *c, int64_t now_us, in
 	f = flight_find(e->flights, &c->key);
 	if (!f) {
 		wait_us = predicted_wait_us(e, NULL, c->client, now_us);
-		if (queue_len(e->queue) >= e->settings.queue_max) {
+		if (queue_full_for_callers(e)) {
 			refuse(e, c, now_s, true, wait_us);
 			return;
 		}
@@ -418,6 +443,7 @@ bool engine_refresh(struct engine *e, const struct cams_key *key, int64_t now_us
 {
 	if (e->stopping || flight_find(e->flights, key))
 		return false;
+	/* Background work takes only room callers leave. */
 	if (queue_len(e->queue) >= e->settings.queue_max)
 		return false;
 	return flight_new(e, key, 0, true, now_us) != NULL;
@@ -513,6 +539,7 @@ static void flight_throttled(struct engine *e, struct flight *f, const struct en
 	}
 	f->state = FLIGHT_QUEUED;
 	f->queued_at_us = now_us;
+	queue_make_room(e);
 	if (queue_push_front(e->queue, &f->qitem) < 0)
 		flight_fail(e, f, now_s, ENGINE_OUTCOME_THROTTLED, 503, r->request_id, code, message,
 			    retry_after_s, "upstream-throttled");
@@ -668,7 +695,7 @@ void engine_abort(struct engine *e, int64_t now_s)
 	}
 	e->actions_len = n;
 	queue_free(e->queue);
-	e->queue = queue_new(e->settings.queue_max);
+	e->queue = queue_new(e->settings.queue_max ? e->settings.queue_max : 1);
 	flight_table_clear(e->flights);
 	e->in_flight = 0;
 }
@@ -687,7 +714,7 @@ struct engine *engine_new(const struct engine_settings *s, int64_t now_us)
 
 	e->settings = *s;
 	e->limiter = limiter_new(&s->limiter, now_us);
-	e->queue = queue_new(s->queue_max);
+	e->queue = queue_new(s->queue_max ? s->queue_max : 1);
 	e->flights = flight_table_new(ENGINE_FLIGHT_BUCKETS);
 	apply_weights(e);
 	return e;

@@ -139,7 +139,7 @@ struct engine_caller {
 struct engine_settings {
 	uint64_t stale_while_revalidate_s;
 	uint64_t stale_if_error_s;
-	unsigned queue_max;          /* flights waiting for quota (distinct keys) */
+	unsigned queue_max;          /* keys callers wait for quota for; refreshes use only room left */
 	unsigned upstream_retries;   /* throttled attempts retried at most this often */
 	struct limiter_options limiter;
 	unsigned weights[QUEUE_MAX_CLIENTS]; /* per client, 1..1000 */

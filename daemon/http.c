@@ -41,6 +41,7 @@
 #include "log.h"
 #include "mem.h"
 #include "metrics.h"
+#include "netaddr.h"
 #include "route.h"
 #include "span.h"
 
@@ -99,9 +100,26 @@ struct http_request {
 	bool route_done;
 	bool uri_too_long;
 	bool headers_too_large;
+	bool path_routed;               /* on_uri routed the raw path (below) */
+	int path_rc;                    /* route_parse_path's result */
+	struct route_error path_err;    /* when path_rc < 0 */
 	const char *method;
 	char client_name[LIMIT_CLIENT_NAME_MAX + 1];
-	char if_none_match[80];
+	char if_none_match[160];        /* "" if absent or too long to match */
+};
+
+/*
+ * The request headers the daemon reads, each whole (with its length).
+ * value NULL: absent. Pointers into libmicrohttpd's pool, valid for the
+ * request.
+ */
+struct http_header {
+	const char *value;
+	size_t len;
+};
+
+struct key_headers {
+	struct http_header authorization, client_id, cache_control, if_none_match;
 };
 
 static void sha256_hex(const char *s, size_t len, char out[65])
@@ -256,18 +274,17 @@ static enum MHD_Result queue_proxy_answer(struct http_request *hr)
  * named by their peer address later, only if needed (client_name_fill).
  * -EACCES when tokens are required and none matches.
  */
-static int identify(struct http_request *hr, const struct http_snapshot *s)
+static int identify(struct http_request *hr, const struct http_snapshot *s,
+		    const struct key_headers *kh)
 {
-	const char *auth = MHD_lookup_connection_value(hr->connection, MHD_HEADER_KIND,
-						       MHD_HTTP_HEADER_AUTHORIZATION);
-	const char *id;
+	const struct http_header *auth = &kh->authorization, *id = &kh->client_id;
 
-	if (auth && strncasecmp(auth, "Bearer ", 7) == 0) {
+	if (auth->value && auth->len >= 7 && strncasecmp(auth->value, "Bearer ", 7) == 0) {
 		char digest[65];
-		const char *token = auth + 7;
 		int found = -1;
 
-		sha256_hex(token, strlen(token), digest);
+		/* The whole token (a NUL in it was refused before). */
+		sha256_hex(auth->value + 7, auth->len - 7, digest);
 		/* Compare with every client so timing does not tell which one matched. */
 		for (unsigned i = 0; i < s->n_clients; i++) {
 			if (s->clients[i].token_sha256[0] &&
@@ -285,19 +302,19 @@ static int identify(struct http_request *hr, const struct http_snapshot *s)
 	} else if (s->tokens_required) {
 		return -EACCES;
 	}
-	id = MHD_lookup_connection_value(hr->connection, MHD_HEADER_KIND, "X-Client-Id");
-	if (id && *id) {
-		size_t len = strlen(id);
+	if (id->value && id->len) {
+		size_t len = id->len;
 		bool ok = len <= LIMIT_CLIENT_NAME_MAX;
 
 		for (size_t i = 0; ok && i < len; i++) {
-			char c = id[i];
+			char c = id->value[i];
 
 			ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
 			     (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
 		}
 		if (ok) {
-			snprintf(hr->client_name, sizeof(hr->client_name), "%s", id);
+			memcpy(hr->client_name, id->value, len);
+			hr->client_name[len] = '\0';
 			return 0;
 		}
 	}
@@ -330,16 +347,16 @@ static void client_name_fill(struct http_request *hr)
 	}
 }
 
-static bool is_admin(struct http_request *hr, const struct http_snapshot *s)
+static bool is_admin(const struct http_snapshot *s, const struct key_headers *kh)
 {
-	const char *auth = MHD_lookup_connection_value(hr->connection, MHD_HEADER_KIND,
-						       MHD_HTTP_HEADER_AUTHORIZATION);
+	const struct http_header *auth = &kh->authorization;
 	char digest[65];
 	bool ok;
 
-	if (!s->admin_token_sha256[0] || !auth || strncasecmp(auth, "Bearer ", 7) != 0)
+	if (!s->admin_token_sha256[0] || !auth->value || auth->len < 7 ||
+	    strncasecmp(auth->value, "Bearer ", 7) != 0)
 		return false;
-	sha256_hex(auth + 7, strlen(auth + 7), digest);
+	sha256_hex(auth->value + 7, auth->len - 7, digest);
 	ok = CRYPTO_memcmp(digest, s->admin_token_sha256, 64) == 0;
 	mem_wipe(digest, sizeof(digest));
 	return ok;
@@ -357,6 +374,74 @@ static void on_proxy_done(struct proxy_request *pr)
 
 /* ---- routes -------------------------------------------------------------------------- */
 
+/* The key route's query parameters, each whole, and the first problem seen. */
+struct key_args {
+	const char *value[3];           /* by enum route_param; NULL: absent */
+	size_t len[3];
+	int rc;                         /* 0, or -EINVAL with err filled */
+	struct route_error err;
+};
+
+static enum MHD_Result collect_key_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+				       size_t key_size, const char *value, size_t value_size)
+{
+	struct key_args *ka = cls;
+	enum route_param param;
+
+	if (ka->rc < 0)
+		return MHD_NO;
+	param = route_key_param(key, key_size, &ka->err);
+	if (param == ROUTE_PARAM_UNKNOWN) {
+		ka->rc = -EINVAL;
+		return MHD_NO;
+	}
+	if (ka->value[param]) {
+		ka->rc = route_duplicate_param(param, &ka->err);
+		return MHD_NO;
+	}
+	/* "?CustSpaceId" with no '=' is an empty value, not an absent one. */
+	ka->value[param] = value ? value : "";
+	ka->len[param] = value ? value_size : 0;
+	return MHD_YES;
+}
+
+/* Read one header whole. -EINVAL (and err) when it holds a NUL byte. */
+static int read_header(struct MHD_Connection *c, const char *name, struct http_header *ret,
+		       struct route_error *err)
+{
+	ret->value = NULL;
+	ret->len = 0;
+	if (MHD_lookup_connection_value_n(c, MHD_HEADER_KIND, name, strlen(name), &ret->value,
+					  &ret->len) != MHD_YES || !ret->value) {
+		ret->value = NULL;
+		return 0;
+	}
+	if (memchr(ret->value, '\0', ret->len)) {
+		err->code = "Proxy.InvalidHeader";
+		snprintf(err->message, sizeof(err->message),
+			 "the %s header contains a NUL byte", name);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int read_key_headers(struct MHD_Connection *c, struct key_headers *kh,
+			    struct route_error *err)
+{
+	if (read_header(c, MHD_HTTP_HEADER_AUTHORIZATION, &kh->authorization, err) < 0 ||
+	    read_header(c, "X-Client-Id", &kh->client_id, err) < 0 ||
+	    read_header(c, MHD_HTTP_HEADER_CACHE_CONTROL, &kh->cache_control, err) < 0 ||
+	    read_header(c, MHD_HTTP_HEADER_IF_NONE_MATCH, &kh->if_none_match, err) < 0)
+		return -EINVAL;
+	return 0;
+}
+
+static enum MHD_Result bad_request(struct http_request *hr, const struct route_error *err)
+{
+	hr->preq.call.answer.outcome = ENGINE_OUTCOME_BAD_REQUEST;
+	return queue_error(hr, MHD_HTTP_BAD_REQUEST, err->code, err->message);
+}
+
 static enum MHD_Result handle_key(struct http_request *hr, const struct http_snapshot *s,
 				  const char *method)
 {
@@ -364,21 +449,32 @@ static enum MHD_Result handle_key(struct http_request *hr, const struct http_sna
 	struct proxy_request *pr = &hr->preq;
 	struct route_error err;
 	struct route_cache_control cc;
-	const char *v;
+	struct key_args ka;
+	struct key_headers kh;
 	uint32_t max_wait_ms = s->default_max_wait_ms;
 	const union MHD_ConnectionInfo *ci;
 	const struct config_client *client = NULL;
 
-	v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "CustSpaceId");
-	if (v && route_set_cust_space_id(v, strlen(v), &pr->call.key, &err) < 0) {
-		hr->preq.call.answer.outcome = ENGINE_OUTCOME_BAD_REQUEST;
-		return queue_error(hr, MHD_HTTP_BAD_REQUEST, err.code, err.message);
-	}
+	/*
+	 * Every value whole: a %00 must not turn "abc%00xyz" into space "abc",
+	 * and a name the endpoint does not know (a misspelt "custspaceid")
+	 * must not quietly fetch the key of no space.
+	 */
+	memset(&ka, 0, sizeof(ka));
+	MHD_get_connection_values_n(c, MHD_GET_ARGUMENT_KIND, collect_key_arg, &ka);
+	if (ka.rc < 0)
+		return bad_request(hr, &ka.err);
+	if (read_key_headers(c, &kh, &err) < 0)
+		return bad_request(hr, &err);
+	if (ka.value[ROUTE_PARAM_CUST_SPACE_ID] &&
+	    route_set_cust_space_id(ka.value[ROUTE_PARAM_CUST_SPACE_ID],
+				    ka.len[ROUTE_PARAM_CUST_SPACE_ID], &pr->call.key, &err) < 0)
+		return bad_request(hr, &err);
 	if (strcmp(method, MHD_HTTP_METHOD_DELETE) == 0) {
 		int rc;
 
 		/* The admin token is not a client token: check it first. */
-		if (!is_admin(hr, s))
+		if (!is_admin(s, &kh))
 			return queue_error(hr, MHD_HTTP_FORBIDDEN, "Proxy.Forbidden",
 					   "purging a key needs the admin token");
 		snprintf(hr->client_name, sizeof(hr->client_name), "admin");
@@ -391,7 +487,7 @@ static enum MHD_Result handle_key(struct http_request *hr, const struct http_sna
 					   "the key was not in the cache");
 		return queue_error(hr, MHD_HTTP_OK, "OK", "the key was purged from the cache");
 	}
-	if (identify(hr, s) < 0) {
+	if (identify(hr, s, &kh) < 0) {
 		hr->preq.call.answer.outcome = ENGINE_OUTCOME_UNAUTHORIZED;
 		return queue_error(hr, MHD_HTTP_UNAUTHORIZED, "Proxy.Unauthorized",
 				   "a valid bearer token is required");
@@ -402,27 +498,26 @@ static enum MHD_Result handle_key(struct http_request *hr, const struct http_sna
 	}
 	if (client && client->max_wait_ms)
 		max_wait_ms = (uint32_t)client->max_wait_ms;
-	v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "max_wait_ms");
-	if (v) {
+	if (ka.value[ROUTE_PARAM_MAX_WAIT_MS]) {
 		uint32_t asked;
 
-		if (route_parse_max_wait_ms(v, &asked, &err) < 0) {
-			hr->preq.call.answer.outcome = ENGINE_OUTCOME_BAD_REQUEST;
-			return queue_error(hr, MHD_HTTP_BAD_REQUEST, err.code, err.message);
-		}
-		/* A caller may ask for less than its limit, never more. */
+		if (route_parse_max_wait_ms(ka.value[ROUTE_PARAM_MAX_WAIT_MS],
+					    ka.len[ROUTE_PARAM_MAX_WAIT_MS], &asked, &err) < 0)
+			return bad_request(hr, &err);
+		/* A caller may ask for less than its limit, never more; 0 is "do not wait". */
 		if (asked < max_wait_ms)
 			max_wait_ms = asked;
 	}
-	route_parse_cache_control(MHD_lookup_connection_value(c, MHD_HEADER_KIND,
-							      MHD_HTTP_HEADER_CACHE_CONTROL),
-				  &cc);
-	v = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH);
-	if (v)
-		snprintf(hr->if_none_match, sizeof(hr->if_none_match), "%s", v);
+	route_parse_cache_control(kh.cache_control.value, kh.cache_control.len, &cc);
+	/* Too long to hold: left empty, so no 304 (a 200 is always a right answer). */
+	if (kh.if_none_match.value && kh.if_none_match.len < sizeof(hr->if_none_match)) {
+		memcpy(hr->if_none_match, kh.if_none_match.value, kh.if_none_match.len);
+		hr->if_none_match[kh.if_none_match.len] = '\0';
+	}
 	pr->call.max_wait_ms = max_wait_ms;
-	pr->no_cache = cc.no_cache;
-	pr->max_age_s = -1;
+	/* max-age=0: no stored answer will do; revalidate (coalesced) as no-cache does. */
+	pr->no_cache = cc.no_cache || cc.max_age_s == 0;
+	pr->max_age_s = cc.max_age_s > 0 ? cc.max_age_s : -1;
 	pr->call.no_stale = cc.no_stale;
 	pr->only_if_cached = cc.only_if_cached;
 	pr->on_done = on_proxy_done;
@@ -477,6 +572,22 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *connectio
 	hr->method = "-";
 	hr->preq.fd = -1;
 	hr->uri_too_long = strlen(uri) > LIMIT_URI_MAX_BYTES;
+	if (!hr->uri_too_long) {
+		/*
+		 * Route here, on the raw URI: the `url` on_request gets later is
+		 * decoded in place and cut at the first %00, which would turn
+		 * /v1/phone-numbers/86139%0012345678/... into an unknown route
+		 * rather than the bad phone number it is.
+		 */
+		char path[LIMIT_URI_MAX_BYTES + 1];
+		size_t raw_len = strcspn(uri, "?"), len = 0;
+
+		if (route_decode_path(uri, raw_len, path, sizeof(path), &len) == 0) {
+			hr->path_rc = route_parse_path(path, len, &hr->route, &hr->preq.call.key,
+						       &hr->path_err);
+			hr->path_routed = true;
+		}
+	}
 	if (count_query_args(uri) > LIMIT_QUERY_ARGS_MAX) {
 		const union MHD_ConnectionInfo *ci =
 			MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
@@ -574,13 +685,16 @@ static enum MHD_Result route_request(struct http_request *hr, const struct http_
 				     const char *url, const char *method)
 {
 	struct http *h = hr->h;
-	struct route_error err;
 	bool is_get;
 
-	if (route_parse_path(url, &hr->route, &hr->preq.call.key, &err) < 0) {
-		hr->preq.call.answer.outcome = ENGINE_OUTCOME_BAD_REQUEST;
-		return queue_error(hr, MHD_HTTP_BAD_REQUEST, err.code, err.message);
+	if (!hr->path_routed) {
+		/* on_uri did not see this request (a safety net): the decoded url */
+		hr->path_rc = route_parse_path(url, strlen(url), &hr->route, &hr->preq.call.key,
+					       &hr->path_err);
+		hr->path_routed = true;
 	}
+	if (hr->path_rc < 0)
+		return bad_request(hr, &hr->path_err);
 	is_get = strcmp(method, MHD_HTTP_METHOD_GET) == 0 ||
 		 strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
 	switch (hr->route) {
@@ -783,67 +897,6 @@ static struct http_snapshot *snapshot_new(const struct config *cfg)
 	return s;
 }
 
-/* Parse "ADDR:PORT" / "[ADDR6]:PORT" / "unix:/path". 0 or -EINVAL. */
-static int parse_listen(const char *listen, struct sockaddr_storage *ss, socklen_t *len)
-{
-	char host[64];
-	const char *colon;
-	uint64_t port;
-	size_t hlen;
-
-	if (strncmp(listen, "unix:", 5) == 0) {
-		struct sockaddr_un *sun = (struct sockaddr_un *)ss;
-		size_t plen = strlen(listen + 5);
-
-		if (plen == 0 || plen >= sizeof(sun->sun_path))
-			return -EINVAL;
-		memset(ss, 0, sizeof(*ss));
-		sun->sun_family = AF_UNIX;
-		memcpy(sun->sun_path, listen + 5, plen);
-		*len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + plen + 1);
-		return 0;
-	}
-	colon = strrchr(listen, ':');
-	if (!colon || str_to_u64(colon + 1, 1, 65535, &port) < 0)
-		return -EINVAL;
-	hlen = (size_t)(colon - listen);
-	if (hlen == 0 || hlen >= sizeof(host))
-		return -EINVAL;
-	memcpy(host, listen, hlen);
-	host[hlen] = '\0';
-	memset(ss, 0, sizeof(*ss));
-	if (host[0] == '[' && host[hlen - 1] == ']') {
-		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
-
-		host[hlen - 1] = '\0';
-		if (inet_pton(AF_INET6, host + 1, &sin6->sin6_addr) != 1)
-			return -EINVAL;
-		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons((uint16_t)port);
-		*len = sizeof(*sin6);
-		return 0;
-	}
-	{
-		struct sockaddr_in *sin = (struct sockaddr_in *)ss;
-
-		if (inet_pton(AF_INET, host, &sin->sin_addr) != 1)
-			return -EINVAL;
-		sin->sin_family = AF_INET;
-		sin->sin_port = htons((uint16_t)port);
-		*len = sizeof(*sin);
-	}
-	return 0;
-}
-
-static bool listen_is_loopback(const struct sockaddr_storage *ss)
-{
-	if (ss->ss_family == AF_UNIX)
-		return true;
-	if (ss->ss_family == AF_INET)
-		return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >> 24) == 127;
-	return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)ss)->sin6_addr);
-}
-
 /* Give the UNIX socket file a group ("" leaves it). 0 or -1 with errno. */
 static int set_socket_group(const char *path, const char *group)
 {
@@ -880,8 +933,8 @@ int http_new(const struct config *cfg, struct proxy *proxy, struct http **ret, c
 	     size_t errbuf_size)
 {
 	struct http *h = xcalloc(1, sizeof(*h));
-	struct sockaddr_storage ss;
-	socklen_t ss_len;
+	struct netaddr na;
+	struct buf reason;
 	int one = 1, fd;
 
 	h->proxy = proxy;
@@ -897,17 +950,21 @@ int http_new(const struct config *cfg, struct proxy *proxy, struct http **ret, c
 	if (fd >= 0) {
 		snprintf(h->listen_address, sizeof(h->listen_address), "socket activation (fd 3)");
 	} else {
-		if (parse_listen(cfg->listen, &ss, &ss_len) < 0) {
-			snprintf(errbuf, errbuf_size, "listen: cannot parse address \"%s\"", cfg->listen);
+		/* config.c validated it with the same parser; this is only a backstop. */
+		buf_init(&reason, 512);
+		if (netaddr_parse(cfg->listen, &na, &reason) < 0) {
+			snprintf(errbuf, errbuf_size, "listen: %s", buf_str(&reason));
+			buf_free(&reason);
 			goto fail;
 		}
-		fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		buf_free(&reason);
+		fd = socket(na.ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 		if (fd < 0) {
 			snprintf(errbuf, errbuf_size, "listen: socket: %s", strerror(errno));
 			goto fail;
 		}
-		if (ss.ss_family == AF_UNIX) {
-			const char *path = ((struct sockaddr_un *)&ss)->sun_path;
+		if (na.ss.ss_family == AF_UNIX) {
+			const char *path = ((struct sockaddr_un *)&na.ss)->sun_path;
 			struct stat st;
 			uint64_t mode = 0660;
 
@@ -925,7 +982,7 @@ int http_new(const struct config *cfg, struct proxy *proxy, struct http **ret, c
 		} else {
 			setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 		}
-		if (bind(fd, (struct sockaddr *)&ss, ss_len) < 0) {
+		if (bind(fd, (struct sockaddr *)&na.ss, na.len) < 0) {
 			snprintf(errbuf, errbuf_size, "listen: cannot bind %s: %s", cfg->listen,
 				 strerror(errno));
 			h->unix_path[0] = '\0'; /* not ours to remove */
@@ -947,7 +1004,7 @@ int http_new(const struct config *cfg, struct proxy *proxy, struct http **ret, c
 			goto fail;
 		}
 		snprintf(h->listen_address, sizeof(h->listen_address), "%s", cfg->listen);
-		if (!listen_is_loopback(&ss) && !atomic_load(&h->snapshot)->tokens_required)
+		if (!na.is_loopback && !atomic_load(&h->snapshot)->tokens_required)
 			log_warn("listen_remote",
 				 "listen=%s detail=\"not loopback and no client tokens: anyone who can reach it may spend the quota\"",
 				 cfg->listen);

@@ -92,23 +92,48 @@ static void raise_fd_limit(void)
 	}
 }
 
+/*
+ * A reason of one or more lines as one log value: the lines joined by
+ * "; ", no trailing newline (config errors end each line with one).
+ */
+static const char *one_line(const char *text, char *out, size_t out_size)
+{
+	struct buf b;
+	size_t n = strlen(text);
+
+	while (n && (text[n - 1] == '\n' || text[n - 1] == '\r'))
+		n--;
+	buf_init(&b, out_size ? out_size - 1 : 0);
+	for (size_t i = 0; i < n; i++) {
+		if (text[i] == '\n')
+			buf_adds(&b, "; ");
+		else
+			buf_addc(&b, text[i]);
+	}
+	snprintf(out, out_size, "%s", buf_str(&b));
+	buf_free(&b);
+	return out;
+}
+
 static int reload(struct daemon_state *d, int argc, char **argv)
 {
 	struct config next;
 	enum config_mode mode;
 	struct signer_source src;
-	struct buf err;
-	char errbuf[256];
+	struct buf err, kept;
+	char errbuf[256], line[1024];
 	int first_arg, rc;
 
 	notify_send("RELOADING=1");
+	buf_init(&kept, 4096);
 	buf_init(&err, 64 * 1024);
 	config_init(&next);
 	rc = config_from_argv(argc, argv, &next, &mode, &first_arg, &err);
 	if (rc < 0) {
-		char q[1024];
+		char q[1100];
 
-		log_error("reload_refused", "reason=%s", log_quote(buf_str(&err), q, sizeof(q)));
+		log_error("reload_refused", "reason=%s",
+			  log_quote(one_line(buf_str(&err), line, sizeof(line)), q, sizeof(q)));
 		goto out;
 	}
 	signer_source_from(&next, &src);
@@ -116,12 +141,18 @@ static int reload(struct daemon_state *d, int argc, char **argv)
 	if (rc < 0) {
 		char q[300];
 
-		log_error("reload_refused", "reason=%s", log_quote(errbuf, q, sizeof(q)));
+		log_error("reload_refused", "reason=%s",
+			  log_quote(one_line(errbuf, line, sizeof(line)), q, sizeof(q)));
 		goto out;
 	}
-	if (strcmp(next.listen, d->cfg.listen) != 0 || strcmp(next.cache, d->cfg.cache) != 0 ||
-	    strcmp(next.upstream, d->cfg.upstream) != 0)
-		log_warn("reload_partial", "detail=\"listen, cache and upstream changes need a restart\"");
+	/*
+	 * Compare with what runs, not with the last file read: d->cfg keeps the
+	 * running values of restart-only keys, so putting one back is quiet.
+	 */
+	if (config_keep_restart_keys(&next, &d->cfg, &kept) > 0)
+		log_warn("reload_partial",
+			 "keys=%s detail=\"changed but need a restart; the running values stay\"",
+			 buf_str(&kept));
 	apply_logging(&next);
 	proxy_reconfigure(d->proxy, &next);
 	http_reconfigure(d->http, &next);
@@ -135,6 +166,7 @@ out:
 	if (rc < 0)
 		config_free(&next);
 	buf_free(&err);
+	buf_free(&kept);
 	notify_send("READY=1");
 	notify_status("serving on %s (reload %s)", http_listen_address(d->http),
 		      rc < 0 ? "refused" : "done");

@@ -162,7 +162,7 @@ void proxy_request_clear(struct proxy_request *req)
 
 /* ---- the hit path (HTTP threads) ------------------------------------------ */
 
-/* The caller's Cache-Control: max-age=N refuses an entry older than N seconds. */
+/* Cache-Control: max-age=N: an answer older than N s will not do (RFC 9111). */
 static bool too_old_for_caller(const struct proxy_request *req, const struct cache_entry *e,
 			       int64_t now_s)
 {

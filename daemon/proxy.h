@@ -41,7 +41,7 @@ struct proxy_request {
 	 */
 	struct engine_caller call;
 	bool no_cache;              /* Cache-Control: no-cache (or max-age the entry exceeds) */
-	int64_t max_age_s;          /* Cache-Control: max-age=N, -1 when absent */
+	int64_t max_age_s;          /* Cache-Control: max-age=N (N > 0): older entries are revalidated; -1 when absent */
 	bool only_if_cached;
 	int fd;                     /* the connection's socket, to notice a departed client; -1 if unknown */
 	void (*on_done)(struct proxy_request *req); /* engine thread (or the submitter during a stop) */

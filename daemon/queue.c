@@ -29,7 +29,9 @@
  * its client until the class empties; that costs the client at most one
  * slot per removed item and removes any gain from queue-and-cancel games.
  *
- * Owns: the heap array (max_items pointers, allocated once). Items belong to
+ * Owns: the heap array (cap pointers: allocated for max_items, grown by
+ * queue_set_max when the bound rises, never shrunk, so lowering the bound
+ * never moves or drops a queued item). Items belong to
  * the caller, must stay valid while queued, and are not touched by
  * queue_free. Membership is checked by identity (heap[heap_index] == item),
  * so an item whose heap_index was never set is still pushed correctly;
@@ -53,6 +55,7 @@
 struct queue {
 	struct queue_item **heap;
 	size_t len;
+	size_t cap;               /* heap slots allocated, >= max_items */
 	size_t max_items;
 
 	double vtime[QUEUE_CLASSES];
@@ -132,7 +135,8 @@ struct queue *queue_new(size_t max_items)
 	struct queue *q = xcalloc(1, sizeof(*q));
 	size_t i;
 
-	q->heap = xcalloc(max_items ? max_items : 1, sizeof(*q->heap));
+	q->cap = max_items ? max_items : 1;
+	q->heap = xcalloc(q->cap, sizeof(*q->heap));
 	q->max_items = max_items;
 	for (i = 0; i < QUEUE_MAX_CLIENTS; i++)
 		q->weight[i] = 1;
@@ -147,6 +151,21 @@ void queue_free(struct queue *q)
 		return;
 	free(q->heap);
 	free(q);
+}
+
+void queue_set_max(struct queue *q, size_t max_items)
+{
+	if (max_items > q->cap) {
+		q->heap = xrealloc(q->heap, max_items * sizeof(*q->heap));
+		memset(q->heap + q->cap, 0, (max_items - q->cap) * sizeof(*q->heap));
+		q->cap = max_items;
+	}
+	q->max_items = max_items;
+}
+
+size_t queue_max(const struct queue *q)
+{
+	return q->max_items;
 }
 
 void queue_set_weight(struct queue *q, unsigned client, unsigned weight)

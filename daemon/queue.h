@@ -41,6 +41,15 @@ struct queue;
 /* max_items: the bound on queued items (push fails beyond it). */
 struct queue *queue_new(size_t max_items);
 void queue_free(struct queue *q);
+/*
+ * Change the bound (queue-max on reload). Raising it grows the heap;
+ * lowering it keeps every queued item (nothing is dropped) but refuses
+ * pushes, push_front included, until fewer than max_items are queued
+ * (0 refuses every push, as queue_new(0) does).
+ */
+void queue_set_max(struct queue *q, size_t max_items);
+/* The current bound. */
+size_t queue_max(const struct queue *q);
 /* Weight of a client, 1..1000. */
 void queue_set_weight(struct queue *q, unsigned client, unsigned weight);
 

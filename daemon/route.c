@@ -3,9 +3,13 @@
  *
  * Every caller-supplied string is checked here against a closed set of
  * characters and a length bound before any other module sees it; nothing
- * downstream needs to escape a PhoneNumber or a CustSpaceId.
- * Does not: decode percent-escapes (libmicrohttpd hands over decoded
- * values) or look at headers other than Cache-Control.
+ * downstream needs to escape a PhoneNumber or a CustSpaceId. Values come
+ * with their lengths: libmicrohttpd's C strings end at a decoded %00, and
+ * "abc%00xyz" read as "abc" would fetch another space's key.
+ * The path is decoded here (route_decode_path) from the raw request line,
+ * because libmicrohttpd's decoded `url` is cut at the first %00.
+ * Does not: decode query values (libmicrohttpd hands them over decoded,
+ * with their lengths) or look at headers other than Cache-Control.
  */
 #include "route.h"
 
@@ -22,10 +26,50 @@ static int fail(struct route_error *err, const char *code, const char *message)
 	return -EINVAL;
 }
 
-int route_parse_path(const char *path, enum route_kind *ret_kind, struct cams_key *ret_key,
-		     struct route_error *ret_err)
+static int hex_value(char c)
 {
-	struct span p = span_cstr(path), phone;
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+int route_decode_path(const char *raw, size_t raw_len, char *out, size_t out_size,
+		      size_t *ret_len)
+{
+	size_t i = 0, n = 0;
+
+	if (out_size == 0)
+		return -E2BIG;
+	while (i < raw_len) {
+		char c = raw[i];
+		int hi, lo;
+
+		if (c == '%' && raw_len - i >= 3 && (hi = hex_value(raw[i + 1])) >= 0 &&
+		    (lo = hex_value(raw[i + 2])) >= 0) {
+			c = (char)(hi * 16 + lo);
+			i += 3;
+		} else {
+			i++;
+		}
+		if (n + 1 >= out_size) {
+			out[n] = '\0';
+			return -E2BIG;
+		}
+		out[n++] = c;
+	}
+	out[n] = '\0';
+	*ret_len = n;
+	return 0;
+}
+
+int route_parse_path(const char *path, size_t len, enum route_kind *ret_kind,
+		     struct cams_key *ret_key, struct route_error *ret_err)
+{
+	struct span p = span_make(path, len), phone, rest;
 	size_t i;
 
 	if (span_eq(p, "/healthz")) {
@@ -43,14 +87,10 @@ int route_parse_path(const char *path, enum route_kind *ret_kind, struct cams_ke
 	*ret_kind = ROUTE_NOT_FOUND;
 	if (!span_starts_with(p, ROUTE_KEY_PREFIX))
 		return 0;
-	phone = span_make(p.p + strlen(ROUTE_KEY_PREFIX), p.len - strlen(ROUTE_KEY_PREFIX));
-	{
-		const char *slash = memchr(phone.p, '/', phone.len);
-
-		if (!slash || strcmp(slash, ROUTE_KEY_SUFFIX) != 0)
-			return 0;
-		phone.len = (size_t)(slash - phone.p);
-	}
+	rest = span_make(p.p + strlen(ROUTE_KEY_PREFIX), p.len - strlen(ROUTE_KEY_PREFIX));
+	/* The phone segment ends at the first '/'; what follows is the suffix, exactly. */
+	if (!span_split(rest, '/', &phone, &rest) || !span_eq(rest, ROUTE_KEY_SUFFIX + 1))
+		return 0;
 	*ret_kind = ROUTE_KEY;
 	if (phone.len < LIMIT_PHONE_MIN_DIGITS || phone.len > LIMIT_PHONE_MAX_DIGITS)
 		return fail(ret_err, "InvalidParameter.PhoneNumber",
@@ -58,11 +98,49 @@ int route_parse_path(const char *path, enum route_kind *ret_kind, struct cams_ke
 	for (i = 0; i < phone.len; i++) {
 		if (phone.p[i] < '0' || phone.p[i] > '9')
 			return fail(ret_err, "InvalidParameter.PhoneNumber",
-				    "PhoneNumber must contain digits only (no '+', spaces or dashes)");
+				    "PhoneNumber must contain digits only (no '+', spaces, dashes or NUL bytes)");
 	}
 	memset(ret_key, 0, sizeof(*ret_key));
 	span_copy(phone, ret_key->phone, sizeof(ret_key->phone));
 	return 0;
+}
+
+enum route_param route_key_param(const char *name, size_t len, struct route_error *ret_err)
+{
+	struct span n = span_make(name, len);
+	size_t i, shown;
+
+	if (span_eq(n, "CustSpaceId"))
+		return ROUTE_PARAM_CUST_SPACE_ID;
+	if (span_eq(n, "max_wait_ms"))
+		return ROUTE_PARAM_MAX_WAIT_MS;
+	if (!ret_err)
+		return ROUTE_PARAM_UNKNOWN;
+	/* Name it as sent, unprintable bytes shown as '?', cut to fit. */
+	{
+		char shown_name[48];
+
+		shown = len < sizeof(shown_name) - 1 ? len : sizeof(shown_name) - 1;
+		for (i = 0; i < shown; i++) {
+			unsigned char c = (unsigned char)name[i];
+
+			shown_name[i] = c >= 0x20 && c < 0x7f && c != '"' && c != '\\' ? (char)c : '?';
+		}
+		shown_name[shown] = '\0';
+		ret_err->code = "Proxy.UnknownParameter";
+		snprintf(ret_err->message, sizeof(ret_err->message),
+			 "unknown query parameter \"%s%s\"; this endpoint takes CustSpaceId and max_wait_ms (names are case-sensitive)",
+			 shown_name, shown < len ? "..." : "");
+	}
+	return ROUTE_PARAM_UNKNOWN;
+}
+
+int route_duplicate_param(enum route_param param, struct route_error *ret_err)
+{
+	if (param == ROUTE_PARAM_CUST_SPACE_ID)
+		return fail(ret_err, "InvalidParameter.CustSpaceId",
+			    "CustSpaceId is given more than once; a request names one space");
+	return fail(ret_err, "InvalidParameter.MaxWaitMs", "max_wait_ms is given more than once");
 }
 
 static bool safe_token_char(char c)
@@ -89,25 +167,27 @@ int route_set_cust_space_id(const char *value, size_t len, struct cams_key *key,
 	return 0;
 }
 
-int route_parse_max_wait_ms(const char *value, uint32_t *ret_ms, struct route_error *ret_err)
+int route_parse_max_wait_ms(const char *value, size_t len, uint32_t *ret_ms,
+			    struct route_error *ret_err)
 {
 	uint64_t v;
 
-	if (str_to_u64(value, 0, 600000, &v) < 0)
+	if (span_to_u64(span_make(value, len), 0, 600000, &v) < 0)
 		return fail(ret_err, "InvalidParameter.MaxWaitMs",
 			    "max_wait_ms must be a whole number of milliseconds from 0 to 600000");
 	*ret_ms = (uint32_t)v;
 	return 0;
 }
 
-void route_parse_cache_control(const char *value, struct route_cache_control *ret)
+void route_parse_cache_control(const char *value, size_t len, struct route_cache_control *ret)
 {
 	struct span rest, item;
 
 	memset(ret, 0, sizeof(*ret));
+	ret->max_age_s = -1;
 	if (!value)
 		return;
-	rest = span_cstr(value);
+	rest = span_make(value, len);
 	while (rest.len) {
 		struct span name, arg = span_make("", 0);
 
@@ -130,13 +210,23 @@ void route_parse_cache_control(const char *value, struct route_cache_control *re
 			/* "max-stale" alone accepts any staleness; "=0" none. */
 			if (arg.len && span_to_u64(arg, 0, UINT64_MAX, &v) == 0 && v == 0)
 				ret->no_stale = true;
-		} else if (span_eq_nocase(name, "no-store") || span_eq_nocase(name, "max-age")) {
+		} else if (span_eq_nocase(name, "max-age")) {
 			uint64_t v;
 
-			/* max-age=0 asks for a fresh answer: treat as no stale */
-			if (span_eq_nocase(name, "max-age") && arg.len &&
-			    span_to_u64(arg, 0, UINT64_MAX, &v) == 0 && v == 0)
-				ret->no_stale = true;
+			/*
+			 * RFC 9111 5.2.1.1: no stored answer older than N seconds.
+			 * The cache's lifetimes are at most a year; bigger N mean
+			 * the same as a year, so clamp rather than overflow.
+			 */
+			if (arg.len && span_to_u64(arg, 0, UINT64_MAX, &v) == 0) {
+				int64_t n = v > (uint64_t)INT32_MAX ? INT32_MAX : (int64_t)v;
+
+				if (ret->max_age_s < 0 || n < ret->max_age_s)
+					ret->max_age_s = n;
+				/* max-age=0 asks for a fresh answer: never stale */
+				if (n == 0)
+					ret->no_stale = true;
+			}
 		}
 	}
 }

@@ -1,6 +1,8 @@
 #!/bin/sh
 # Run every unit test binary and every end-to-end scenario; print one
-# closing line "N passed, N failed" and exit non-zero on any failure.
+# closing line "N passed, N failed, N skipped" and exit non-zero on any
+# failure. A test that reports "ok - name # SKIP reason" (TAP's directive:
+# the unit harness's SKIP(), camtest.skip()) counts as skipped, not passed.
 # Usage: BUILD=build tests/run-tests.sh [--unit-only] [FILTER]
 set -u
 BUILD=${BUILD:-build}
@@ -9,6 +11,7 @@ unit_only=0
 filter=${1:-}
 passed=0
 failed=0
+skipped=0
 failed_names=""
 logdir=$BUILD/test-logs
 rm -rf "$logdir/daemons"
@@ -23,18 +26,28 @@ for t in "$BUILD"/tests/test_*; do
 	case "$name" in *"$filter"*) ;; *) continue ;; esac
 	out=$("$t" 2>&1)
 	rc=$?
-	line=$(printf '%s\n' "$out" | grep -E '^# [0-9]+ passed, [0-9]+ failed$' | tail -n 1)
+	# "# N passed, N failed" (the fuzz replays) or "..., N skipped" (the harness)
+	line=$(printf '%s\n' "$out" | grep -E '^# [0-9]+ passed, [0-9]+ failed(, [0-9]+ skipped)?$' |
+		tail -n 1)
 	p=$(printf '%s' "$line" | sed -E 's/^# ([0-9]+) passed.*/\1/')
-	f=$(printf '%s' "$line" | sed -E 's/.* ([0-9]+) failed$/\1/')
+	f=$(printf '%s' "$line" | sed -E 's/.* ([0-9]+) failed.*/\1/')
+	s=$(printf '%s' "$line" | sed -nE 's/.* ([0-9]+) skipped$/\1/p')
+	[ -n "$s" ] || s=0
 	[ -n "$p" ] || { p=0; f=1; }
 	[ "$rc" != 0 ] && [ "$f" = 0 ] && f=1
 	passed=$((passed + p))
 	failed=$((failed + f))
+	skipped=$((skipped + s))
 	if [ "$f" != 0 ]; then
 		failed_names="$failed_names $name"
 		printf '%s\n' "$out" | grep -v '^ok - ' | sed "s/^/$name: /" | tee -a "$failures"
 	else
-		echo "unit $name: $p passed"
+		if [ "$s" != 0 ]; then
+			echo "unit $name: $p passed, $s skipped"
+			printf '%s\n' "$out" | grep -E '^ok - .* # SKIP' | sed "s/^/  $name: /"
+		else
+			echo "unit $name: $p passed"
+		fi
 	fi
 done
 
@@ -47,11 +60,13 @@ if [ "$unit_only" = 0 ]; then
 		BUILD="$BUILD" timeout 300 python3 "$t" >"$logdir/$name.log" 2>&1
 		rc=$?
 		secs=$(( $(date +%s) - start ))
-		p=$(grep -cE '^ok - ' "$logdir/$name.log")
+		s=$(grep -cE '^ok - .* # SKIP' "$logdir/$name.log")
+		p=$(( $(grep -cE '^ok - ' "$logdir/$name.log") - s ))
 		f=$(grep -cE '^not ok - ' "$logdir/$name.log")
 		[ "$rc" != 0 ] && [ "$f" = 0 ] && f=1
 		passed=$((passed + p))
 		failed=$((failed + f))
+		skipped=$((skipped + s))
 		if [ "$f" != 0 ]; then
 			failed_names="$failed_names $name"
 			{
@@ -72,11 +87,16 @@ if [ "$unit_only" = 0 ]; then
 				done
 			} | tee -a "$failures"
 		else
-			echo "e2e $name: $p passed (${secs}s)"
+			if [ "$s" != 0 ]; then
+				echo "e2e $name: $p passed, $s skipped (${secs}s)"
+				grep -E '^ok - .* # SKIP' "$logdir/$name.log" | sed "s/^/  $name: /"
+			else
+				echo "e2e $name: $p passed (${secs}s)"
+			fi
 		fi
 	done
 fi
 
 [ -n "$failed_names" ] && echo "failed:$failed_names"
-echo "$passed passed, $failed failed"
+echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" = 0 ] && [ "$passed" -gt 0 ]

@@ -195,4 +195,17 @@ def test_allow_remote_starts_and_warns():
     assert "listen_remote" not in d2.logs()
 
 
+def test_ipv4_mapped_loopback_is_loopback_for_config_and_listener_alike():
+    # issue #9.7: config.c took [::ffff:127.0.0.1] for loopback, http.c did not
+    # and warned listen_remote. One parser now answers for both.
+    sim = Sim()
+    port = free_port()
+    daemon = Daemon(sim.url, ["--listen", "[::ffff:127.0.0.1]:%d" % port], port=port)
+    assert daemon.get("/healthz")[0] == 200  # reached over 127.0.0.1
+    assert daemon.stop() == 0
+    assert "listen_remote" not in daemon.logs(), daemon.logs()
+    r = run(["--listen", "[::ffff:10.0.0.1]:%d" % port, "--check-config"])
+    assert r.returncode != 0 and "not a loopback address" in r.stderr, r.stderr
+
+
 camtest.main(globals())

@@ -125,9 +125,8 @@ def test_process_is_not_dumpable():
     # process of the same user is the control that shows the check can tell.
     setpriv = shutil.which("setpriv")
     if os.geteuid() != 0 or not setpriv:
-        print("# skip: needs root and setpriv to run processes as nobody (euid %d, setpriv %s)"
-              % (os.geteuid(), setpriv))
-        return
+        camtest.skip("needs root and setpriv to run processes as nobody (euid %d, setpriv %s)"
+                     % (os.geteuid(), setpriv))
     as_nobody = [setpriv, "--reuid=%d" % NOBODY, "--regid=%d" % NOBODY, "--clear-groups"]
     env = credentials_env()
 

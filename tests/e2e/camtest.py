@@ -4,8 +4,9 @@ answers, the daemon's /metrics and the simulator's /_sim/stats.
 
 Every process a test starts is stopped when the test ends (also on failure);
 every wait is bounded in time. A scenario file defines functions named
-test_* and ends with camtest.main(globals()); each prints "ok - name" or
-"not ok - name" (tests/run-tests.sh counts them).
+test_* and ends with camtest.main(globals()); each prints "ok - name",
+"not ok - name" or, when it called skip(reason), "ok - name # SKIP reason"
+(tests/run-tests.sh counts the three apart: a skip is never a pass).
 """
 
 import http.client
@@ -33,6 +34,15 @@ PHONE = "8613912345678"
 
 _cleanups = []
 _all_logs = []  # every log file this process's daemons wrote
+
+
+class Skipped(Exception):
+    """Raised by skip(): the test could not run here."""
+
+
+def skip(reason):
+    """End the current test as skipped (a missing tool, not root, ...)."""
+    raise Skipped(reason)
 
 
 def free_port():
@@ -337,14 +347,19 @@ def main(namespace):
             continue
         start = time.monotonic()
         ok = True
+        skipped = None
         try:
             fn()
+        except Skipped as e:
+            skipped = " ".join(str(e).split()) or "no reason given"
         except Exception:  # noqa: BLE001 - a failing test is reported, the rest go on
             ok = False
             traceback.print_exc(file=sys.stdout)
         if cleanup():
             ok = False  # a crash, a sanitizer report or a hung stop fails the test
-        if ok:
+        if ok and skipped:
+            print("ok - %s # SKIP %s" % (name, skipped), flush=True)
+        elif ok:
             print("ok - %s (%.1fs)" % (name, time.monotonic() - start), flush=True)
         else:
             failed += 1

@@ -4,7 +4,8 @@
  *
  * Input: PATH \0 CUST_SPACE_ID \0 MAX_WAIT_MS \0 CACHE_CONTROL, each part
  * optional. Besides the parts, the whole raw input (NUL bytes included) is
- * offered as a CustSpaceId, as a percent-decoded query value could be.
+ * offered as a CustSpaceId, as a percent-decoded query value could be, and
+ * as a raw path to percent-decode and route with its length.
  *
  * Invariants checked: a routed key path is exactly prefix, 5..20 digits,
  * suffix, and every such path is routed; a refused path is a key path with
@@ -45,14 +46,15 @@ static void check_error(const struct route_error *err, const char *code)
 	FUZZ_ASSERT(memchr(err->message, '\0', sizeof(err->message)) != NULL);
 }
 
-/* Is path PREFIX + 5..20 digits + SUFFIX? The phone's span if so. */
-static bool is_valid_key_path(const char *path, const char **ret_phone, size_t *ret_len)
+/* Is path (n bytes) PREFIX + 5..20 digits + SUFFIX? The phone's span if so. */
+static bool is_valid_key_path(const char *path, size_t n, const char **ret_phone,
+			      size_t *ret_len)
 {
-	size_t n = strlen(path), pre = strlen(ROUTE_KEY_PREFIX), suf = strlen(ROUTE_KEY_SUFFIX);
+	size_t pre = strlen(ROUTE_KEY_PREFIX), suf = strlen(ROUTE_KEY_SUFFIX);
 	size_t digits;
 
-	if (n < pre + suf || strncmp(path, ROUTE_KEY_PREFIX, pre) != 0 ||
-	    strcmp(path + n - suf, ROUTE_KEY_SUFFIX) != 0)
+	if (n < pre + suf || memcmp(path, ROUTE_KEY_PREFIX, pre) != 0 ||
+	    memcmp(path + n - suf, ROUTE_KEY_SUFFIX, suf) != 0)
 		return false;
 	digits = n - pre - suf;
 	if (digits < LIMIT_PHONE_MIN_DIGITS || digits > LIMIT_PHONE_MAX_DIGITS ||
@@ -63,18 +65,18 @@ static bool is_valid_key_path(const char *path, const char **ret_phone, size_t *
 	return true;
 }
 
-static void fuzz_path(const char *path)
+static void fuzz_path(const char *path, size_t n)
 {
 	struct cams_key key;
 	struct route_error err = { NULL, "" };
 	enum route_kind kind = ROUTE_NOT_FOUND;
 	const char *phone = NULL;
 	size_t phone_len = 0;
-	bool valid = is_valid_key_path(path, &phone, &phone_len);
+	bool valid = is_valid_key_path(path, n, &phone, &phone_len);
 	int r;
 
 	memset(&key, 'J', sizeof(key));
-	r = route_parse_path(path, &kind, &key, &err);
+	r = route_parse_path(path, n, &kind, &key, &err);
 	FUZZ_ASSERT(r == 0 || r == -EINVAL);
 	if (r == -EINVAL) {
 		FUZZ_ASSERT(kind == ROUTE_KEY);
@@ -90,13 +92,13 @@ static void fuzz_path(const char *path)
 		FUZZ_ASSERT(key.cust_space_id[0] == '\0');
 		break;
 	case ROUTE_HEALTHZ:
-		FUZZ_ASSERT(strcmp(path, "/healthz") == 0);
+		FUZZ_ASSERT(n == 8 && memcmp(path, "/healthz", 8) == 0);
 		break;
 	case ROUTE_READYZ:
-		FUZZ_ASSERT(strcmp(path, "/readyz") == 0);
+		FUZZ_ASSERT(n == 7 && memcmp(path, "/readyz", 7) == 0);
 		break;
 	case ROUTE_METRICS:
-		FUZZ_ASSERT(strcmp(path, "/metrics") == 0);
+		FUZZ_ASSERT(n == 8 && memcmp(path, "/metrics", 8) == 0);
 		break;
 	case ROUTE_NOT_FOUND:
 		FUZZ_ASSERT(!valid);
@@ -104,6 +106,28 @@ static void fuzz_path(const char *path)
 	default:
 		FUZZ_ASSERT(!"route_parse_path gave an unknown kind");
 	}
+}
+
+/*
+ * The raw path decoder: never longer than its input, identity without '%',
+ * NUL-terminated, and what it routes obeys fuzz_path's invariants (NUL
+ * bytes included: the decoded path is routed with its length).
+ */
+static void fuzz_decode(const char *raw, size_t len)
+{
+	char out[LIMIT_URI_MAX_BYTES + 1];
+	size_t n = SIZE_MAX;
+
+	if (route_decode_path(raw, len, out, sizeof(out), &n) < 0) {
+		FUZZ_ASSERT(len >= sizeof(out));
+		FUZZ_ASSERT(n == SIZE_MAX);
+		return;
+	}
+	FUZZ_ASSERT(n <= len);
+	FUZZ_ASSERT(out[n] == '\0');
+	if (!memchr(raw, '%', len))
+		FUZZ_ASSERT(n == len && memcmp(out, raw, len) == 0);
+	fuzz_path(out, n);
 }
 
 /* value is an exact-size copy (no NUL after it) so over-reads show. */
@@ -145,7 +169,7 @@ static void fuzz_max_wait(const char *text, size_t len)
 
 	for (size_t i = 0; digits && i < len && expect <= 600000; i++)
 		expect = expect * 10 + (uint64_t)(text[i] - '0');
-	r = route_parse_max_wait_ms(text, &ms, &err);
+	r = route_parse_max_wait_ms(text, len, &ms, &err);
 	if (r == 0) {
 		FUZZ_ASSERT(digits);
 		FUZZ_ASSERT(expect <= 600000);
@@ -163,7 +187,7 @@ static void fuzz_cache_control(const char *value)
 {
 	struct route_cache_control cc;
 
-	route_parse_cache_control(value, &cc);
+	route_parse_cache_control(value, strlen(value), &cc);
 	if (cc.no_cache)
 		FUZZ_ASSERT(strcasestr(value, "no-cache") != NULL);
 	if (cc.only_if_cached)
@@ -171,6 +195,10 @@ static void fuzz_cache_control(const char *value)
 	if (cc.no_stale)
 		FUZZ_ASSERT(strcasestr(value, "max-stale") != NULL ||
 			    strcasestr(value, "max-age") != NULL);
+	if (cc.max_age_s >= 0)
+		FUZZ_ASSERT(strcasestr(value, "max-age") != NULL && cc.max_age_s <= INT32_MAX);
+	else
+		FUZZ_ASSERT(cc.max_age_s == -1);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -179,7 +207,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct fuzz_parts fp;
 
 	fuzz_split(&fp, data, size);
-	fuzz_path(fp.part[0]);
+	fuzz_path(fp.part[0], fp.len[0]);
+	fuzz_decode((const char *)data, size);
 	if (fp.n > 1)
 		fuzz_cust_space_id(fp.part[1], fp.len[1]);
 	if (fp.n > 2)
@@ -188,8 +217,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		fuzz_cache_control(fp.part[3]);
 	fuzz_cust_space_id((const char *)data, size);
 
-	route_parse_cache_control(NULL, &cc);
-	FUZZ_ASSERT(!cc.no_cache && !cc.no_stale && !cc.only_if_cached);
+	route_parse_cache_control(NULL, 0, &cc);
+	FUZZ_ASSERT(!cc.no_cache && !cc.no_stale && !cc.only_if_cached && cc.max_age_s == -1);
 	fuzz_parts_free(&fp);
 	return 0;
 }

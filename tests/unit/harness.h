@@ -1,12 +1,15 @@
 /*
  * harness.h -- the unit-test harness: one file per module, tests named by
- * behaviour, a line per test, a closing "# N passed, N failed" line that
- * tests/run-tests.sh adds up.
+ * behaviour, a line per test, a closing "# N passed, N failed, N skipped"
+ * line that tests/run-tests.sh adds up.
  *
  *   TEST(empty_bucket_reports_wait_until_next_token) { CHECK(x == 1); }
  *   int main(void) { RUN(empty_bucket_reports_wait_until_next_token); return harness_done(); }
  *
- * CHECK records a failure and goes on; REQUIRE stops the test.
+ * CHECK records a failure and goes on; REQUIRE stops the test. SKIP(reason)
+ * ends a test that cannot run here (root, a missing tool): it reports
+ * "ok - name # SKIP reason" (TAP's directive) and counts as skipped, never
+ * as passed. A failure recorded before the SKIP still fails the test.
  * TEST_DATA_DIR is the tests/data directory (overridable by $TEST_DATA_DIR).
  */
 #ifndef CAMSKEYD_HARNESS_H
@@ -19,7 +22,9 @@
 #include <string.h>
 #include <time.h>
 
-static int harness_passed, harness_failed, harness_current_failed;
+static int harness_passed, harness_failed, harness_skipped, harness_current_failed;
+static int harness_current_skipped;
+static char harness_skip_reason[200];
 
 #define TEST(name) static void name(void)
 
@@ -53,13 +58,24 @@ static int harness_passed, harness_failed, harness_current_failed;
 		}                                                                      \
 	} while (0)
 
+#define SKIP(reason)                                                                   \
+	do {                                                                           \
+		snprintf(harness_skip_reason, sizeof(harness_skip_reason), "%s", (reason)); \
+		harness_current_skipped = 1;                                           \
+		return;                                                                \
+	} while (0)
+
 #define RUN(name)                                                                      \
 	do {                                                                           \
 		harness_current_failed = 0;                                            \
+		harness_current_skipped = 0;                                           \
 		name();                                                                \
 		if (harness_current_failed) {                                          \
 			harness_failed++;                                              \
 			printf("not ok - %s\n", #name);                               \
+		} else if (harness_current_skipped) {                                  \
+			harness_skipped++;                                             \
+			printf("ok - %s # SKIP %s\n", #name, harness_skip_reason);    \
 		} else {                                                               \
 			harness_passed++;                                              \
 			printf("ok - %s\n", #name);                                   \
@@ -69,7 +85,8 @@ static int harness_passed, harness_failed, harness_current_failed;
 
 static inline int harness_done(void)
 {
-	printf("# %d passed, %d failed\n", harness_passed, harness_failed);
+	printf("# %d passed, %d failed, %d skipped\n", harness_passed, harness_failed,
+	       harness_skipped);
 	return harness_failed ? 1 : 0;
 }
 

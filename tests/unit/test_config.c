@@ -877,6 +877,38 @@ TEST(example_configuration_parses_cleanly_when_uncommented)
 	free(example);
 }
 
+TEST(reload_keeps_running_values_of_restart_only_keys_and_names_them)
+{
+	struct config running, next;
+	struct buf err, names;
+
+	buf_init(&err, 4096);
+	buf_init(&names, 4096);
+	config_init(&running);
+	config_init(&next);
+	REQUIRE(config_parse_string(&running, "a.conf", "listen = 127.0.0.1:9001\nrate = 2\n", &err) == 0);
+	REQUIRE(config_parse_string(&next, "b.conf",
+				    "listen = 127.0.0.1:9002\nrate = 3\nthreads = 7\n"
+				    "signature = v1\nqueue-max = 5\n", &err) == 0);
+	CHECK(config_keep_restart_keys(&next, &running, &names) == 3);
+	CHECK_STR(buf_str(&names), "listen,threads,signature");
+	/* next now describes what runs: restart-only keys as running, the rest new */
+	CHECK_STR(next.listen, "127.0.0.1:9001");
+	CHECK(next.threads == running.threads);
+	CHECK(next.signature == CONFIG_SIGNATURE_V3);
+	CHECK(next.rate == 3.0);
+	CHECK(next.queue_max == 5);
+	/* the same file again (listen "put back" included) keeps nothing */
+	buf_reset(&names);
+	CHECK(config_keep_restart_keys(&next, &running, &names) == 0);
+	CHECK_STR(buf_str(&names), "");
+	CHECK(config_keep_restart_keys(&running, &running, NULL) == 0);
+	config_free(&running);
+	config_free(&next);
+	buf_free(&err);
+	buf_free(&names);
+}
+
 int main(void)
 {
 	snprintf(tmp_dir, sizeof(tmp_dir), "/tmp/camskeyd-test-config-XXXXXX");
@@ -915,6 +947,7 @@ int main(void)
 	RUN(config_can_be_reused_after_free);
 	RUN(every_key_is_documented_in_the_man_page_and_the_example);
 	RUN(example_configuration_parses_cleanly_when_uncommented);
+	RUN(reload_keeps_running_values_of_restart_only_keys_and_names_them);
 	{
 		char path[128];
 		const char *names[] = { "a.conf", "nul.conf", "bad.conf" };

@@ -254,6 +254,74 @@ TEST(full_queue_refuses_with_enospc)
 	queue_free(q);
 }
 
+TEST(raising_the_bound_grows_the_queue_and_keeps_the_order)
+{
+	struct queue *q = queue_new(2);
+	struct flight f[40];
+	struct flight *got;
+	int i;
+
+	for (i = 0; i < 40; i++)
+		flight_init(&f[i], i, (unsigned)(i % 3), QUEUE_FOREGROUND);
+	REQUIRE(queue_push(q, &f[0].item) == 0);
+	REQUIRE(queue_push(q, &f[1].item) == 0);
+	CHECK(queue_push(q, &f[2].item) == -ENOSPC);
+	queue_set_max(q, 40);
+	CHECK(queue_max(q) == 40);
+	for (i = 2; i < 40; i++)
+		REQUIRE(queue_push(q, &f[i].item) == 0);
+	CHECK(queue_len(q) == 40);
+	/* FIFO within a client survives the growth */
+	{
+		int last[3] = { -1, -1, -1 };
+
+		for (i = 0; i < 40; i++) {
+			got = pop_flight(q);
+			REQUIRE(got != NULL);
+			CHECK(got->id > last[got->id % 3]);
+			last[got->id % 3] = got->id;
+		}
+	}
+	CHECK(queue_pop(q) == NULL);
+	queue_free(q);
+}
+
+TEST(lowering_the_bound_keeps_queued_items_and_refuses_new_pushes)
+{
+	struct queue *q = queue_new(10);
+	struct flight f[12];
+	int i;
+
+	for (i = 0; i < 12; i++)
+		flight_init(&f[i], i, 0, QUEUE_FOREGROUND);
+	for (i = 0; i < 8; i++)
+		REQUIRE(queue_push(q, &f[i].item) == 0);
+	queue_set_max(q, 3);
+	CHECK(queue_max(q) == 3);
+	CHECK(queue_len(q) == 8);
+	CHECK(queue_push(q, &f[8].item) == -ENOSPC);
+	CHECK(queue_push_front(q, &f[8].item) == -ENOSPC);
+	/* every item queued before is still served, in order */
+	for (i = 0; i < 6; i++) {
+		struct flight *got = pop_flight(q);
+
+		REQUIRE(got != NULL);
+		CHECK(got->id == i);
+	}
+	/* two left, under the bound of 3: one push fits, the next does not */
+	CHECK(queue_push(q, &f[9].item) == 0);
+	CHECK(queue_push(q, &f[10].item) == -ENOSPC);
+	queue_set_max(q, 0);
+	CHECK(queue_push(q, &f[11].item) == -ENOSPC);
+	CHECK(queue_len(q) == 3);
+	/* raising again after lowering reuses the slots it kept */
+	queue_set_max(q, 12);
+	CHECK(queue_push(q, &f[10].item) == 0);
+	CHECK(queue_push(q, &f[11].item) == 0);
+	CHECK(queue_len(q) == 5);
+	queue_free(q);
+}
+
 TEST(remove_is_a_no_op_for_items_not_queued)
 {
 	struct queue *q = queue_new(8);
@@ -489,6 +557,8 @@ int main(void)
 	RUN(background_goes_only_when_no_foreground_waits);
 	RUN(push_front_puts_a_retry_next_in_its_class);
 	RUN(full_queue_refuses_with_enospc);
+	RUN(raising_the_bound_grows_the_queue_and_keeps_the_order);
+	RUN(lowering_the_bound_keeps_queued_items_and_refuses_new_pushes);
 	RUN(remove_is_a_no_op_for_items_not_queued);
 	RUN(random_operations_match_a_naive_model);
 	RUN(queue_ahead_counts_the_pops_before_an_item);
