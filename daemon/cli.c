@@ -294,7 +294,7 @@ int cli_main(const struct config *cfg, int argc, char **argv)
 			return usage();
 		if (open_cache(cfg, true, &c) < 0)
 			return 1;
-		rc = cache_get(c, &key, now, &e);
+		rc = cache_load(c, &key, now, &e);
 		if (rc == 1) {
 			char t1[32], t2[32];
 

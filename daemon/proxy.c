@@ -324,7 +324,9 @@ enum proxy_verdict proxy_lookup(struct proxy *p, struct proxy_request *req, int6
 	req->heap_index = SIZE_MAX;
 	req->submitted_us = now_us;
 
-	rc = cache_get(p->cache, &req->key, now_s, &e);
+	rc = cache_lookup(p->cache, &req->key, now_s, &e);
+	if (rc == 0)
+		rc = cache_load(p->cache, &req->key, now_s, &e); /* for now: disk on this thread */
 	if (rc < 0)
 		metrics_count(METRICS_CACHE_ERRORS);
 	if (rc == 1) {
@@ -425,7 +427,7 @@ static void handle_submit(struct proxy *p, struct proxy_request *req, int64_t no
 			struct cache_entry *e;
 			int64_t now_s = clock_wall_s();
 
-			if (cache_get(p->cache, &req->key, now_s, &e) == 1) {
+			if (cache_lookup(p->cache, &req->key, now_s, &e) == 1) {
 				if (cache_entry_freshness(e, now_s, 0, 0) == CACHE_FRESH) {
 					char status[96];
 
@@ -495,7 +497,7 @@ static void handle_refresh(struct proxy *p, const struct cams_key *key, int64_t 
 	if (f)
 		return;
 	/* A refresh that finished since this one was asked for makes it moot. */
-	if (cache_get(p->cache, key, now_s, &e) == 1) {
+	if (cache_lookup(p->cache, key, now_s, &e) == 1) {
 		bool moot = e->expires_at_s - now_s > (int64_t)p->settings.refresh_ahead_s;
 
 		cache_entry_unref(e);
@@ -656,19 +658,17 @@ static void store_and_answer(struct proxy *p, struct flight *f, struct envelope_
 	atomic_store(&e->last_used_s, now_s);
 
 	log_mask_phone(f->key.phone, masked, sizeof(masked));
-	if (cache_get(p->cache, &f->key, now_s, &old) == 1) {
-		if (old->kind == CACHE_KIND_KEY && strcmp(old->etag, e->etag) != 0) {
-			metrics_count(METRICS_KEY_ROTATIONS);
-			log_warn("key_rotated", "phone=%s cust_space_id=%s old_fingerprint=%s new_fingerprint=%s",
-				 masked, f->key.cust_space_id[0] ? f->key.cust_space_id : "-",
-				 old->etag, e->etag);
-		}
-		cache_entry_unref(old);
-	}
 	if (!valid)
 		log_info("key_status", "phone=%s status=%s ttl_s=%" PRIu64, masked, r->status, ttl);
-	if (cache_put(p->cache, e) < 0)
+	if (cache_put(p->cache, e, &old) < 0)
 		metrics_count(METRICS_CACHE_ERRORS);
+	if (old && old->kind == CACHE_KIND_KEY && strcmp(old->etag, e->etag) != 0) {
+		metrics_count(METRICS_KEY_ROTATIONS);
+		log_warn("key_rotated", "phone=%s cust_space_id=%s old_fingerprint=%s new_fingerprint=%s",
+			 masked, f->key.cust_space_id[0] ? f->key.cust_space_id : "-",
+			 old->etag, e->etag);
+	}
+	cache_entry_unref(old);
 	flight_succeed(p, f, e, f->background ? "fwd=stale; stored" : "fwd=miss; stored",
 		       METRICS_RESULT_MISS);
 	cache_entry_unref(e);
@@ -692,7 +692,7 @@ static void store_negative(struct proxy *p, struct flight *f, struct envelope_re
 	e->fetched_at_s = now_s;
 	e->expires_at_s = now_s + (int64_t)p->settings.negative_ttl_s;
 	atomic_store(&e->last_used_s, now_s);
-	if (p->settings.negative_ttl_s > 0 && cache_put(p->cache, e) < 0)
+	if (p->settings.negative_ttl_s > 0 && cache_put(p->cache, e, NULL) < 0)
 		metrics_count(METRICS_CACHE_ERRORS);
 	flight_succeed(p, f, e, p->settings.negative_ttl_s > 0 ? "fwd=miss; stored" : "fwd=miss",
 		       METRICS_RESULT_NEGATIVE);
