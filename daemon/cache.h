@@ -1,23 +1,31 @@
 /*
- * cache.h -- the persistent key cache: SQLite (WAL) on disk, with an
- * in-memory layer of recently used entries in front of it for the hit path.
+ * cache.h -- the persistent key cache: a SQLite store on disk
+ * (cache_store.c) with a memory layer of recently used entries in front of
+ * it (cache_mem.c). This is the only interface callers use; the two layers
+ * are its implementation.
  *
  * An entry is immutable once published and reference-counted: a hit takes a
  * reference under one shard's mutex (no global lock), serves the entry's
  * pre-rendered body, and drops the reference when the response is freed.
- * cache_put() replaces an entry by publishing a new one. Freshness is judged
- * by the caller with cache_entry_freshness(), with the time as an argument.
+ * Freshness is judged by the caller with cache_entry_freshness(), with the
+ * time as an argument.
  *
- * Schema (one table, see docs/DESIGN.md): keys(cust_space_id, phone,
- * kind, http_status, status, code, etag, request_id, pem, body,
- * fetched_at, expires_at, last_used_at), primary key (cust_space_id, phone).
- * Recency (for the least-recently-used bound) is kept in memory on hits and
- * flushed by cache_maintain(), so a hit never writes to the database.
+ * The rules the API keeps:
+ *  - The hit path never touches SQLite: cache_lookup() is memory only.
+ *  - A miss costs one read on its way in (cache_load()) and one write
+ *    transaction on its way out (cache_put()); cache_put() says what it
+ *    replaced, so nobody reads before a put.
+ *  - Publish after commit: memory never shows what disk does not have.
+ *    A put or delete changes memory only after its transaction commits,
+ *    and writes reach memory in commit order.
+ *  - Recency (for the max_entries bound) is recorded in memory on hits and
+ *    flushed by cache_maintain(), so a hit never writes to the database.
  *
- * Logs: SQLite errors, once, with sqlite3_errmsg, where they happen.
- * Threads: cache_get() from any thread (each thread opens its own read
- * connection on first use); writes are serialised inside on one writer
- * connection.
+ * Logs: SQLite errors, once, with sqlite3_errmsg, where they happen (in
+ * cache_store.c); the memory layer never logs.
+ * Threads: cache_lookup() and cache_load() from any thread (cache_load() may
+ * block on disk: see there); writes (put, delete, maintain) from any thread,
+ * serialised inside. cache_open()/cache_close() with no other user.
  */
 #ifndef CAMSKEYD_CACHE_H
 #define CAMSKEYD_CACHE_H
@@ -84,28 +92,66 @@ struct cache;
 
 /*
  * Open (creating the file and schema if needed), set WAL, synchronous=NORMAL,
- * busy_timeout. 0 or -EIO with the reason in errbuf.
+ * busy_timeout. 0 or -EIO with the reason in errbuf. Logs nothing (the
+ * caller prints errbuf).
  */
 int cache_open(const struct cache_options *opt, struct cache **ret, char *errbuf,
 	       size_t errbuf_size);
-/* Flush recency, close every connection. NULL ok. */
+/* Flush recency, close every connection. NULL ok. No other thread may use c. */
 void cache_close(struct cache *c);
 
 /*
- * Find key. 1 found (*ret_entry holds a reference, expired or not), 0 not
- * found, -EIO on a database error. Records the use at now_s.
+ * The hit path: look key up in memory only, never in SQLite. 1 found
+ * (*ret_entry holds a reference, expired or not; the use is recorded at
+ * now_s), 0 not in memory (it may still be on disk: cache_load()).
+ * Never fails, never logs, never blocks on I/O; takes one shard mutex.
+ * Any thread.
  */
-int cache_get(struct cache *c, const struct cams_key *key, int64_t now_s,
-	      struct cache_entry **ret_entry);
+int cache_lookup(struct cache *c, const struct cams_key *key, int64_t now_s,
+		 struct cache_entry **ret_entry);
 
 /*
- * Store e (the cache takes its own reference), replacing any entry for the
- * key, in one transaction; then evict beyond max_entries. 0 or -EIO.
+ * The one read a miss makes on its way in: memory, then on a memory miss
+ * the SQLite store, promoting the row into memory (unless a write for the
+ * same shard raced with the read; the row read is returned anyway).
+ * 1 found (*ret_entry holds a reference, expired or not; the use is
+ * recorded at now_s), 0 absent, -EIO (logged).
+ * May block on disk (a page read, or up to the 5 s busy_timeout while a
+ * checkpoint or another process holds a lock): call it from a thread that
+ * may wait -- an HTTP worker (for now), the engine, the CLI -- never from a
+ * thread that must not. Each calling thread gets its own read connection on
+ * first use, kept until the thread exits or cache_close().
  */
-int cache_put(struct cache *c, struct cache_entry *e);
+int cache_load(struct cache *c, const struct cams_key *key, int64_t now_s,
+	       struct cache_entry **ret_entry);
 
-/* Remove the entry for key. 1 removed, 0 absent, -EIO. */
+/*
+ * Store e, replacing any entry for its key: one write transaction (upsert,
+ * then eviction beyond max_entries sparing e), then publish e in memory
+ * (the cache takes its own reference). Publish after commit: on -EIO
+ * nothing is published and the old entry stays visible.
+ * ret_replaced may be NULL. Otherwise, on success, *ret_replaced gets a
+ * reference to the entry e replaced, or NULL if the key was new: the one
+ * in memory when there was one, else the row the same write transaction
+ * replaced (read inside it; no read before the put). On -EIO it is not
+ * touched. Returns 0 or -EIO (logged; also for a read-only cache).
+ * Any thread; writes are serialised.
+ */
+int cache_put(struct cache *c, struct cache_entry *e, struct cache_entry **ret_replaced);
+
+/* Remove the entry for key, on disk then in memory. 1 removed, 0 absent, -EIO (logged). */
 int cache_delete(struct cache *c, const struct cams_key *key);
+
+/*
+ * Bumped (atomically) each time what a key maps to changes: an entry
+ * published by cache_put(), a key deleted by cache_delete() or evicted by
+ * the max_entries bound. Entries moving into memory from disk or pushed out
+ * of memory do not change it (the key still maps to the same thing).
+ * Read it before cache_lookup()/cache_load(): if it is unchanged later,
+ * nothing was stored or removed since and the answer still holds.
+ * Any thread, never blocks.
+ */
+uint64_t cache_generation(const struct cache *c);
 
 /*
  * Entries on disk, as kept by this process (exact for its own writes;
@@ -113,10 +159,16 @@ int cache_delete(struct cache *c, const struct cams_key *key);
  */
 int cache_count(struct cache *c, uint64_t *ret_count);
 
-/* Flush recorded uses to disk and enforce max_entries. Call about once a second. */
+/*
+ * Flush recorded uses to disk and enforce max_entries (evicted keys leave
+ * memory too). Call about once a second. 0 or -EIO (logged); 0 when read-only.
+ */
 int cache_maintain(struct cache *c, int64_t now_s);
 
-/* Call fn for every entry on disk (by key order) until it returns non-zero. */
+/*
+ * Call fn for every entry on disk (by key order) until it returns non-zero.
+ * Reads disk only (this thread's read connection); 0 or -EIO (logged).
+ */
 int cache_foreach(struct cache *c, int (*fn)(const struct cache_entry *e, void *cls), void *cls);
 
 /*
@@ -124,12 +176,44 @@ int cache_foreach(struct cache *c, int (*fn)(const struct cache_entry *e, void *
  * stored and within the last window_s seconds, not yet expired, and
  * expiring within window_s. At most max_keys into ret_keys; returns how many.
  * Walks each shard's LRU list from the newest entry and stops at the first
- * one not used within the window, so idle keys cost nothing.
+ * one not used within the window, so idle keys cost nothing. Memory only.
  */
 size_t cache_refresh_candidates(struct cache *c, int64_t now_s, uint64_t window_s,
 				struct cams_key *ret_keys, size_t max_keys);
 
-/* PRAGMA integrity_check: 0 if "ok", -EIO otherwise. */
+/* PRAGMA integrity_check: 0 if "ok", -EIO (logged) otherwise. */
 int cache_integrity_check(struct cache *c);
+
+/*
+ * What the store did since open, counted in cache_store.c (relaxed
+ * atomics): for tests and for metrics. Any thread.
+ */
+struct cache_stats {
+	uint64_t store_reads;              /* point lookups on a read connection */
+	uint64_t store_scans;              /* cache_foreach() scans */
+	uint64_t store_write_transactions; /* BEGIN IMMEDIATE ... begun */
+	uint64_t store_statements;         /* statement executions, every connection */
+};
+
+void cache_stats(const struct cache *c, struct cache_stats *ret);
+
+/*
+ * Keys with a time, as the two layers hand them to each other through
+ * cache.c: uses to flush (memory → store), keys evicted (store → memory).
+ * Not for callers.
+ */
+struct cache_use {
+	struct cams_key key;
+	int64_t used_s;
+};
+
+struct cache_use_list {
+	struct cache_use *items;
+	size_t len, cap;
+};
+
+void cache_use_list_add(struct cache_use_list *l, const struct cams_key *key, int64_t used_s);
+/* Free the items; the list is empty and reusable afterwards. */
+void cache_use_list_free(struct cache_use_list *l);
 
 #endif

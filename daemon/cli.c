@@ -88,10 +88,10 @@ static int print_row(const struct cache_entry *e, void *cls)
 	char exp[32];
 	int64_t now = *(const int64_t *)cls;
 
-	printf("%-20s %-16s %-8s %-24s %-10s %s%s\n", e->key.phone,
+	printf("%-20s %-16s %-8s %-24s %-64s %s%s\n", e->key.phone,
 	       e->key.cust_space_id[0] ? e->key.cust_space_id : "-",
-	       e->kind == CACHE_KIND_KEY ? e->status : "negative",
-	       e->kind == CACHE_KIND_KEY ? e->code : e->code, e->etag[0] ? "" : "-",
+	       e->kind == CACHE_KIND_KEY ? e->status : "negative", e->code,
+	       e->etag[0] ? e->etag : "-",
 	       iso_time(e->expires_at_s, exp, sizeof(exp)), e->expires_at_s <= now ? " (expired)" : "");
 	return 0;
 }
@@ -275,8 +275,8 @@ int cli_main(const struct config *cfg, int argc, char **argv)
 	if (strcmp(argv[0], "list") == 0 && argc == 1) {
 		if (open_cache(cfg, true, &c) < 0)
 			return 1;
-		printf("%-20s %-16s %-8s %-24s %-10s %s\n", "PHONE", "CUSTSPACEID", "STATUS", "CODE",
-		       "", "EXPIRES");
+		printf("%-20s %-16s %-8s %-24s %-64s %s\n", "PHONE", "CUSTSPACEID", "STATUS", "CODE",
+		       "ETAG", "EXPIRES");
 		rc = cache_foreach(c, print_row, &now) < 0;
 	} else if (strcmp(argv[0], "stats") == 0 && argc == 1) {
 		struct stats s = { .now = now };
@@ -294,7 +294,7 @@ int cli_main(const struct config *cfg, int argc, char **argv)
 			return usage();
 		if (open_cache(cfg, true, &c) < 0)
 			return 1;
-		rc = cache_get(c, &key, now, &e);
+		rc = cache_load(c, &key, now, &e);
 		if (rc == 1) {
 			char t1[32], t2[32];
 

@@ -1,6 +1,7 @@
 /*
  * flight.c -- the flight table (see flight.h): a chained hash table keyed
- * by (CustSpaceId, PhoneNumber), with intrusive waiter lists.
+ * by (CustSpaceId, PhoneNumber) with cams_key_hash(), and intrusive waiter
+ * lists.
  */
 #include "flight.h"
 
@@ -15,27 +16,6 @@ struct flight_table {
 	size_t n_buckets;
 	size_t count;
 };
-
-uint64_t flight_key_hash(const struct cams_key *key)
-{
-	uint64_t h = 1469598103934665603ULL;
-	const char *parts[2] = { key->cust_space_id, key->phone };
-
-	for (int i = 0; i < 2; i++) {
-		for (const char *p = parts[i]; *p; p++) {
-			h ^= (unsigned char)*p;
-			h *= 1099511628211ULL;
-		}
-		h ^= '/';
-		h *= 1099511628211ULL;
-	}
-	return h;
-}
-
-bool flight_key_equal(const struct cams_key *a, const struct cams_key *b)
-{
-	return strcmp(a->phone, b->phone) == 0 && strcmp(a->cust_space_id, b->cust_space_id) == 0;
-}
 
 struct flight_table *flight_table_new(size_t buckets)
 {
@@ -57,10 +37,10 @@ void flight_table_free(struct flight_table *t)
 
 struct flight *flight_find(struct flight_table *t, const struct cams_key *key)
 {
-	struct flight *f = t->buckets[flight_key_hash(key) % t->n_buckets];
+	struct flight *f = t->buckets[cams_key_hash(key) % t->n_buckets];
 
 	for (; f; f = f->hash_next) {
-		if (flight_key_equal(&f->key, key))
+		if (cams_key_equal(&f->key, key))
 			return f;
 	}
 	return NULL;
@@ -68,7 +48,7 @@ struct flight *flight_find(struct flight_table *t, const struct cams_key *key)
 
 struct flight *flight_start(struct flight_table *t, const struct cams_key *key)
 {
-	size_t b = flight_key_hash(key) % t->n_buckets;
+	size_t b = cams_key_hash(key) % t->n_buckets;
 	struct flight *f = xcalloc(1, sizeof(*f));
 
 	assert(!flight_find(t, key));
@@ -83,7 +63,7 @@ struct flight *flight_start(struct flight_table *t, const struct cams_key *key)
 
 void flight_finish(struct flight_table *t, struct flight *f)
 {
-	struct flight **pp = &t->buckets[flight_key_hash(&f->key) % t->n_buckets];
+	struct flight **pp = &t->buckets[cams_key_hash(&f->key) % t->n_buckets];
 
 	assert(f->n_waiters == 0);
 	while (*pp && *pp != f)

@@ -64,8 +64,4 @@ void flight_leave(struct flight_waiter *w);
 /* The first waiter, or NULL. Pop-style iteration: leave it, then ask again. */
 struct flight_waiter *flight_first_waiter(struct flight *f);
 
-/* FNV-1a of the key, for tables. Pure. */
-uint64_t flight_key_hash(const struct cams_key *key);
-bool flight_key_equal(const struct cams_key *a, const struct cams_key *b);
-
 #endif

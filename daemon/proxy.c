@@ -102,35 +102,6 @@ struct proxy {
 	bool thread_started;
 };
 
-/*
- * TEMPORARY (until the two-layer cache lands): the new cache API over the
- * old one.
- */
-static atomic_ullong shim_generation;
-static uint64_t cache_generation_(const struct cache *c)
-{
-	(void)c;
-	return atomic_load(&shim_generation);
-}
-static int cache_lookup_(struct cache *c, const struct cams_key *key, int64_t now_s,
-			 struct cache_entry **ret)
-{
-	return cache_get(c, key, now_s, ret);
-}
-static int cache_put_(struct cache *c, struct cache_entry *e, struct cache_entry **ret_old)
-{
-	int rc;
-
-	if (ret_old && cache_get(c, &e->key, e->fetched_at_s, ret_old) != 1)
-		*ret_old = NULL;
-	rc = cache_put(c, e);
-	atomic_fetch_add(&shim_generation, 1);
-	return rc;
-}
-#define cache_generation cache_generation_
-#define cache_lookup cache_lookup_
-#define cache_put cache_put_
-
 static void settings_from_config(struct proxy_settings *s, const struct config *cfg)
 {
 	memset(s, 0, sizeof(*s));
@@ -184,7 +155,9 @@ enum proxy_verdict proxy_lookup(struct proxy *p, struct proxy_request *req, int6
 	req->call.submitted_us = now_us;
 	req->generation_seen = cache_generation(p->cache);
 
-	rc = cache_get(p->cache, &req->call.key, now_s, &e);
+	rc = cache_lookup(p->cache, &req->call.key, now_s, &e);
+	if (rc == 0)
+		rc = cache_load(p->cache, &req->call.key, now_s, &e); /* for now: disk on this thread */
 	if (rc < 0)
 		metrics_count(METRICS_CACHE_ERRORS);
 	if (rc == 1) {

@@ -294,6 +294,13 @@ def test_cli_lists_shows_purges_and_counts_beside_the_running_daemon():
     for p in phones:
         assert re.search(r"^%s\s.*VALID" % p, out, re.M), out
     assert re.search(r"^%s\s.*negative" % bad, out, re.M), out
+    # every column filled: the ETAG column holds the key's ETag ("-" for a negative entry)
+    lines = out.splitlines()
+    assert lines[0].split() == ["PHONE", "CUSTSPACEID", "STATUS", "CODE", "ETAG", "EXPIRES"], out
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    for p in phones:
+        assert rows[p][1:5] == ["-", "VALID", "OK", etags[p]], (p, out)
+    assert rows[bad][1:5] == ["-", "negative", "Product.Unsubscript", "-"], out
 
     rc, out, err = cli(d, "show", phones[0])
     assert rc == 0, (rc, out, err)

@@ -1,0 +1,428 @@
+/*
+ * cache_mem.c -- the cache's memory layer (see cache_mem.h).
+ *
+ * Owns: the shards, their nodes, and one reference per node to a published
+ * entry. A hit is: hash, lock one shard, find, take a reference, move to
+ * the LRU head, unlock, record the time in e->last_used_s -- no global
+ * lock, no allocation, no I/O.
+ *
+ * Invariants.
+ *  - A shard holds at most shard_cap nodes; the bucket array is sized once.
+ *  - Every publish and forget bumps the shard's generation under its mutex;
+ *    cache_mem_offer() keeps a row only if the generation it was read at is
+ *    still current, so an offer never reinstates what a write replaced.
+ *  - Entry references are dropped after the shard mutex is released (a
+ *    free never runs under a lock).
+ * Does not: touch SQLite, read a clock, log, or judge freshness.
+ * Threads: any; only one shard mutex is held at a time. Logs: never.
+ */
+#include "cache_mem.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mem.h"
+
+#define MEM_SHARD_BITS 6
+#define MEM_SHARDS (1u << MEM_SHARD_BITS)
+/* Hash buckets per shard: a power of two, at least the shard's capacity. */
+#define MEM_BUCKETS_MIN 4
+#define MEM_BUCKETS_MAX (1u << 20)
+/* Uses of entries pushed out of memory before a flush, kept per shard. */
+#define MEM_PENDING_MAX 256
+#define MEM_ALIGN 64
+
+struct mem_node {
+	struct mem_node *chain;         /* next in the hash bucket */
+	struct mem_node *newer, *older; /* LRU list */
+	uint64_t hash;
+	struct cache_entry *e;          /* one reference */
+	int64_t persisted_used_s;       /* last_used_at known to be on disk */
+};
+
+struct shard {
+	_Alignas(MEM_ALIGN) pthread_mutex_t mu;
+	struct mem_node **buckets;
+	size_t bucket_mask;
+	struct mem_node *newest, *oldest;
+	size_t count;
+	uint64_t gen;                   /* bumped by every publish/forget here */
+	struct cache_use *pending;      /* uses of nodes pushed out, MEM_PENDING_MAX */
+	size_t pending_len;
+};
+
+struct cache_mem {
+	struct shard *shards;           /* MEM_SHARDS, cache-line aligned */
+	size_t shard_cap;               /* nodes per shard, >= 1 */
+};
+
+static int64_t entry_used(const struct cache_entry *e)
+{
+	return (int64_t)atomic_load_explicit(&e->last_used_s, memory_order_relaxed);
+}
+
+static void entry_note_use(struct cache_entry *e, int64_t now_s)
+{
+	/* Racing hits may store in any order; recency is approximate anyway. */
+	if (now_s > entry_used(e))
+		atomic_store_explicit(&e->last_used_s, (long long)now_s, memory_order_relaxed);
+}
+
+static struct shard *shard_of(struct cache_mem *m, uint64_t hash)
+{
+	return &m->shards[hash >> (64 - MEM_SHARD_BITS)];
+}
+
+static struct mem_node *shard_find(struct shard *s, uint64_t hash, const struct cams_key *key)
+{
+	struct mem_node *n;
+
+	for (n = s->buckets[hash & s->bucket_mask]; n; n = n->chain)
+		if (n->hash == hash && cams_key_equal(&n->e->key, key))
+			return n;
+	return NULL;
+}
+
+static void lru_unlink(struct shard *s, struct mem_node *n)
+{
+	if (n->newer)
+		n->newer->older = n->older;
+	else
+		s->newest = n->older;
+	if (n->older)
+		n->older->newer = n->newer;
+	else
+		s->oldest = n->newer;
+	n->newer = n->older = NULL;
+}
+
+static void lru_push(struct shard *s, struct mem_node *n)
+{
+	n->newer = NULL;
+	n->older = s->newest;
+	if (s->newest)
+		s->newest->newer = n;
+	else
+		s->oldest = n;
+	s->newest = n;
+}
+
+static void lru_touch(struct shard *s, struct mem_node *n)
+{
+	if (s->newest == n)
+		return;
+	lru_unlink(s, n);
+	lru_push(s, n);
+}
+
+static void shard_link(struct shard *s, struct mem_node *n)
+{
+	struct mem_node **b = &s->buckets[n->hash & s->bucket_mask];
+
+	n->chain = *b;
+	*b = n;
+	lru_push(s, n);
+	s->count++;
+}
+
+/* Unlink n and free it; returns its entry's reference for the caller to drop. */
+static struct cache_entry *shard_unlink(struct shard *s, struct mem_node *n)
+{
+	struct mem_node **pp = &s->buckets[n->hash & s->bucket_mask];
+	struct cache_entry *e = n->e;
+
+	while (*pp != n)
+		pp = &(*pp)->chain;
+	*pp = n->chain;
+	lru_unlink(s, n);
+	s->count--;
+	free(n);
+	return e;
+}
+
+/* n leaves memory but stays on disk: keep its unflushed use, if there is room. */
+static void shard_remember_use(struct shard *s, const struct mem_node *n)
+{
+	int64_t used_s = entry_used(n->e);
+
+	if (used_s <= n->persisted_used_s || s->pending_len >= MEM_PENDING_MAX)
+		return;
+	if (!s->pending)
+		s->pending = xmalloc(MEM_PENDING_MAX * sizeof(*s->pending));
+	s->pending[s->pending_len].key = n->e->key;
+	s->pending[s->pending_len].used_s = used_s;
+	s->pending_len++;
+}
+
+/* Over capacity: push out the least recently used node; its entry is returned. */
+static struct cache_entry *shard_trim(struct cache_mem *m, struct shard *s)
+{
+	if (s->count <= m->shard_cap || !s->oldest)
+		return NULL;
+	shard_remember_use(s, s->oldest);
+	return shard_unlink(s, s->oldest);
+}
+
+struct cache_mem *cache_mem_new(uint64_t hot_entries)
+{
+	struct cache_mem *m = xcalloc(1, sizeof(*m));
+	size_t buckets = MEM_BUCKETS_MIN, i;
+
+	m->shard_cap = (size_t)(hot_entries / MEM_SHARDS);
+	if (m->shard_cap < 1)
+		m->shard_cap = 1;
+	while (buckets < m->shard_cap && buckets < MEM_BUCKETS_MAX)
+		buckets *= 2;
+	/* Shards sit on their own cache lines so their mutexes do not share one. */
+	m->shards = aligned_alloc(MEM_ALIGN, MEM_SHARDS * sizeof(*m->shards));
+	if (!m->shards) {
+		fprintf(stderr, "camskeyd: out of memory allocating cache shards\n");
+		abort();
+	}
+	memset(m->shards, 0, MEM_SHARDS * sizeof(*m->shards));
+	for (i = 0; i < MEM_SHARDS; i++) {
+		pthread_mutex_init(&m->shards[i].mu, NULL);
+		m->shards[i].buckets = xcalloc(buckets, sizeof(struct mem_node *));
+		m->shards[i].bucket_mask = buckets - 1;
+	}
+	return m;
+}
+
+void cache_mem_free(struct cache_mem *m)
+{
+	struct mem_node *n, *next;
+	size_t i, b;
+
+	if (!m)
+		return;
+	for (i = 0; i < MEM_SHARDS; i++) {
+		struct shard *s = &m->shards[i];
+
+		for (b = 0; b <= s->bucket_mask; b++) {
+			for (n = s->buckets[b]; n; n = next) {
+				next = n->chain;
+				cache_entry_unref(n->e);
+				free(n);
+			}
+		}
+		free(s->buckets);
+		free(s->pending);
+		pthread_mutex_destroy(&s->mu);
+	}
+	free(m->shards);
+	free(m);
+}
+
+int cache_mem_get(struct cache_mem *m, const struct cams_key *key, int64_t now_s,
+		  struct cache_entry **ret_entry, uint64_t *ret_gen)
+{
+	uint64_t hash = cams_key_hash(key), gen;
+	struct shard *s = shard_of(m, hash);
+	struct cache_entry *e = NULL;
+	struct mem_node *n;
+
+	pthread_mutex_lock(&s->mu);
+	n = shard_find(s, hash, key);
+	if (n) {
+		e = cache_entry_ref(n->e);
+		lru_touch(s, n);
+	}
+	gen = s->gen;
+	pthread_mutex_unlock(&s->mu);
+	if (ret_gen)
+		*ret_gen = gen;
+	if (!e)
+		return 0;
+	entry_note_use(e, now_s);
+	*ret_entry = e;
+	return 1;
+}
+
+struct cache_entry *cache_mem_peek(struct cache_mem *m, const struct cams_key *key)
+{
+	uint64_t hash = cams_key_hash(key);
+	struct shard *s = shard_of(m, hash);
+	struct cache_entry *e = NULL;
+	struct mem_node *n;
+
+	pthread_mutex_lock(&s->mu);
+	n = shard_find(s, hash, key);
+	if (n)
+		e = cache_entry_ref(n->e);
+	pthread_mutex_unlock(&s->mu);
+	return e;
+}
+
+void cache_mem_publish(struct cache_mem *m, struct cache_entry *e, int64_t persisted_used_s,
+		       struct cache_entry **ret_replaced)
+{
+	uint64_t hash = cams_key_hash(&e->key);
+	struct shard *s = shard_of(m, hash);
+	struct mem_node *fresh = xcalloc(1, sizeof(*fresh)), *n;
+	struct cache_entry *replaced = NULL, *pushed_out = NULL;
+
+	fresh->hash = hash;
+	fresh->e = cache_entry_ref(e);
+	fresh->persisted_used_s = persisted_used_s;
+	pthread_mutex_lock(&s->mu);
+	s->gen++;
+	n = shard_find(s, hash, &e->key);
+	if (n) {
+		replaced = n->e;
+		n->e = fresh->e;
+		n->persisted_used_s = persisted_used_s;
+		lru_touch(s, n);
+		free(fresh);
+	} else {
+		shard_link(s, fresh);
+		pushed_out = shard_trim(m, s);
+	}
+	pthread_mutex_unlock(&s->mu);
+	cache_entry_unref(pushed_out);
+	if (ret_replaced)
+		*ret_replaced = replaced;
+	else
+		cache_entry_unref(replaced);
+}
+
+struct cache_entry *cache_mem_offer(struct cache_mem *m, struct cache_entry *e, uint64_t gen,
+				    int64_t persisted_used_s)
+{
+	uint64_t hash = cams_key_hash(&e->key);
+	struct shard *s = shard_of(m, hash);
+	struct mem_node *fresh = xcalloc(1, sizeof(*fresh)), *n;
+	struct cache_entry *drop[2] = { NULL, NULL }, *result = e;
+
+	fresh->hash = hash;
+	fresh->persisted_used_s = persisted_used_s;
+	pthread_mutex_lock(&s->mu);
+	n = shard_find(s, hash, &e->key);
+	if (n && (s->gen != gen || n->e->fetched_at_s >= e->fetched_at_s)) {
+		/* Someone published first; theirs is at least as new. */
+		result = cache_entry_ref(n->e);
+		lru_touch(s, n);
+		drop[0] = e;
+	} else if (n) {
+		drop[0] = n->e;
+		entry_note_use(e, entry_used(n->e));
+		n->e = cache_entry_ref(e);
+		n->persisted_used_s = persisted_used_s;
+		lru_touch(s, n);
+	} else if (s->gen == gen) {
+		fresh->e = cache_entry_ref(e);
+		shard_link(s, fresh);
+		fresh = NULL;
+		drop[1] = shard_trim(m, s);
+	}
+	/* else: a write raced with the read; serve what was read, do not keep it. */
+	pthread_mutex_unlock(&s->mu);
+	free(fresh);
+	cache_entry_unref(drop[0]);
+	cache_entry_unref(drop[1]);
+	return result;
+}
+
+void cache_mem_forget(struct cache_mem *m, const struct cams_key *key)
+{
+	uint64_t hash = cams_key_hash(key);
+	struct shard *s = shard_of(m, hash);
+	struct cache_entry *drop = NULL;
+	struct mem_node *n;
+	size_t i;
+
+	pthread_mutex_lock(&s->mu);
+	s->gen++;
+	n = shard_find(s, hash, key);
+	if (n)
+		drop = shard_unlink(s, n);
+	/* A use noted for a row that is gone must not be flushed. */
+	for (i = 0; i < s->pending_len;) {
+		if (cams_key_equal(&s->pending[i].key, key))
+			s->pending[i] = s->pending[--s->pending_len];
+		else
+			i++;
+	}
+	pthread_mutex_unlock(&s->mu);
+	cache_entry_unref(drop);
+}
+
+void cache_mem_collect_uses(struct cache_mem *m, struct cache_use_list *uses)
+{
+	struct mem_node *n;
+	size_t i, j;
+
+	for (i = 0; i < MEM_SHARDS; i++) {
+		struct shard *s = &m->shards[i];
+
+		pthread_mutex_lock(&s->mu);
+		for (n = s->newest; n; n = n->older) {
+			int64_t used_s = entry_used(n->e);
+
+			if (used_s > n->persisted_used_s)
+				cache_use_list_add(uses, &n->e->key, used_s);
+		}
+		for (j = 0; j < s->pending_len; j++)
+			cache_use_list_add(uses, &s->pending[j].key, s->pending[j].used_s);
+		s->pending_len = 0;
+		pthread_mutex_unlock(&s->mu);
+	}
+}
+
+void cache_mem_mark_persisted(struct cache_mem *m, const struct cache_use_list *uses)
+{
+	size_t i;
+
+	for (i = 0; i < uses->len; i++) {
+		const struct cache_use *u = &uses->items[i];
+		uint64_t hash = cams_key_hash(&u->key);
+		struct shard *s = shard_of(m, hash);
+		struct mem_node *n;
+
+		pthread_mutex_lock(&s->mu);
+		n = shard_find(s, hash, &u->key);
+		if (n && n->persisted_used_s < u->used_s)
+			n->persisted_used_s = u->used_s;
+		pthread_mutex_unlock(&s->mu);
+	}
+}
+
+size_t cache_mem_refresh_candidates(struct cache_mem *m, int64_t now_s, uint64_t window_s,
+				    struct cams_key *ret_keys, size_t max_keys)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < MEM_SHARDS && n < max_keys; i++) {
+		struct shard *s = &m->shards[i];
+
+		pthread_mutex_lock(&s->mu);
+		/* Newest first: stop at the first entry not used within the window. */
+		for (struct mem_node *h = s->newest; h && n < max_keys; h = h->older) {
+			const struct cache_entry *e = h->e;
+			int64_t used = entry_used(e);
+
+			if (used < now_s - (int64_t)window_s)
+				break;
+			if (e->kind == CACHE_KIND_KEY && used > e->fetched_at_s &&
+			    e->expires_at_s > now_s && e->expires_at_s - now_s <= (int64_t)window_s)
+				ret_keys[n++] = e->key;
+		}
+		pthread_mutex_unlock(&s->mu);
+	}
+	return n;
+}
+
+size_t cache_mem_count(struct cache_mem *m)
+{
+	size_t total = 0;
+
+	for (size_t i = 0; i < MEM_SHARDS; i++) {
+		pthread_mutex_lock(&m->shards[i].mu);
+		total += m->shards[i].count;
+		pthread_mutex_unlock(&m->shards[i].mu);
+	}
+	return total;
+}

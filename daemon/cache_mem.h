@@ -1,0 +1,83 @@
+/*
+ * cache_mem.h -- the cache's memory layer: recently used entries, for the
+ * hit path. Pure memory: no SQLite, no I/O, no clock, never logs.
+ *
+ * 64 shards, each a hash table (cams_key_hash()) and an LRU list under its
+ * own mutex, together bounded by hot_entries. Each node holds one reference
+ * to an immutable, published struct cache_entry. Each shard has a
+ * generation bumped whenever a put or delete changes it, so a reader that
+ * found nothing, read the row elsewhere and offers it back can tell whether
+ * the key was written meanwhile (cache_mem_offer()).
+ *
+ * Recency: hits store the time in the entry; a node also knows the last
+ * use that is on disk (persisted_used_s); cache_mem_collect_uses() hands
+ * out the newer ones. A node pushed out of memory with an unflushed use
+ * leaves a small, bounded note in its shard so the use is not lost.
+ *
+ * Callers (cache.c) must call cache_mem_publish() and cache_mem_forget()
+ * in commit order (under their write lock); everything else is safe from
+ * any thread at any time.
+ * Threads: any; one shard mutex at a time, never held across a call out.
+ * Logs: never.
+ */
+#ifndef CAMSKEYD_CACHE_MEM_H
+#define CAMSKEYD_CACHE_MEM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cache.h"
+
+struct cache_mem;
+
+/* A memory layer holding at most about hot_entries (at least one per shard). */
+struct cache_mem *cache_mem_new(uint64_t hot_entries);
+/* Drop every node's reference and free. NULL ok. */
+void cache_mem_free(struct cache_mem *m);
+
+/*
+ * Find key: 1 found (*ret_entry gets a reference, the node moves to its
+ * LRU head, the use is recorded at now_s), 0 absent. Either way *ret_gen
+ * (may be NULL) gets the key's shard generation, for cache_mem_offer().
+ */
+int cache_mem_get(struct cache_mem *m, const struct cams_key *key, int64_t now_s,
+		  struct cache_entry **ret_entry, uint64_t *ret_gen);
+
+/* The entry for key with a reference, or NULL; records no use, moves nothing. */
+struct cache_entry *cache_mem_peek(struct cache_mem *m, const struct cams_key *key);
+
+/*
+ * Publish e (taking a reference) for its key, replacing any node; bumps
+ * the shard's generation. persisted_used_s: the last use on disk with it.
+ * *ret_replaced (may be NULL) gets the entry replaced in memory, with its
+ * reference, or NULL. May push the shard's least recently used node out.
+ */
+void cache_mem_publish(struct cache_mem *m, struct cache_entry *e, int64_t persisted_used_s,
+		       struct cache_entry **ret_replaced);
+
+/*
+ * A row read elsewhere (e, whose one reference is consumed) after
+ * cache_mem_get() missed at shard generation gen. Kept in memory unless
+ * the shard changed since (a write raced with the read) or memory already
+ * holds the key at least as recently fetched. Returns the entry to give the
+ * caller, with a reference: memory's if it holds a newer one, else e.
+ */
+struct cache_entry *cache_mem_offer(struct cache_mem *m, struct cache_entry *e, uint64_t gen,
+				    int64_t persisted_used_s);
+
+/* The key is gone (deleted or evicted on disk): drop it and its noted use; bumps the generation. */
+void cache_mem_forget(struct cache_mem *m, const struct cams_key *key);
+
+/* Append uses newer than what is on disk, and the notes of nodes pushed out (cleared). */
+void cache_mem_collect_uses(struct cache_mem *m, struct cache_use_list *uses);
+/* The uses were flushed: nodes still present now know them to be on disk. */
+void cache_mem_mark_persisted(struct cache_mem *m, const struct cache_use_list *uses);
+
+/* See cache_refresh_candidates() in cache.h. */
+size_t cache_mem_refresh_candidates(struct cache_mem *m, int64_t now_s, uint64_t window_s,
+				    struct cams_key *ret_keys, size_t max_keys);
+
+/* Nodes in memory now (all shards). */
+size_t cache_mem_count(struct cache_mem *m);
+
+#endif

@@ -1,0 +1,535 @@
+/*
+ * test_cache_store.c -- the cache's SQLite store on its own: opening and
+ * refusing files, the schema and its upgrade, the file mode, integrity,
+ * scans, what a put reads and writes inside its one transaction, the
+ * max_entries bound, and the counters.
+ *
+ * Each test works in its own directory made with mkdtemp under /tmp and
+ * removes it afterwards. No memory layer here: test_cache_mem.c has that,
+ * test_cache.c the API over both.
+ */
+#include "cache_store.h"
+
+#include <errno.h>
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cache_fixtures.h"
+#include "harness.h"
+
+static int open_store(const char *path, uint64_t max_entries, int read_only,
+		      struct cache_store **ret, char *errbuf, size_t errbuf_size)
+{
+	struct cache_store_options opt = {
+		.path = path,
+		.max_entries = max_entries,
+		.read_only = read_only,
+	};
+
+	return cache_store_open(&opt, ret, errbuf, errbuf_size);
+}
+
+/* A put as the cache makes it when it does not want the old row: 0 or -EIO. */
+static int store_put(struct cache_store *s, const struct cache_entry *e)
+{
+	return cache_store_put(s, e, e->fetched_at_s, NULL, NULL) < 0 ? -EIO : 0;
+}
+
+static int store_get(struct cache_store *s, const struct cams_key *key,
+		     struct cache_entry **ret_entry)
+{
+	int64_t last_used_s;
+
+	return cache_store_get(s, key, ret_entry, &last_used_s);
+}
+
+static uint64_t store_rows(struct cache_store *s)
+{
+	uint64_t n = 0;
+
+	cache_store_count(s, &n);
+	return n;
+}
+
+TEST(get_reads_one_row_and_counts_one_read)
+{
+	struct tmp t;
+	struct cache_store *c = NULL;
+	struct cache_entry *e, *got = NULL;
+	struct cams_key k = make_key(1), absent = make_key(2);
+	struct cache_stats st;
+	int64_t last_used_s = 0;
+	char err[256];
+
+	REQUIRE(tmp_make(&t) == 0);
+	REQUIRE(open_store(t.db, 100, 0, &c, err, sizeof(err)) == 0);
+	e = make_entry(1, 100, 60);
+	CHECK(cache_store_put(c, e, 150, NULL, NULL) == 0);
+	CHECK(cache_store_get(c, &absent, &got, &last_used_s) == 0);
+	CHECK(cache_store_get(c, &k, &got, &last_used_s) == 1);
+	CHECK(got && got != e && entries_equal(got, e));
+	CHECK(last_used_s == 150);
+	if (got)
+		CHECK(atomic_load(&got->last_used_s) == 150);
+	cache_entry_unref(got);
+	memset(&st, 0, sizeof(st));
+	cache_store_stats(c, &st);
+	CHECK(st.store_reads == 2);
+	CHECK(st.store_write_transactions == 1);
+	CHECK(st.store_scans == 0);
+	CHECK(st.store_statements >= 3);
+	cache_entry_unref(e);
+	cache_store_close(c);
+	tmp_remove(&t);
+}
+
+TEST(put_reads_the_row_it_replaces_inside_its_own_transaction)
+{
+	struct tmp t;
+	struct cache_store *c = NULL;
+	struct cache_entry *e1, *e2, *old = (struct cache_entry *)&old;
+	struct cache_stats st;
+	char err[256];
+
+	REQUIRE(tmp_make(&t) == 0);
+	REQUIRE(open_store(t.db, 100, 0, &c, err, sizeof(err)) == 0);
+	e1 = make_entry(3, 100, 60);
+	e2 = make_entry(3, 200, 60);
+	CHECK(cache_store_put(c, e1, 100, &old, NULL) == 0);
+	CHECK(old == NULL);
+	CHECK(cache_store_put(c, e2, 200, &old, NULL) == 1);
+	CHECK(old && old != e1 && entries_equal(old, e1));
+	cache_entry_unref(old);
+	/* Without ret_old the put only learns that a row was there. */
+	CHECK(cache_store_put(c, e2, 200, NULL, NULL) == 1);
+	memset(&st, 0, sizeof(st));
+	cache_store_stats(c, &st);
+	CHECK(st.store_write_transactions == 3);
+	CHECK(st.store_reads == 0);
+	CHECK(store_rows(c) == 1);
+	cache_entry_unref(e1);
+	cache_entry_unref(e2);
+	cache_store_close(c);
+	tmp_remove(&t);
+}
+
+TEST(a_failed_put_rolls_back_and_leaves_its_outputs_alone)
+{
+	struct tmp t;
+	struct cache_store *c = NULL;
+	struct cache_entry *e1, *e2, *got = NULL, *old = (struct cache_entry *)&old;
+	struct cache_use_list evicted = { 0 };
+	struct cams_key k = make_key(3);
+	sqlite3 *db = NULL;
+	char err[256];
+
+	REQUIRE(tmp_make(&t) == 0);
+	REQUIRE(open_store(t.db, 1, 0, &c, err, sizeof(err)) == 0);
+	e1 = make_entry(3, 100, 60);
+	e2 = make_entry(4, 200, 60);
+	CHECK(store_put(c, e1) == 0);
+	REQUIRE(sqlite3_open(t.db, &db) == SQLITE_OK);
+	CHECK(sqlite3_exec(db, "CREATE TRIGGER full BEFORE INSERT ON keys"
+			       " BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;",
+			   NULL, NULL, NULL) == SQLITE_OK);
+	sqlite3_close(db);
+	CHECK(cache_store_put(c, e2, 200, &old, &evicted) == -EIO);
+	CHECK(old == (struct cache_entry *)&old);
+	CHECK(evicted.len == 0);
+	CHECK(store_rows(c) == 1);
+	CHECK(store_get(c, &k, &got) == 1 && got && entries_equal(got, e1));
+	cache_entry_unref(got);
+	/* The writer is usable again: no transaction was left open. */
+	CHECK(cache_store_delete(c, &k) == 1);
+	CHECK(store_rows(c) == 0);
+	cache_entry_unref(e1);
+	cache_entry_unref(e2);
+	cache_store_close(c);
+	tmp_remove(&t);
+}
+
+static int evicted_has(const struct cache_use_list *l, int i)
+{
+	struct cams_key k = make_key(i);
+
+	for (size_t j = 0; j < l->len; j++)
+		if (cams_key_equal(&l->items[j].key, &k))
+			return 1;
+	return 0;
+}
+
+TEST(put_evicts_the_least_recently_used_beyond_max_entries_but_never_its_own_key)
+{
+	struct tmp t;
+	struct cache_store *c = NULL;
+	struct cache_use_list evicted = { 0 };
+	struct cache_entry *e;
+	char err[256];
+	int i;
+
+	REQUIRE(tmp_make(&t) == 0);
+	REQUIRE(open_store(t.db, 3, 0, &c, err, sizeof(err)) == 0);
+	for (i = 0; i < 3; i++) {
+		e = make_entry(i, 100, 60);
+		CHECK(cache_store_put(c, e, 100 + i, NULL, &evicted) == 0);
+		cache_entry_unref(e);
+	}
+	CHECK(evicted.len == 0);
+	/* Stored as the least recently used of all, yet spared: key 0 goes. */
+	e = make_entry(3, 100, 60);
+	CHECK(cache_store_put(c, e, 50, NULL, &evicted) == 0);
+	cache_entry_unref(e);
+	CHECK(evicted.len == 1 && evicted_has(&evicted, 0));
+	CHECK(store_rows(c) == 3);
+	cache_use_list_free(&evicted);
+	/* Replacing a key adds no row and evicts nothing. */
+	e = make_entry(1, 200, 60);
+	CHECK(cache_store_put(c, e, 200, NULL, &evicted) == 1);
+	cache_entry_unref(e);
+	CHECK(evicted.len == 0);
+	cache_store_close(c);
+	tmp_remove(&t);
+}
+
+TEST(maintain_flushes_uses_then_evicts_the_least_recently_used)
+{
+	struct tmp t;
+	struct cache_store *c = NULL;
+	struct cache_use_list uses = { 0 }, evicted = { 0 };
+	struct cache_entry *e;
+	struct cache_stats st;
+	char err[256];
+	int i;
+
+	REQUIRE(tmp_make(&t) == 0);
+	REQUIRE(open_store(t.db, 10, 0, &c, err, sizeof(err)) == 0);
+	for (i = 0; i < 5; i++) {
+		e = make_entry(i, 100, 60);
+		CHECK(store_put(c, e) == 0);
+		cache_entry_unref(e);
+	}
+	/* Nothing to flush, nothing over the bound: no transaction at all. */
+	memset(&st, 0, sizeof(st));
+	cache_store_stats(c, &st);
+	CHECK(cache_store_maintain(c, &uses, &evicted) == 0);
+	{
+		struct cache_stats after;
+
+		memset(&after, 0, sizeof(after));
+		cache_store_stats(c, &after);
+		CHECK(after.store_write_transactions == st.store_write_transactions);
+	}
+	/* Keys 3 and 4 were used later; a use older than the row's changes nothing. */
+	{
+		struct cams_key k3 = make_key(3), k4 = make_key(4), k0 = make_key(0);
+
+		cache_use_list_add(&uses, &k3, 300);
+		cache_use_list_add(&uses, &k4, 400);
+		cache_use_list_add(&uses, &k0, 50);
+	}
+	CHECK(cache_store_maintain(c, &uses, &evicted) == 0);
+	CHECK(evicted.len == 0);
+	cache_use_list_free(&uses);
+	cache_store_close(c);
+	REQUIRE(open_store(t.db, 2, 0, &c, err, sizeof(err)) == 0);
+	CHECK(cache_store_maintain(c, &uses, &evicted) == 0);
+	CHECK(evicted.len == 3);
+	CHECK(evicted_has(&evicted, 0) && evicted_has(&evicted, 1) && evicted_has(&evicted, 2));
+	CHECK(store_rows(c) == 2);
+	cache_use_list_free(&evicted);
+	cache_store_close(c);
+	tmp_remove(&t);
+}
+
+TEST(delete_reports_whether_a_row_was_there)
+{
+	struct tmp t;
+	struct cache_store *c = NULL;
+	struct cache_entry *e, *got = NULL;
+	struct cams_key k = make_key(9);
+	char err[256];
+
+	REQUIRE(tmp_make(&t) == 0);
+	REQUIRE(open_store(t.db, 10, 0, &c, err, sizeof(err)) == 0);
+	e = make_entry(9, 100, 60);
+	CHECK(store_put(c, e) == 0);
+	cache_entry_unref(e);
+	CHECK(cache_store_delete(c, &k) == 1);
+	CHECK(cache_store_delete(c, &k) == 0);
+	CHECK(store_get(c, &k, &got) == 0);
+	CHECK(store_rows(c) == 0);
+	cache_store_close(c);
+	tmp_remove(&t);
+}
+
+TEST(read_only_open_of_a_missing_or_tableless_file_fails)
+{
+	struct tmp t;
+	struct cache_store *c = NULL;
+	sqlite3 *db = NULL;
+	char err[256];
+
+	REQUIRE(tmp_make(&t) == 0);
+	err[0] = '\0';
+	CHECK(open_store(t.db, 100, 1, &c, err, sizeof(err)) == -EIO);
+	CHECK(strstr(err, t.db) != NULL);
+	CHECK(access(t.db, F_OK) != 0);
+	/* A valid SQLite file without our table. */
+	REQUIRE(sqlite3_open(t.db, &db) == SQLITE_OK);
+	CHECK(sqlite3_exec(db, "CREATE TABLE other (x)", NULL, NULL, NULL) == SQLITE_OK);
+	sqlite3_close(db);
+	err[0] = '\0';
+	CHECK(open_store(t.db, 100, 1, &c, err, sizeof(err)) == -EIO);
+	CHECK(strstr(err, "no keys table") != NULL);
+	tmp_remove(&t);
+}
+
+TEST(integrity_check_of_a_healthy_database_is_ok)
+{
+	struct tmp t;
+	struct cache_store *c = NULL;
+	struct cache_entry *e;
+	char err[256];
+	int i;
+
+	REQUIRE(tmp_make(&t) == 0);
+	REQUIRE(open_store(t.db, 100, 0, &c, err, sizeof(err)) == 0);
+	for (i = 0; i < 20; i++) {
+		e = i % 2 ? make_entry(i, 100, 60) : make_negative(i, 100, 60);
+		CHECK(store_put(c, e) == 0);
+		cache_entry_unref(e);
+	}
+	CHECK(cache_store_integrity_check(c) == 0);
+	cache_store_close(c);
+	tmp_remove(&t);
+}
+
+TEST(a_file_that_is_not_sqlite_fails_to_open_with_a_message)
+{
+	struct tmp t;
+	struct cache_store *c = NULL;
+	char err[256];
+	FILE *f;
+	int i;
+
+	REQUIRE(tmp_make(&t) == 0);
+	f = fopen(t.db, "w");
+	REQUIRE(f != NULL);
+	for (i = 0; i < 200; i++)
+		fputs("this is not a database, it is a text file\n", f);
+	fclose(f);
+	err[0] = '\0';
+	CHECK(open_store(t.db, 100, 0, &c, err, sizeof(err)) == -EIO);
+	CHECK(strstr(err, t.db) != NULL);
+	CHECK(strstr(err, "not a database") != NULL);
+	err[0] = '\0';
+	CHECK(open_store(t.db, 100, 1, &c, err, sizeof(err)) == -EIO);
+	CHECK(strstr(err, "not a database") != NULL);
+	tmp_remove(&t);
+}
+
+TEST(a_newer_schema_version_is_refused)
+{
+	struct tmp t;
+	struct cache_store *c = NULL;
+	sqlite3 *db = NULL;
+	char err[256];
+
+	REQUIRE(tmp_make(&t) == 0);
+	REQUIRE(sqlite3_open(t.db, &db) == SQLITE_OK);
+	CHECK(sqlite3_exec(db, "PRAGMA user_version = 3", NULL, NULL, NULL) == SQLITE_OK);
+	sqlite3_close(db);
+	err[0] = '\0';
+	CHECK(open_store(t.db, 100, 0, &c, err, sizeof(err)) == -EIO);
+	CHECK(strstr(err, "newer") != NULL);
+	tmp_remove(&t);
+}
+
+TEST(a_version_1_database_is_upgraded_with_its_entries)
+{
+	struct tmp t;
+	struct cache_store *c = NULL;
+	struct cache_entry *e = NULL;
+	struct cams_key key;
+	sqlite3 *db = NULL;
+	char err[256];
+	int64_t version = 0;
+	sqlite3_stmt *st;
+
+	REQUIRE(tmp_make(&t) == 0);
+	REQUIRE(sqlite3_open(t.db, &db) == SQLITE_OK);
+	/* the version 1 layout, as 0.1 created it */
+	REQUIRE(sqlite3_exec(db,
+			     "CREATE TABLE keys (cust_space_id TEXT NOT NULL, phone TEXT NOT NULL,"
+			     " kind INTEGER NOT NULL, http_status INTEGER NOT NULL,"
+			     " status TEXT NOT NULL, code TEXT NOT NULL, etag TEXT NOT NULL,"
+			     " request_id TEXT NOT NULL, pem TEXT, body BLOB NOT NULL,"
+			     " fetched_at INTEGER NOT NULL, expires_at INTEGER NOT NULL,"
+			     " last_used_at INTEGER NOT NULL,"
+			     " PRIMARY KEY (cust_space_id, phone)) WITHOUT ROWID;"
+			     "CREATE INDEX keys_last_used_at ON keys (last_used_at);"
+			     "INSERT INTO keys VALUES ('', '8613912345678', 0, 200, 'VALID', 'OK',"
+			     " 'ab', 'R1', 'PEM', '{}', 100, 200, 150);"
+			     "PRAGMA user_version = 1;",
+			     NULL, NULL, NULL) == SQLITE_OK);
+	sqlite3_close(db);
+	REQUIRE(open_store(t.db, 100, 0, &c, err, sizeof(err)) == 0);
+	memset(&key, 0, sizeof(key));
+	memcpy(key.phone, "8613912345678", 14);
+	REQUIRE(store_get(c, &key, &e) == 1);
+	CHECK_STR(e->request_id, "R1");
+	CHECK(e->expires_at_s == 200);
+	cache_entry_unref(e);
+	cache_store_close(c);
+	REQUIRE(sqlite3_open(t.db, &db) == SQLITE_OK);
+	REQUIRE(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK);
+	if (sqlite3_step(st) == SQLITE_ROW)
+		version = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	CHECK(version == 2);
+	tmp_remove(&t);
+}
+
+TEST(a_missing_directory_fails_to_open_with_a_message)
+{
+	struct tmp t;
+	struct cache_store *c = NULL;
+	char path[256], err[256];
+
+	REQUIRE(tmp_make(&t) == 0);
+	snprintf(path, sizeof(path), "%s/no/such/dir/cache.db", t.dir);
+	err[0] = '\0';
+	CHECK(open_store(path, 100, 0, &c, err, sizeof(err)) == -EIO);
+	CHECK(strstr(err, "cannot open") != NULL);
+	CHECK(strstr(err, path) != NULL);
+	tmp_remove(&t);
+}
+
+TEST(the_database_file_is_created_mode_0600)
+{
+	struct tmp t;
+	struct cache_store *c = NULL;
+	struct cache_entry *e;
+	struct stat st;
+	char err[256];
+	mode_t old = umask(0);
+
+	REQUIRE(tmp_make(&t) == 0);
+	CHECK(open_store(t.db, 100, 0, &c, err, sizeof(err)) == 0);
+	umask(old);
+	REQUIRE(c != NULL);
+	e = make_entry(1, 1, 1);
+	CHECK(store_put(c, e) == 0);
+	cache_entry_unref(e);
+	CHECK(stat(t.db, &st) == 0 && (st.st_mode & 07777) == 0600);
+	cache_store_close(c);
+	tmp_remove(&t);
+}
+
+TEST(an_unwritable_database_makes_put_fail_without_crashing)
+{
+	struct tmp t;
+	struct cache_store *c = NULL;
+	struct cache_entry *e;
+	char err[256];
+	int rc;
+
+	if (geteuid() == 0) {
+		/* Root writes through any mode; the locked and read-only tests cover it. */
+		SKIP("root writes through file modes; needs a non-root user");
+	}
+	REQUIRE(tmp_make(&t) == 0);
+	REQUIRE(open_store(t.db, 100, 0, &c, err, sizeof(err)) == 0);
+	e = make_entry(1, 100, 60);
+	CHECK(store_put(c, e) == 0);
+	cache_store_close(c);
+	CHECK(chmod(t.db, 0400) == 0);
+	CHECK(chmod(t.dir, 0500) == 0);
+	rc = open_store(t.db, 100, 0, &c, err, sizeof(err));
+	/* Either SQLite cannot even open it (no -shm can be made) or writes fail. */
+	if (rc == 0) {
+		printf("# unwritable database opened; put must fail\n");
+		CHECK(store_put(c, e) == -EIO);
+		cache_store_close(c);
+	} else {
+		printf("# unwritable database refused at open: %s\n", err);
+		CHECK(rc == -EIO && strstr(err, t.db) != NULL);
+	}
+	cache_entry_unref(e);
+	chmod(t.dir, 0700);
+	chmod(t.db, 0600);
+	tmp_remove(&t);
+}
+
+struct visit {
+	char phones[16][LIMIT_PHONE_MAX_DIGITS + 1];
+	int n, stop_after;
+};
+
+static int visit_one(const struct cache_entry *e, void *cls)
+{
+	struct visit *v = cls;
+
+	if (v->n < 16)
+		snprintf(v->phones[v->n], sizeof(v->phones[0]), "%s", e->key.phone);
+	v->n++;
+	return v->stop_after && v->n >= v->stop_after;
+}
+
+TEST(foreach_visits_every_entry_in_key_order_until_told_to_stop)
+{
+	struct tmp t;
+	struct cache_store *c = NULL;
+	struct cache_entry *e;
+	struct visit v;
+	char err[256];
+	int i;
+
+	REQUIRE(tmp_make(&t) == 0);
+	REQUIRE(open_store(t.db, 100, 0, &c, err, sizeof(err)) == 0);
+	/* Stored out of order, all with the same CustSpaceId "". */
+	for (i = 12; i >= 0; i -= 3) {
+		e = make_entry(i, 100, 60);
+		CHECK(store_put(c, e) == 0);
+		cache_entry_unref(e);
+	}
+	memset(&v, 0, sizeof(v));
+	CHECK(cache_store_foreach(c, visit_one, &v) == 0);
+	CHECK(v.n == 5);
+	CHECK_STR(v.phones[0], "8613000000000");
+	CHECK_STR(v.phones[1], "8613000000003");
+	CHECK_STR(v.phones[4], "8613000000012");
+	memset(&v, 0, sizeof(v));
+	v.stop_after = 2;
+	CHECK(cache_store_foreach(c, visit_one, &v) == 0);
+	CHECK(v.n == 2);
+	cache_store_close(c);
+	tmp_remove(&t);
+}
+
+int main(void)
+{
+	RUN(get_reads_one_row_and_counts_one_read);
+	RUN(put_reads_the_row_it_replaces_inside_its_own_transaction);
+	RUN(a_failed_put_rolls_back_and_leaves_its_outputs_alone);
+	RUN(put_evicts_the_least_recently_used_beyond_max_entries_but_never_its_own_key);
+	RUN(maintain_flushes_uses_then_evicts_the_least_recently_used);
+	RUN(delete_reports_whether_a_row_was_there);
+	RUN(read_only_open_of_a_missing_or_tableless_file_fails);
+	RUN(integrity_check_of_a_healthy_database_is_ok);
+	RUN(a_file_that_is_not_sqlite_fails_to_open_with_a_message);
+	RUN(a_newer_schema_version_is_refused);
+	RUN(a_version_1_database_is_upgraded_with_its_entries);
+	RUN(a_missing_directory_fails_to_open_with_a_message);
+	RUN(the_database_file_is_created_mode_0600);
+	RUN(an_unwritable_database_makes_put_fail_without_crashing);
+	RUN(foreach_visits_every_entry_in_key_order_until_told_to_stop);
+	return harness_done();
+}
