@@ -38,6 +38,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include "hex.h"
 #include "mem.h"
 
 static bool is_space(char c)
@@ -89,7 +90,6 @@ static bool status_valid(const char *s)
 
 int envelope_pem_fingerprint(const char *pem, size_t len, char ret_hex[LIMIT_SHA256_HEX])
 {
-	static const char digits[] = "0123456789abcdef";
 	static const char begin[] = "-----BEGIN PUBLIC KEY-----";
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned int md_len = 0;
@@ -99,7 +99,6 @@ int envelope_pem_fingerprint(const char *pem, size_t len, char ret_hex[LIMIT_SHA
 	size_t skip = 0;
 	char rest[64];
 	int der_len, n, r = -EBADMSG;
-	unsigned i;
 
 	if (!pem || len == 0 || len > LIMIT_PEM_MAX_BYTES)
 		return -EBADMSG;
@@ -129,11 +128,7 @@ int envelope_pem_fingerprint(const char *pem, size_t len, char ret_hex[LIMIT_SHA
 		goto out_free_key;
 	if (!EVP_Digest(der, (size_t)der_len, md, &md_len, EVP_sha256(), NULL) || md_len != 32)
 		goto out_free_der;
-	for (i = 0; i < md_len; i++) {
-		ret_hex[2 * i] = digits[md[i] >> 4];
-		ret_hex[2 * i + 1] = digits[md[i] & 15];
-	}
-	ret_hex[2 * md_len] = '\0';
+	hex_encode_lower(md, md_len, ret_hex);
 	r = 0;
 out_free_der:
 	OPENSSL_free(der);
@@ -256,7 +251,6 @@ void envelope_reply_free(struct envelope_reply *r)
 
 void envelope_json_string(struct buf *out, const char *s)
 {
-	static const char digits[] = "0123456789abcdef";
 	const char *run;
 
 	buf_addc(out, '"');
@@ -286,9 +280,10 @@ void envelope_json_string(struct buf *out, const char *s)
 		if (esc) {
 			buf_adds(out, esc);
 		} else {
-			char u[6] = { '\\', 'u', '0', '0', digits[c >> 4], digits[c & 15] };
+			char u[7] = { '\\', 'u', '0', '0' };
 
-			buf_add(out, u, sizeof(u));
+			hex_encode_lower(&c, 1, u + 4);
+			buf_add(out, u, 6);
 		}
 	}
 	buf_add(out, run, (size_t)(s - run));

@@ -23,7 +23,6 @@
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -38,6 +37,7 @@
 
 #include "clock.h"
 #include "envelope.h"
+#include "hex.h"
 #include "log.h"
 #include "mem.h"
 #include "metrics.h"
@@ -103,20 +103,6 @@ struct http_request {
 	char client_name[LIMIT_CLIENT_NAME_MAX + 1];
 	char if_none_match[80];
 };
-
-static void sha256_hex(const char *s, size_t len, char out[65])
-{
-	unsigned char md[32];
-	unsigned int md_len = 0;
-	static const char digits[] = "0123456789abcdef";
-
-	EVP_Digest(s, len, md, &md_len, EVP_sha256(), NULL);
-	for (unsigned i = 0; i < 32; i++) {
-		out[2 * i] = digits[md[i] >> 4];
-		out[2 * i + 1] = digits[md[i] & 15];
-	}
-	out[64] = '\0';
-}
 
 /* ---- responses ----------------------------------------------------------------- */
 
@@ -262,11 +248,11 @@ static int identify(struct http_request *hr, const struct http_snapshot *s)
 	const char *id;
 
 	if (auth && strncasecmp(auth, "Bearer ", 7) == 0) {
-		char digest[65];
+		char digest[LIMIT_SHA256_HEX] = ""; /* stays all zeros, matching nothing, if hashing fails */
 		const char *token = auth + 7;
 		int found = -1;
 
-		sha256_hex(token, strlen(token), digest);
+		(void)hex_sha256(token, strlen(token), digest);
 		/* Compare with every client so timing does not tell which one matched. */
 		for (unsigned i = 0; i < s->n_clients; i++) {
 			if (s->clients[i].token_sha256[0] &&
@@ -333,12 +319,13 @@ static bool is_admin(struct http_request *hr, const struct http_snapshot *s)
 {
 	const char *auth = MHD_lookup_connection_value(hr->connection, MHD_HEADER_KIND,
 						       MHD_HTTP_HEADER_AUTHORIZATION);
-	char digest[65];
+	char digest[LIMIT_SHA256_HEX];
 	bool ok;
 
 	if (!s->admin_token_sha256[0] || !auth || strncasecmp(auth, "Bearer ", 7) != 0)
 		return false;
-	sha256_hex(auth + 7, strlen(auth + 7), digest);
+	if (hex_sha256(auth + 7, strlen(auth + 7), digest) < 0)
+		return false;
 	ok = CRYPTO_memcmp(digest, s->admin_token_sha256, 64) == 0;
 	mem_wipe(digest, sizeof(digest));
 	return ok;
