@@ -17,7 +17,7 @@
 #endif
 
 static atomic_uint_fast64_t results[METRICS_RESULT_COUNT];
-static atomic_uint_fast64_t upstream_codes[METRICS_UPSTREAM_CODE_COUNT];
+static atomic_uint_fast64_t upstream_codes[ENVELOPE_OUTCOME_COUNT];
 static atomic_uint_fast64_t counters[METRICS_COUNTER_COUNT];
 static atomic_int_fast64_t gauges[METRICS_GAUGE_COUNT];
 
@@ -40,11 +40,6 @@ static atomic_int_fast64_t client_depth[METRICS_MAX_CLIENTS];
 
 static const char *const result_labels[METRICS_RESULT_COUNT] = {
 	"hit", "miss", "stale", "not_modified", "negative", "error", "bad_request",
-};
-
-static const char *const upstream_labels[METRICS_UPSTREAM_CODE_COUNT] = {
-	"OK", "System.LimitControl", "Product.Unsubscript", "Ram.PermissionDeny",
-	"Unknown.ResourceOwnerId", "auth_error", "other_code", "http_error", "timeout", "network",
 };
 
 struct counter_def {
@@ -121,9 +116,9 @@ void metrics_result(enum metrics_result r)
 	atomic_fetch_add_explicit(&results[r], 1, memory_order_relaxed);
 }
 
-void metrics_upstream(enum metrics_upstream_code c)
+void metrics_upstream(enum envelope_outcome outcome)
 {
-	atomic_fetch_add_explicit(&upstream_codes[c], 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&upstream_codes[outcome], 1, memory_order_relaxed);
 }
 
 void metrics_count(enum metrics_counter c)
@@ -166,33 +161,6 @@ void metrics_client_queue_depth(unsigned client, int64_t depth)
 {
 	if (client < METRICS_MAX_CLIENTS)
 		atomic_store_explicit(&client_depth[client], depth, memory_order_relaxed);
-}
-
-enum metrics_upstream_code metrics_upstream_from_code(const char *code)
-{
-	static const struct {
-		const char *prefix;
-		enum metrics_upstream_code c;
-	} map[] = {
-		{ "OK", METRICS_UPSTREAM_OK },
-		{ "System.LimitControl", METRICS_UPSTREAM_LIMIT_CONTROL },
-		{ "Product.Unsubscript", METRICS_UPSTREAM_UNSUBSCRIPT },
-		{ "Ram.PermissionDeny", METRICS_UPSTREAM_PERMISSION_DENY },
-		{ "Unknown.ResourceOwnerId", METRICS_UPSTREAM_RESOURCE_OWNER },
-		{ "SignatureDoesNotMatch", METRICS_UPSTREAM_AUTH },
-		{ "SignatureNonceUsed", METRICS_UPSTREAM_AUTH },
-		{ "InvalidAccessKeyId", METRICS_UPSTREAM_AUTH },
-		{ "InvalidTimeStamp", METRICS_UPSTREAM_AUTH },
-		{ "InvalidSecurityToken", METRICS_UPSTREAM_AUTH },
-	};
-
-	for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
-		if (strcmp(code, map[i].prefix) == 0 ||
-		    (map[i].c == METRICS_UPSTREAM_AUTH &&
-		     strncmp(code, map[i].prefix, strlen(map[i].prefix)) == 0))
-			return map[i].c;
-	}
-	return METRICS_UPSTREAM_OTHER_CODE;
 }
 
 uint64_t metrics_result_value(enum metrics_result r)
@@ -252,8 +220,9 @@ void metrics_render(struct buf *out)
 
 	buf_adds(out, "# HELP camskeyd_upstream_calls_total Upstream calls completed, by Code or failure.\n"
 		      "# TYPE camskeyd_upstream_calls_total counter\n");
-	for (i = 0; i < METRICS_UPSTREAM_CODE_COUNT; i++)
-		buf_printf(out, "camskeyd_upstream_calls_total{code=\"%s\"} %llu\n", upstream_labels[i],
+	for (i = 0; i < ENVELOPE_OUTCOME_COUNT; i++)
+		buf_printf(out, "camskeyd_upstream_calls_total{code=\"%s\"} %llu\n",
+			   envelope_outcome_label((enum envelope_outcome)i),
 			   (unsigned long long)atomic_load_explicit(&upstream_codes[i],
 								    memory_order_relaxed));
 

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "buf.h"
+#include "envelope.h"
 
 enum metrics_result {
 	METRICS_RESULT_HIT = 0,
@@ -25,21 +26,6 @@ enum metrics_result {
 	METRICS_RESULT_ERROR,
 	METRICS_RESULT_BAD_REQUEST,
 	METRICS_RESULT_COUNT,
-};
-
-/* Upstream outcomes, by Code where the upstream answered one. */
-enum metrics_upstream_code {
-	METRICS_UPSTREAM_OK = 0,
-	METRICS_UPSTREAM_LIMIT_CONTROL,
-	METRICS_UPSTREAM_UNSUBSCRIPT,
-	METRICS_UPSTREAM_PERMISSION_DENY,
-	METRICS_UPSTREAM_RESOURCE_OWNER,
-	METRICS_UPSTREAM_AUTH,          /* signature / key / timestamp rejected */
-	METRICS_UPSTREAM_OTHER_CODE,
-	METRICS_UPSTREAM_HTTP_ERROR,    /* 5xx or unparsable answer */
-	METRICS_UPSTREAM_TIMEOUT,
-	METRICS_UPSTREAM_NETWORK,
-	METRICS_UPSTREAM_CODE_COUNT,
 };
 
 enum metrics_counter {
@@ -78,7 +64,8 @@ enum metrics_histogram {
 void metrics_init(void);
 
 void metrics_result(enum metrics_result r);
-void metrics_upstream(enum metrics_upstream_code c);
+/* An upstream call ended so (envelope_classify() sorts the answers). */
+void metrics_upstream(enum envelope_outcome outcome);
 void metrics_count(enum metrics_counter c);
 void metrics_gauge_set(enum metrics_gauge g, int64_t value);
 void metrics_observe_us(enum metrics_histogram h, int64_t duration_us);
@@ -87,8 +74,6 @@ void metrics_observe_us(enum metrics_histogram h, int64_t duration_us);
 void metrics_client_name(unsigned client, const char *name);
 void metrics_client_call(unsigned client);
 void metrics_client_queue_depth(unsigned client, int64_t depth);
-/* Map an upstream Code string to its counter. */
-enum metrics_upstream_code metrics_upstream_from_code(const char *code);
 
 /* Render everything in Prometheus text format 0.0.4. */
 void metrics_render(struct buf *out);

@@ -762,9 +762,11 @@ static void on_upstream_done(struct upstream_result *res, void *cls)
 	struct flight *f = res->cookie;
 	int64_t now_us = clock_mono_us();
 	struct envelope_reply r;
-	char err[160], msg[LIMIT_MESSAGE_MAX + 64];
+	char err[160], msg[LIMIT_MESSAGE_MAX + 64], qid[2 * LIMIT_REQUEST_ID_MAX + 3];
 	char masked[LOG_PHONE_MASKED_MAX];
-	enum metrics_upstream_code mcode;
+	enum envelope_class verdict;
+	enum envelope_outcome outcome;
+	int answer_status;
 
 	log_mask_phone(f->key.phone, masked, sizeof(masked));
 	metrics_observe_us(METRICS_HIST_UPSTREAM, now_us - f->sent_at_us);
@@ -775,7 +777,7 @@ static void on_upstream_done(struct upstream_result *res, void *cls)
 
 	switch (res->outcome) {
 	case UPSTREAM_TIMEOUT:
-		metrics_upstream(METRICS_UPSTREAM_TIMEOUT);
+		metrics_upstream(ENVELOPE_OUTCOME_TIMEOUT);
 		log_warn("upstream_timeout", "phone=%s after_ms=%" PRId64, masked,
 			 (now_us - f->sent_at_us) / 1000);
 		snprintf(msg, sizeof(msg), "the upstream did not answer within %u ms",
@@ -785,7 +787,7 @@ static void on_upstream_done(struct upstream_result *res, void *cls)
 		return;
 	case UPSTREAM_NETWORK:
 	case UPSTREAM_TOO_LARGE:
-		metrics_upstream(METRICS_UPSTREAM_NETWORK);
+		metrics_upstream(ENVELOPE_OUTCOME_NETWORK);
 		log_warn("upstream_error", "phone=%s error=%s", masked,
 			 log_quote(res->error, err, sizeof(err)));
 		snprintf(msg, sizeof(msg), "upstream %s: %s",
@@ -798,7 +800,7 @@ static void on_upstream_done(struct upstream_result *res, void *cls)
 	}
 
 	if (envelope_parse(res->body, res->body_len, &r, err, sizeof(err)) < 0) {
-		metrics_upstream(METRICS_UPSTREAM_HTTP_ERROR);
+		metrics_upstream(ENVELOPE_OUTCOME_HTTP_ERROR);
 		if (res->http_status >= 500 || res->http_status < 200)
 			snprintf(msg, sizeof(msg), "upstream answered HTTP %ld", res->http_status);
 		else
@@ -809,43 +811,45 @@ static void on_upstream_done(struct upstream_result *res, void *cls)
 		flight_fail(p, f, 502, NULL, "Proxy.UpstreamError", msg, 0, "upstream-error");
 		return;
 	}
-	mcode = metrics_upstream_from_code(r.code);
-	metrics_upstream(mcode);
-	switch (mcode) {
-	case METRICS_UPSTREAM_OK:
+	verdict = envelope_classify(res->http_status, r.code, &answer_status, &outcome);
+	metrics_upstream(outcome);
+	switch (verdict) {
+	case ENVELOPE_OK:
 		store_and_answer(p, f, &r);
 		break;
-	case METRICS_UPSTREAM_LIMIT_CONTROL:
+	case ENVELOPE_THROTTLED:
 		handle_throttle(p, f, &r, now_us);
 		break;
-	case METRICS_UPSTREAM_UNSUBSCRIPT:
-	case METRICS_UPSTREAM_PERMISSION_DENY:
-		log_warn("upstream_denied", "phone=%s code=%s", masked, r.code);
-		store_negative(p, f, &r, 403);
+	case ENVELOPE_DEFINITIVE:
+		if (answer_status == 403)
+			log_warn("upstream_denied", "phone=%s code=%s", masked, r.code);
+		store_negative(p, f, &r, answer_status);
 		break;
-	case METRICS_UPSTREAM_RESOURCE_OWNER:
-		store_negative(p, f, &r, 404);
-		break;
-	case METRICS_UPSTREAM_AUTH:
+	case ENVELOPE_NONCE_REUSED:
 		/*
-		 * A nonce "used already" means our request reached the upstream
-		 * twice: libcurl re-sends a request once when a reused
-		 * connection dies before the answer.
+		 * Our request reached the upstream twice: libcurl re-sends a
+		 * request once when a reused connection dies before the
+		 * answer. Not retried: the upstream already counted both
+		 * arrivals, and a retry would add more load to a connection
+		 * that is failing.
 		 */
-		if (strcmp(r.code, "SignatureNonceUsed") == 0) {
-			/*
-			 * Not retried: the upstream already counted both
-			 * arrivals, and a retry would add more load to a
-			 * connection that is failing.
-			 */
-			log_warn("upstream_nonce_reused", "phone=%s attempt=%u", masked, f->attempts);
-			flight_fail(p, f, 502, r.request_id, "Proxy.UpstreamError",
-				    "the upstream connection failed and the re-sent request was refused (SignatureNonceUsed)",
-				    0, "upstream-error");
-			break;
-		}
-		/* fall through */
-	default:
+		log_warn("upstream_nonce_reused", "phone=%s attempt=%u", masked, f->attempts);
+		flight_fail(p, f, answer_status, r.request_id, "Proxy.UpstreamError",
+			    "the upstream connection failed and the re-sent request was refused (SignatureNonceUsed)",
+			    0, "upstream-error");
+		break;
+	case ENVELOPE_SERVER_ERROR:
+		/* The upstream failed, not the caller: our Code, its Code and RequestId in Message. */
+		snprintf(msg, sizeof(msg), "upstream answered HTTP %ld: Code %s, RequestId %s",
+			 res->http_status, r.code, r.request_id);
+		log_warn("upstream_error", "phone=%s http_status=%ld code=%s request_id=%s", masked,
+			 res->http_status, log_quote(r.code, err, sizeof(err)),
+			 log_quote(r.request_id, qid, sizeof(qid)));
+		flight_fail(p, f, answer_status, NULL, "Proxy.UpstreamError", msg, 0,
+			    "upstream-error");
+		break;
+	case ENVELOPE_CREDENTIAL:
+	case ENVELOPE_OTHER:
 		/*
 		 * The upstream refused our request itself (signature, key,
 		 * clock): the daemon's problem, not the caller's. Pass the
@@ -855,7 +859,7 @@ static void on_upstream_done(struct upstream_result *res, void *cls)
 			  res->http_status, r.code, log_quote(r.message, err, sizeof(err)));
 		snprintf(msg, sizeof(msg), "the upstream rejected the daemon's request: %s",
 			 r.message);
-		flight_fail(p, f, 502, r.request_id, r.code, msg, 0, "upstream-error");
+		flight_fail(p, f, answer_status, r.request_id, r.code, msg, 0, "upstream-error");
 		break;
 	}
 	envelope_reply_free(&r);
