@@ -1,7 +1,8 @@
 /*
  * metrics.h -- the daemon's counters, gauges and histograms, and their
- * Prometheus text exposition. Every metric is defined once, in the table in
- * metrics.c (name, type, help), which also feeds the documentation test.
+ * Prometheus text exposition. Every metric family is defined once, in the
+ * table in metrics.c (name, type, labels, help), which drives the exposition
+ * and feeds the documentation test.
  *
  * Counters and histograms are relaxed atomics: updating one never takes a
  * lock, so the hit path stays lock-free. Gauges owned by the engine thread
@@ -12,6 +13,7 @@
 #ifndef CAMSKEYD_METRICS_H
 #define CAMSKEYD_METRICS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "buf.h"
@@ -83,7 +85,25 @@ uint64_t metrics_result_value(enum metrics_result r);
 uint64_t metrics_counter_value(enum metrics_counter c);
 int64_t metrics_gauge_value(enum metrics_gauge g);
 
-/* Every metric name (the docs test checks each appears in docs/). */
+/* A metric family as the table in metrics.c defines it. */
+enum metrics_type {
+	METRICS_TYPE_COUNTER,
+	METRICS_TYPE_GAUGE,
+	METRICS_TYPE_HISTOGRAM,
+};
+
+struct metrics_family {
+	const char *name;     /* "camskeyd_requests_total" */
+	enum metrics_type type;
+	const char *labels;   /* label names, comma-separated: "result"; "" for none */
+	const char *help;     /* the # HELP text */
+};
+
+/* Every family, in exposition order (the docs test walks it). Never fails. */
+const struct metrics_family *metrics_families(size_t *ret_count);
+/* "counter", "gauge" or "histogram". */
+const char *metrics_type_name(enum metrics_type type);
+/* Every family's name, in the same order. */
 const char *const *metrics_names(unsigned *ret_count);
 
 #endif

@@ -627,6 +627,34 @@ TEST(every_rendered_family_is_listed_in_names)
 	buf_free(&b);
 }
 
+TEST(every_family_is_rendered_with_the_type_of_its_table_row)
+{
+	static struct exposition x;
+	const struct metrics_family *fams;
+	const char *const *names;
+	unsigned n_names;
+	size_t n;
+	struct buf b;
+
+	fams = metrics_families(&n);
+	names = metrics_names(&n_names);
+	REQUIRE(n == n_names);
+	render(&b);
+	REQUIRE(check_exposition(buf_str(&b), &x, false) == 0);
+	for (size_t i = 0; i < n; i++) {
+		struct family *f = family_get(&x, fams[i].name, strlen(fams[i].name), false);
+
+		CHECK_STR(names[i], fams[i].name);
+		CHECK(fams[i].help && fams[i].help[0] && fams[i].labels);
+		if (!f || strcmp(f->type, metrics_type_name(fams[i].type)) != 0) {
+			fprintf(stderr, "  %s not rendered as a %s\n", fams[i].name,
+				metrics_type_name(fams[i].type));
+			CHECK(0);
+		}
+	}
+	buf_free(&b);
+}
+
 TEST(names_are_unique)
 {
 	const char *const *names;
@@ -670,6 +698,7 @@ int main(void)
 	RUN(validator_catches_broken_exposition);
 	RUN(every_listed_name_is_rendered_with_help_and_type);
 	RUN(every_rendered_family_is_listed_in_names);
+	RUN(every_family_is_rendered_with_the_type_of_its_table_row);
 	RUN(names_are_unique);
 	RUN(render_into_too_small_buffer_sets_e2big_without_overflow);
 	return harness_done();
