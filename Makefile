@@ -51,13 +51,13 @@ endif
 
 # The daemon's modules; main.o is linked only into the binary.
 LIB_OBJS := mem hex buf span log config signer envelope route cache flight limiter queue \
-	upstream metrics notify http proxy cli
+	upstream clients metrics notify http proxy cli
 LIB_O    := $(addprefix $(BUILD)/daemon/,$(addsuffix .o,$(LIB_OBJS)))
 MAIN_O   := $(BUILD)/daemon/main.o
 LIB_A    := $(BUILD)/libcamskeyd.a
 
 UNIT_TESTS := hex buf span log config signer envelope route cache limiter queue flight upstream metrics \
-	docs
+	clients docs
 UNIT_BINS  := $(addprefix $(BUILD)/tests/test_,$(UNIT_TESTS))
 SIM        := $(BUILD)/camsim
 

@@ -35,6 +35,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clients.h"
 #include "clock.h"
 #include "envelope.h"
 #include "hex.h"
@@ -62,13 +63,11 @@ struct http_conn {
 	bool shut;
 };
 
+/* The clients and their tokens are in clients.h's snapshot. */
 struct http_snapshot {
 	struct http_snapshot *older;   /* kept until http_free */
-	bool tokens_required;
 	char admin_token_sha256[65];
 	unsigned default_max_wait_ms;
-	struct config_client clients[CONFIG_MAX_CLIENTS];
-	unsigned n_clients;
 };
 
 struct http {
@@ -101,6 +100,8 @@ struct http_request {
 	bool headers_too_large;
 	const char *method;
 	char client_name[LIMIT_CLIENT_NAME_MAX + 1];
+	unsigned client_id;             /* when client_known */
+	bool client_known;              /* a configured client: by token or by name */
 	char if_none_match[80];
 };
 
@@ -237,37 +238,33 @@ static enum MHD_Result queue_proxy_answer(struct http_request *hr)
 
 /*
  * Who is asking: a configured client by bearer token (constant-time
- * comparison of SHA-256 digests), else X-Client-Id; anonymous callers are
- * named by their peer address later, only if needed (client_name_fill).
- * -EACCES when tokens are required and none matches.
+ * comparison of SHA-256 digests, clients_by_token), else X-Client-Id;
+ * anonymous callers are named by their peer address later, only if needed
+ * (client_name_fill). -EACCES when tokens are required and none matches.
  */
-static int identify(struct http_request *hr, const struct http_snapshot *s)
+static int identify(struct http_request *hr, const struct clients_snapshot *cs)
 {
 	const char *auth = MHD_lookup_connection_value(hr->connection, MHD_HEADER_KIND,
 						       MHD_HTTP_HEADER_AUTHORIZATION);
+	bool tokens_required = clients_tokens_required(cs);
 	const char *id;
 
 	if (auth && strncasecmp(auth, "Bearer ", 7) == 0) {
-		char digest[LIMIT_SHA256_HEX] = ""; /* stays all zeros, matching nothing, if hashing fails */
-		const char *token = auth + 7;
-		int found = -1;
+		char digest[LIMIT_SHA256_HEX];
+		const char *token = auth + 7, *name = NULL;
+		int rc = -ENOENT;
 
-		(void)hex_sha256(token, strlen(token), digest);
-		/* Compare with every client so timing does not tell which one matched. */
-		for (unsigned i = 0; i < s->n_clients; i++) {
-			if (s->clients[i].token_sha256[0] &&
-			    CRYPTO_memcmp(digest, s->clients[i].token_sha256, 64) == 0)
-				found = (int)i;
-		}
+		if (hex_sha256(token, strlen(token), digest) == 0)
+			rc = clients_by_token(cs, digest, &hr->client_id, &name);
 		mem_wipe(digest, sizeof(digest));
-		if (found >= 0) {
-			snprintf(hr->client_name, sizeof(hr->client_name), "%s",
-				 s->clients[found].name);
+		if (rc == 0) {
+			hr->client_known = true;
+			snprintf(hr->client_name, sizeof(hr->client_name), "%s", name);
 			return 0;
 		}
-		if (s->tokens_required)
+		if (tokens_required)
 			return -EACCES;
-	} else if (s->tokens_required) {
+	} else if (tokens_required) {
 		return -EACCES;
 	}
 	id = MHD_lookup_connection_value(hr->connection, MHD_HEADER_KIND, "X-Client-Id");
@@ -353,7 +350,7 @@ static enum MHD_Result handle_key(struct http_request *hr, const struct http_sna
 	const char *v;
 	uint32_t max_wait_ms = s->default_max_wait_ms;
 	const union MHD_ConnectionInfo *ci;
-	const struct config_client *client = NULL;
+	const struct clients_snapshot *cs = clients_current();
 
 	v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "CustSpaceId");
 	if (v && route_set_cust_space_id(v, strlen(v), &pr->key, &err) < 0) {
@@ -377,17 +374,17 @@ static enum MHD_Result handle_key(struct http_request *hr, const struct http_sna
 					   "the key was not in the cache");
 		return queue_error(hr, MHD_HTTP_OK, "OK", "the key was purged from the cache");
 	}
-	if (identify(hr, s) < 0) {
+	if (identify(hr, cs) < 0) {
 		metrics_count(METRICS_UNAUTHORIZED);
 		return queue_error(hr, MHD_HTTP_UNAUTHORIZED, "Proxy.Unauthorized",
 				   "a valid bearer token is required");
 	}
-	for (unsigned i = 0; i < s->n_clients; i++) {
-		if (strcmp(s->clients[i].name, hr->client_name) == 0)
-			client = &s->clients[i];
-	}
-	if (client && client->max_wait_ms)
-		max_wait_ms = (uint32_t)client->max_wait_ms;
+	/* X-Client-Id may name a configured client (when tokens are not required). */
+	if (!hr->client_known && hr->client_name[0] &&
+	    clients_configured(cs, hr->client_name, &hr->client_id) == 0)
+		hr->client_known = true;
+	if (hr->client_known && clients_max_wait_ms(cs, hr->client_id))
+		max_wait_ms = (uint32_t)clients_max_wait_ms(cs, hr->client_id);
 	v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "max_wait_ms");
 	if (v) {
 		uint32_t asked;
@@ -418,7 +415,7 @@ static enum MHD_Result handle_key(struct http_request *hr, const struct http_sna
 	if (proxy_lookup(hr->h->proxy, pr, clock_mono_us(), (int64_t)time(NULL)) == PROXY_ANSWERED)
 		return queue_proxy_answer(hr);
 	client_name_fill(hr);
-	pr->client = proxy_client_index(hr->h->proxy, hr->client_name);
+	pr->client = hr->client_known ? hr->client_id : clients_id(hr->client_name);
 	hr->state = HR_SUSPENDED;
 	MHD_suspend_connection(c);
 	proxy_submit(hr->h->proxy, pr);
@@ -722,12 +719,6 @@ static struct http_snapshot *snapshot_new(const struct config *cfg)
 	snprintf(s->admin_token_sha256, sizeof(s->admin_token_sha256), "%s",
 		 cfg->admin_token_sha256 ? cfg->admin_token_sha256 : "");
 	s->default_max_wait_ms = cfg->max_wait_ms;
-	s->n_clients = cfg->n_clients;
-	memcpy(s->clients, cfg->clients, sizeof(s->clients));
-	for (unsigned i = 0; i < cfg->n_clients; i++) {
-		if (cfg->clients[i].token_sha256[0])
-			s->tokens_required = true;
-	}
 	return s;
 }
 
@@ -895,7 +886,7 @@ int http_new(const struct config *cfg, struct proxy *proxy, struct http **ret, c
 			goto fail;
 		}
 		snprintf(h->listen_address, sizeof(h->listen_address), "%s", cfg->listen);
-		if (!listen_is_loopback(&ss) && !atomic_load(&h->snapshot)->tokens_required)
+		if (!listen_is_loopback(&ss) && !clients_tokens_required(clients_current()))
 			log_warn("listen_remote",
 				 "listen=%s detail=\"not loopback and no client tokens: anyone who can reach it may spend the quota\"",
 				 cfg->listen);

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "clients.h"
 #include "span.h"
 
 #ifndef CAMSKEYD_VERSION
@@ -38,7 +39,6 @@ struct histogram {
 };
 static struct histogram histograms[METRICS_HIST_COUNT];
 
-static char client_names[METRICS_MAX_CLIENTS][72];
 static atomic_uint_fast64_t client_calls[METRICS_MAX_CLIENTS];
 static atomic_int_fast64_t client_depth[METRICS_MAX_CLIENTS];
 
@@ -153,6 +153,8 @@ _Static_assert(0 METRICS_TABLE(IS_GAUGE) == METRICS_GAUGE_COUNT,
 _Static_assert(0 METRICS_TABLE(IS_HISTOGRAM) == METRICS_HIST_COUNT,
 	       "every histogram has one row in the table");
 
+_Static_assert(METRICS_MAX_CLIENTS == CLIENTS_MAX, "per-client series by registry id");
+
 static const char *const type_names[] = {
 	[METRICS_TYPE_COUNTER] = "counter",
 	[METRICS_TYPE_GAUGE] = "gauge",
@@ -161,7 +163,6 @@ static const char *const type_names[] = {
 
 void metrics_init(void)
 {
-	memset(client_names, 0, sizeof(client_names));
 }
 
 void metrics_result(enum metrics_result r)
@@ -196,12 +197,6 @@ void metrics_observe_us(enum metrics_histogram h, int64_t duration_us)
 	atomic_fetch_add_explicit(&hist->buckets[i], 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&hist->count, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&hist->sum_us, (uint64_t)duration_us, memory_order_relaxed);
-}
-
-void metrics_client_name(unsigned client, const char *name)
-{
-	if (client < METRICS_MAX_CLIENTS)
-		snprintf(client_names[client], sizeof(client_names[client]), "%s", name);
 }
 
 void metrics_client_call(unsigned client)
@@ -266,13 +261,17 @@ static void render_histogram(struct buf *out, const char *name, struct histogram
 	buf_printf(out, "%s_count %llu\n", name, (unsigned long long)cumulative);
 }
 
-/* One sample per client id that has a name; counts or depths by id. */
+/*
+ * One sample per client id that has a name (clients.c publishes each name
+ * once, with release; clients_name() loads it with acquire), so a series
+ * keeps its name for the process's life whatever reloads do.
+ */
 static void render_clients(struct buf *out, const char *name, bool depth)
 {
 	for (unsigned id = 0; id < METRICS_MAX_CLIENTS; id++) {
-		const char *client = client_names[id];
+		const char *client = clients_name(id);
 
-		if (!client[0])
+		if (!client)
 			continue;
 		if (depth)
 			buf_printf(out, "%s{client=\"%s\"} %lld\n", name, client,

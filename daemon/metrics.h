@@ -71,9 +71,12 @@ void metrics_upstream(enum envelope_outcome outcome);
 void metrics_count(enum metrics_counter c);
 void metrics_gauge_set(enum metrics_gauge g, int64_t value);
 void metrics_observe_us(enum metrics_histogram h, int64_t duration_us);
-/* Per-client counters (client index < METRICS_MAX_CLIENTS; name set at start/reload). */
+/*
+ * Per-client series, by client id (clients.h; ids >= METRICS_MAX_CLIENTS
+ * are ignored). They are rendered for every id the registry has named,
+ * under that name.
+ */
 #define METRICS_MAX_CLIENTS 128
-void metrics_client_name(unsigned client, const char *name);
 void metrics_client_call(unsigned client);
 void metrics_client_queue_depth(unsigned client, int64_t depth);
 

@@ -38,6 +38,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clients.h"
 #include "clock.h"
 #include "envelope.h"
 #include "limiter.h"
@@ -70,15 +71,13 @@ struct proxy_settings {
 };
 
 struct proxy {
-	pthread_mutex_t lock; /* inbox, refresh ring, clients, pending settings, stopping */
+	pthread_mutex_t lock; /* inbox, refresh ring, pending settings, stopping */
 	struct proxy_request *inbox_head, *inbox_tail;
 	struct cams_key refresh_ring[PROXY_REFRESH_RING];
 	unsigned refresh_head, refresh_len;
 	bool stopping;
 	bool settings_pending;
 	struct proxy_settings pending;
-	char client_names[QUEUE_MAX_CLIENTS][LIMIT_CLIENT_NAME_MAX + 1];
-	unsigned n_clients;
 	unsigned grace_ms;
 
 	/* read on the hit path without the lock */
@@ -109,6 +108,9 @@ struct proxy {
 
 static void settings_from_config(struct proxy_settings *s, const struct config *cfg)
 {
+	/* clients_publish(cfg) came first: weights by registry id */
+	const struct clients_snapshot *clients = clients_current();
+
 	memset(s, 0, sizeof(*s));
 	s->ttl_s = cfg->ttl_s;
 	s->status_ttl_s = cfg->status_ttl_s;
@@ -122,9 +124,7 @@ static void settings_from_config(struct proxy_settings *s, const struct config *
 	s->limiter.burst = cfg->burst;
 	s->limiter.margin_ms = cfg->rate_margin_ms;
 	for (unsigned i = 0; i < QUEUE_MAX_CLIENTS; i++)
-		s->weights[i] = 1;
-	for (unsigned i = 0; i < cfg->n_clients && i < QUEUE_MAX_CLIENTS; i++)
-		s->weights[i] = cfg->clients[i].weight ? cfg->clients[i].weight : 1;
+		s->weights[i] = clients_weight(clients, i);
 }
 
 /* ---- the deadline heap (engine thread) ---------------------------------- */
@@ -1117,11 +1117,6 @@ int proxy_new(const struct config *cfg, struct cache *cache, struct signer *sign
 		queue_set_weight(p->queue, i, p->settings.weights[i]);
 	atomic_store(&p->stale_while_revalidate_s, cfg->stale_while_revalidate_s);
 	atomic_store(&p->stale_if_error_s, cfg->stale_if_error_s);
-	for (unsigned i = 0; i < cfg->n_clients && i < QUEUE_MAX_CLIENTS; i++) {
-		snprintf(p->client_names[i], sizeof(p->client_names[i]), "%s", cfg->clients[i].name);
-		metrics_client_name(i, cfg->clients[i].name);
-	}
-	p->n_clients = cfg->n_clients;
 	*ret = p;
 	return 0;
 }
@@ -1175,39 +1170,10 @@ void proxy_reconfigure(struct proxy *p, const struct config *cfg)
 	pthread_mutex_lock(&p->lock);
 	settings_from_config(&p->pending, cfg);
 	p->settings_pending = true;
-	/* Configured clients take the first slots, in config order. */
-	for (unsigned i = 0; i < cfg->n_clients && i < QUEUE_MAX_CLIENTS; i++) {
-		snprintf(p->client_names[i], sizeof(p->client_names[i]), "%s", cfg->clients[i].name);
-		metrics_client_name(i, cfg->clients[i].name);
-	}
-	if (cfg->n_clients > p->n_clients)
-		p->n_clients = cfg->n_clients;
 	pthread_mutex_unlock(&p->lock);
 	atomic_store(&p->stale_while_revalidate_s, cfg->stale_while_revalidate_s);
 	atomic_store(&p->stale_if_error_s, cfg->stale_if_error_s);
 	upstream_wakeup(p->upstream);
-}
-
-unsigned proxy_client_index(struct proxy *p, const char *name)
-{
-	unsigned i;
-
-	pthread_mutex_lock(&p->lock);
-	for (i = 0; i < p->n_clients; i++) {
-		if (strcmp(p->client_names[i], name) == 0)
-			goto out;
-	}
-	if (p->n_clients < QUEUE_MAX_CLIENTS) {
-		i = p->n_clients++;
-		snprintf(p->client_names[i], sizeof(p->client_names[i]), "%s", name);
-		metrics_client_name(i, name);
-	} else {
-		/* Past the table, unknown names share the last slot. */
-		i = QUEUE_MAX_CLIENTS - 1;
-	}
-out:
-	pthread_mutex_unlock(&p->lock);
-	return i;
 }
 
 void proxy_ratelimit(struct proxy *p, unsigned *ret_quota, unsigned *ret_remaining,

@@ -33,7 +33,7 @@ enum proxy_verdict {
 struct proxy_request {
 	/* ---- set by the caller (http) ---- */
 	struct cams_key key;
-	unsigned client;            /* client index (config order; see proxy_client_index) */
+	unsigned client;            /* client id (clients.h) */
 	uint32_t max_wait_ms;       /* how long this caller waits for quota */
 	bool no_cache;              /* Cache-Control: no-cache */
 	bool no_stale;              /* refuses stale answers */
@@ -78,11 +78,12 @@ int proxy_start(struct proxy *p);
 void proxy_stop(struct proxy *p, unsigned grace_ms);
 void proxy_free(struct proxy *p);
 
-/* Apply a new configuration (rate, TTLs, clients, ...). Any thread. */
+/*
+ * Apply a new configuration (rate, TTLs, client weights, ...). Any thread.
+ * Client weights are read from clients_current(): clients_publish(cfg)
+ * comes first (as before proxy_new()).
+ */
 void proxy_reconfigure(struct proxy *p, const struct config *cfg);
-
-/* Client index for a name (configured clients first, then names seen). */
-unsigned proxy_client_index(struct proxy *p, const char *name);
 
 /*
  * Start a lookup: fill req->key etc. first. Answers from the cache on a

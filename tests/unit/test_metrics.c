@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "buf.h"
+#include "clients.h"
 #include "harness.h"
 
 #define RENDER_MAX (1024 * 1024)
@@ -505,20 +506,20 @@ TEST(histogram_puts_observations_in_the_right_buckets)
 TEST(client_counters_render_only_for_named_clients)
 {
 	struct buf b;
+	unsigned alpha = clients_id("alpha");
 
-	metrics_client_name(5, "alpha");
-	metrics_client_call(5);
-	metrics_client_call(5);
-	metrics_client_queue_depth(5, 4);
-	/* out of range is ignored, not a crash */
-	metrics_client_name(METRICS_MAX_CLIENTS, "nobody");
+	metrics_client_call(alpha);
+	metrics_client_call(alpha);
+	metrics_client_queue_depth(alpha, 4);
+	/* out of range is ignored, not a crash; an id without a name is not rendered */
+	metrics_client_call(CLIENTS_MAX - 2);
 	metrics_client_call(METRICS_MAX_CLIENTS);
 	metrics_client_queue_depth(METRICS_MAX_CLIENTS, 1);
 	CHECK(value_of("camskeyd_client_upstream_calls_total{client=\"alpha\"}") == 2);
 	CHECK(value_of("camskeyd_client_queue_depth{client=\"alpha\"}") == 4);
 	render(&b);
-	CHECK(strstr(buf_str(&b), "nobody") == NULL);
 	CHECK(strstr(buf_str(&b), "client=\"\"") == NULL);
+	CHECK(strstr(buf_str(&b), "(overflow)") == NULL);
 	buf_free(&b);
 }
 
@@ -528,9 +529,8 @@ TEST(render_is_valid_prometheus_text)
 	struct buf b;
 
 	/* make every kind of series non-trivial first */
-	metrics_client_name(0, "client-a");
-	metrics_client_name(1, "client_b");
-	metrics_client_call(1);
+	clients_id("client-a");
+	metrics_client_call(clients_id("client_b"));
 	metrics_result(METRICS_RESULT_HIT);
 	metrics_upstream(ENVELOPE_OUTCOME_OK);
 	metrics_count(METRICS_REFRESHES);
@@ -685,6 +685,7 @@ TEST(render_into_too_small_buffer_sets_e2big_without_overflow)
 
 int main(void)
 {
+	clients_init();
 	metrics_init();
 	RUN(result_counters_increment_by_one);
 	RUN(plain_counters_increment_by_one);
