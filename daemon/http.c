@@ -2,10 +2,11 @@
  * http.c -- the libmicrohttpd front end (see http.h).
  *
  * Owns: the MHD daemon, the listening socket, the access settings snapshot
- * (tokens, clients, limits). The snapshot is immutable and swapped with an
- * atomic pointer on reload, so the hit path takes no lock to read it; old
- * snapshots are kept until http_free() (a reload is rare and a snapshot is
- * small).
+ * (admin token, default wait limit). The snapshot is immutable and swapped
+ * with an atomic pointer on reload, so the hit path takes no lock to read
+ * it; old snapshots are kept until http_free() (a reload is rare and a
+ * snapshot is small). Clients, their tokens and wait limits are clients.c's
+ * snapshot, read the same way; a caller's client id comes from there too.
  *
  * A request's life: on_request() is first called after the headers; the
  * request is answered there (hit, error, health, metrics) or suspended and
