@@ -50,14 +50,14 @@ Q := @
 endif
 
 # The daemon's modules; main.o is linked only into the binary.
-LIB_OBJS := mem buf span netaddr log cams config signer envelope route cache cache_store cache_mem flight limiter queue engine \
-	upstream metrics notify http proxy cli
+LIB_OBJS := mem hex buf span netaddr log cams config signer envelope route cache cache_store cache_mem flight limiter queue engine \
+	upstream clients metrics notify http proxy cli
 LIB_O    := $(addprefix $(BUILD)/daemon/,$(addsuffix .o,$(LIB_OBJS)))
 MAIN_O   := $(BUILD)/daemon/main.o
 LIB_A    := $(BUILD)/libcamskeyd.a
 
-UNIT_TESTS := buf span netaddr log config signer envelope route cache cache_store cache_mem limiter queue flight engine upstream \
-	metrics docs
+UNIT_TESTS := hex buf span netaddr log config signer envelope route cache cache_store cache_mem limiter queue flight engine upstream \
+	metrics clients docs
 UNIT_BINS  := $(addprefix $(BUILD)/tests/test_,$(UNIT_TESTS))
 SIM        := $(BUILD)/camsim
 

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hex.h"
 #include "mem.h"
 
 void buf_init(struct buf *b, size_t max_bytes)
@@ -120,16 +121,11 @@ void buf_printf(struct buf *b, const char *fmt, ...)
 
 void buf_addhex(struct buf *b, const unsigned char *p, size_t n)
 {
-	static const char digits[] = "0123456789abcdef";
-	size_t i;
-
 	if (reserve(b, 2 * n))
 		return;
-	for (i = 0; i < n; i++) {
-		b->data[b->len++] = digits[p[i] >> 4];
-		b->data[b->len++] = digits[p[i] & 15];
-	}
-	b->data[b->len] = '\0';
+	/* reserve() keeps room for the NUL that hex_encode_lower() writes */
+	hex_encode_lower(p, n, b->data + b->len);
+	b->len += 2 * n;
 }
 
 const char *buf_str(const struct buf *b)

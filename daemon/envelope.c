@@ -19,6 +19,13 @@
  * (the order the upstream uses), with RFC 8259 string escaping; bytes >= 0x80
  * pass through unchanged (the inputs are the upstream's UTF-8 strings).
  *
+ * Classification: one table of the upstream Codes the daemon knows by
+ * name, each with its class, the status callers get and its metric
+ * series; a row marked family also matches "Code.anything"
+ * (InvalidTimeStamp.Expired). A 5xx is a server error before any row is
+ * looked at, except System.LimitControl, which throttles at any status
+ * because what protects the quota is slowing down.
+ *
  * Invariants: on failure the output struct is untouched; errbuf never holds
  * key material or anything secret. Pure: no logging, no clocks. Threads: any
  * (the OpenSSL error queue touched here is per-thread).
@@ -38,6 +45,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include "hex.h"
 #include "mem.h"
 
 static bool is_space(char c)
@@ -89,7 +97,6 @@ static bool status_valid(const char *s)
 
 int envelope_pem_fingerprint(const char *pem, size_t len, char ret_hex[LIMIT_SHA256_HEX])
 {
-	static const char digits[] = "0123456789abcdef";
 	static const char begin[] = "-----BEGIN PUBLIC KEY-----";
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned int md_len = 0;
@@ -99,7 +106,6 @@ int envelope_pem_fingerprint(const char *pem, size_t len, char ret_hex[LIMIT_SHA
 	size_t skip = 0;
 	char rest[64];
 	int der_len, n, r = -EBADMSG;
-	unsigned i;
 
 	if (!pem || len == 0 || len > LIMIT_PEM_MAX_BYTES)
 		return -EBADMSG;
@@ -129,11 +135,7 @@ int envelope_pem_fingerprint(const char *pem, size_t len, char ret_hex[LIMIT_SHA
 		goto out_free_key;
 	if (!EVP_Digest(der, (size_t)der_len, md, &md_len, EVP_sha256(), NULL) || md_len != 32)
 		goto out_free_der;
-	for (i = 0; i < md_len; i++) {
-		ret_hex[2 * i] = digits[md[i] >> 4];
-		ret_hex[2 * i + 1] = digits[md[i] & 15];
-	}
-	ret_hex[2 * md_len] = '\0';
+	hex_encode_lower(md, md_len, ret_hex);
 	r = 0;
 out_free_der:
 	OPENSSL_free(der);
@@ -256,7 +258,6 @@ void envelope_reply_free(struct envelope_reply *r)
 
 void envelope_json_string(struct buf *out, const char *s)
 {
-	static const char digits[] = "0123456789abcdef";
 	const char *run;
 
 	buf_addc(out, '"');
@@ -286,9 +287,10 @@ void envelope_json_string(struct buf *out, const char *s)
 		if (esc) {
 			buf_adds(out, esc);
 		} else {
-			char u[6] = { '\\', 'u', '0', '0', digits[c >> 4], digits[c & 15] };
+			char u[7] = { '\\', 'u', '0', '0' };
 
-			buf_add(out, u, sizeof(u));
+			hex_encode_lower(&c, 1, u + 4);
+			buf_add(out, u, 6);
 		}
 	}
 	buf_add(out, run, (size_t)(s - run));
@@ -321,4 +323,97 @@ void envelope_render_error(struct buf *out, const char *request_id, const char *
 	buf_adds(out, ",\"Message\":");
 	envelope_json_string(out, message);
 	buf_addc(out, '}');
+}
+
+/* ---- what an upstream answer means ---------------------------------------- */
+
+static const char *const outcome_labels[ENVELOPE_OUTCOME_COUNT] = {
+	[ENVELOPE_OUTCOME_OK] = "OK",
+	[ENVELOPE_OUTCOME_LIMIT_CONTROL] = "System.LimitControl",
+	[ENVELOPE_OUTCOME_UNSUBSCRIPT] = "Product.Unsubscript",
+	[ENVELOPE_OUTCOME_PERMISSION_DENY] = "Ram.PermissionDeny",
+	[ENVELOPE_OUTCOME_RESOURCE_OWNER] = "Unknown.ResourceOwnerId",
+	[ENVELOPE_OUTCOME_AUTH] = "auth_error",
+	[ENVELOPE_OUTCOME_OTHER_CODE] = "other_code",
+	[ENVELOPE_OUTCOME_HTTP_ERROR] = "http_error",
+	[ENVELOPE_OUTCOME_TIMEOUT] = "timeout",
+	[ENVELOPE_OUTCOME_NETWORK] = "network",
+};
+
+struct known_code {
+	const char *code;
+	bool family;                  /* also "code.anything" */
+	enum envelope_class cls;
+	int answer_status;
+	enum envelope_outcome outcome;
+};
+
+#define CREDENTIAL(code, family) \
+	{ code, family, ENVELOPE_CREDENTIAL, 502, ENVELOPE_OUTCOME_AUTH }
+
+static const struct known_code known_codes[] = {
+	{ "OK", false, ENVELOPE_OK, 200, ENVELOPE_OUTCOME_OK },
+	{ "System.LimitControl", false, ENVELOPE_THROTTLED, 503, ENVELOPE_OUTCOME_LIMIT_CONTROL },
+	{ "Product.Unsubscript", false, ENVELOPE_DEFINITIVE, 403, ENVELOPE_OUTCOME_UNSUBSCRIPT },
+	{ "Ram.PermissionDeny", false, ENVELOPE_DEFINITIVE, 403, ENVELOPE_OUTCOME_PERMISSION_DENY },
+	{ "Unknown.ResourceOwnerId", false, ENVELOPE_DEFINITIVE, 404,
+	  ENVELOPE_OUTCOME_RESOURCE_OWNER },
+	{ "SignatureNonceUsed", false, ENVELOPE_NONCE_REUSED, 502, ENVELOPE_OUTCOME_AUTH },
+	CREDENTIAL("SignatureDoesNotMatch", false),
+	CREDENTIAL("IncompleteSignature", false),
+	CREDENTIAL("MissingSignature", false),
+	CREDENTIAL("MissingSignatureNonce", false),
+	CREDENTIAL("InvalidSignatureMethod", false),
+	CREDENTIAL("InvalidSignatureVersion", false),
+	CREDENTIAL("InvalidAccessKeyId", true),
+	CREDENTIAL("InvalidTimeStamp", true),
+	CREDENTIAL("InvalidSecurityToken", true),
+	CREDENTIAL("MissingSecurityToken", false),
+	CREDENTIAL("MissingParameter", false),
+	CREDENTIAL("Forbidden.AccessKeyDisabled", false),
+};
+
+static bool code_matches(const struct known_code *k, const char *code)
+{
+	size_t n = strlen(k->code);
+
+	if (strncmp(code, k->code, n) != 0)
+		return false;
+	return code[n] == '\0' || (k->family && code[n] == '.' && code[n + 1] != '\0');
+}
+
+enum envelope_class envelope_classify(long http_status, const char *code, int *ret_answer_status,
+				      enum envelope_outcome *ret_outcome)
+{
+	const struct known_code *k = NULL;
+	enum envelope_class cls = ENVELOPE_OTHER;
+	enum envelope_outcome outcome = ENVELOPE_OUTCOME_OTHER_CODE;
+	int answer_status = 502;
+
+	if (!code)
+		code = "";
+	for (size_t i = 0; i < sizeof(known_codes) / sizeof(known_codes[0]) && !k; i++) {
+		if (code_matches(&known_codes[i], code))
+			k = &known_codes[i];
+	}
+	if (http_status >= 500 && !(k && k->cls == ENVELOPE_THROTTLED)) {
+		cls = ENVELOPE_SERVER_ERROR;
+		outcome = ENVELOPE_OUTCOME_HTTP_ERROR;
+	} else if (k) {
+		cls = k->cls;
+		outcome = k->outcome;
+		answer_status = k->answer_status;
+	}
+	if (ret_answer_status)
+		*ret_answer_status = answer_status;
+	if (ret_outcome)
+		*ret_outcome = outcome;
+	return cls;
+}
+
+const char *envelope_outcome_label(enum envelope_outcome outcome)
+{
+	if ((unsigned)outcome >= ENVELOPE_OUTCOME_COUNT)
+		return "other_code";
+	return outcome_labels[outcome];
 }

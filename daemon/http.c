@@ -2,10 +2,11 @@
  * http.c -- the libmicrohttpd front end (see http.h).
  *
  * Owns: the MHD daemon, the listening socket, the access settings snapshot
- * (tokens, clients, limits). The snapshot is immutable and swapped with an
- * atomic pointer on reload, so the hit path takes no lock to read it; old
- * snapshots are kept until http_free() (a reload is rare and a snapshot is
- * small).
+ * (admin token, default wait limit). The snapshot is immutable and swapped
+ * with an atomic pointer on reload, so the hit path takes no lock to read
+ * it; old snapshots are kept until http_free() (a reload is rare and a
+ * snapshot is small). Clients, their tokens and wait limits are clients.c's
+ * snapshot, read the same way; a caller's client id comes from there too.
  *
  * A request's life: on_request() is first called after the headers; the
  * request is answered there (hit, error, health, metrics) or suspended and
@@ -23,7 +24,6 @@
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -36,8 +36,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clients.h"
 #include "clock.h"
 #include "envelope.h"
+#include "hex.h"
 #include "log.h"
 #include "mem.h"
 #include "metrics.h"
@@ -63,13 +65,11 @@ struct http_conn {
 	bool shut;
 };
 
+/* The clients and their tokens are in clients.h's snapshot. */
 struct http_snapshot {
 	struct http_snapshot *older;   /* kept until http_free */
-	bool tokens_required;
 	char admin_token_sha256[65];
 	unsigned default_max_wait_ms;
-	struct config_client clients[CONFIG_MAX_CLIENTS];
-	unsigned n_clients;
 };
 
 struct http {
@@ -105,6 +105,8 @@ struct http_request {
 	struct route_error path_err;    /* when path_rc < 0 */
 	const char *method;
 	char client_name[LIMIT_CLIENT_NAME_MAX + 1];
+	unsigned client_id;             /* when client_known */
+	bool client_known;              /* a configured client: by token or by name */
 	char if_none_match[160];        /* "" if absent or too long to match */
 };
 
@@ -121,20 +123,6 @@ struct http_header {
 struct key_headers {
 	struct http_header authorization, client_id, cache_control, if_none_match;
 };
-
-static void sha256_hex(const char *s, size_t len, char out[65])
-{
-	unsigned char md[32];
-	unsigned int md_len = 0;
-	static const char digits[] = "0123456789abcdef";
-
-	EVP_Digest(s, len, md, &md_len, EVP_sha256(), NULL);
-	for (unsigned i = 0; i < 32; i++) {
-		out[2 * i] = digits[md[i] >> 4];
-		out[2 * i + 1] = digits[md[i] & 15];
-	}
-	out[64] = '\0';
-}
 
 /* ---- responses ----------------------------------------------------------------- */
 
@@ -270,36 +258,33 @@ static enum MHD_Result queue_proxy_answer(struct http_request *hr)
 
 /*
  * Who is asking: a configured client by bearer token (constant-time
- * comparison of SHA-256 digests), else X-Client-Id; anonymous callers are
- * named by their peer address later, only if needed (client_name_fill).
- * -EACCES when tokens are required and none matches.
+ * comparison of SHA-256 digests, clients_by_token), else X-Client-Id;
+ * anonymous callers are named by their peer address later, only if needed
+ * (client_name_fill). -EACCES when tokens are required and none matches.
  */
-static int identify(struct http_request *hr, const struct http_snapshot *s,
+static int identify(struct http_request *hr, const struct clients_snapshot *cs,
 		    const struct key_headers *kh)
 {
 	const struct http_header *auth = &kh->authorization, *id = &kh->client_id;
+	bool tokens_required = clients_tokens_required(cs);
 
 	if (auth->value && auth->len >= 7 && strncasecmp(auth->value, "Bearer ", 7) == 0) {
-		char digest[65];
-		int found = -1;
+		char digest[LIMIT_SHA256_HEX];
+		const char *name = NULL;
+		int rc = -ENOENT;
 
 		/* The whole token (a NUL in it was refused before). */
-		sha256_hex(auth->value + 7, auth->len - 7, digest);
-		/* Compare with every client so timing does not tell which one matched. */
-		for (unsigned i = 0; i < s->n_clients; i++) {
-			if (s->clients[i].token_sha256[0] &&
-			    CRYPTO_memcmp(digest, s->clients[i].token_sha256, 64) == 0)
-				found = (int)i;
-		}
+		if (hex_sha256(auth->value + 7, auth->len - 7, digest) == 0)
+			rc = clients_by_token(cs, digest, &hr->client_id, &name);
 		mem_wipe(digest, sizeof(digest));
-		if (found >= 0) {
-			snprintf(hr->client_name, sizeof(hr->client_name), "%s",
-				 s->clients[found].name);
+		if (rc == 0) {
+			hr->client_known = true;
+			snprintf(hr->client_name, sizeof(hr->client_name), "%s", name);
 			return 0;
 		}
-		if (s->tokens_required)
+		if (tokens_required)
 			return -EACCES;
-	} else if (s->tokens_required) {
+	} else if (tokens_required) {
 		return -EACCES;
 	}
 	if (id->value && id->len) {
@@ -350,13 +335,14 @@ static void client_name_fill(struct http_request *hr)
 static bool is_admin(const struct http_snapshot *s, const struct key_headers *kh)
 {
 	const struct http_header *auth = &kh->authorization;
-	char digest[65];
+	char digest[LIMIT_SHA256_HEX];
 	bool ok;
 
 	if (!s->admin_token_sha256[0] || !auth->value || auth->len < 7 ||
 	    strncasecmp(auth->value, "Bearer ", 7) != 0)
 		return false;
-	sha256_hex(auth->value + 7, auth->len - 7, digest);
+	if (hex_sha256(auth->value + 7, auth->len - 7, digest) < 0)
+		return false;
 	ok = CRYPTO_memcmp(digest, s->admin_token_sha256, 64) == 0;
 	mem_wipe(digest, sizeof(digest));
 	return ok;
@@ -453,7 +439,7 @@ static enum MHD_Result handle_key(struct http_request *hr, const struct http_sna
 	struct key_headers kh;
 	uint32_t max_wait_ms = s->default_max_wait_ms;
 	const union MHD_ConnectionInfo *ci;
-	const struct config_client *client = NULL;
+	const struct clients_snapshot *cs = clients_current();
 
 	/*
 	 * Every value whole: a %00 must not turn "abc%00xyz" into space "abc",
@@ -487,17 +473,17 @@ static enum MHD_Result handle_key(struct http_request *hr, const struct http_sna
 					   "the key was not in the cache");
 		return queue_error(hr, MHD_HTTP_OK, "OK", "the key was purged from the cache");
 	}
-	if (identify(hr, s, &kh) < 0) {
+	if (identify(hr, cs, &kh) < 0) {
 		hr->preq.call.answer.outcome = ENGINE_OUTCOME_UNAUTHORIZED;
 		return queue_error(hr, MHD_HTTP_UNAUTHORIZED, "Proxy.Unauthorized",
 				   "a valid bearer token is required");
 	}
-	for (unsigned i = 0; i < s->n_clients; i++) {
-		if (strcmp(s->clients[i].name, hr->client_name) == 0)
-			client = &s->clients[i];
-	}
-	if (client && client->max_wait_ms)
-		max_wait_ms = (uint32_t)client->max_wait_ms;
+	/* X-Client-Id may name a configured client (when tokens are not required). */
+	if (!hr->client_known && hr->client_name[0] &&
+	    clients_configured(cs, hr->client_name, &hr->client_id) == 0)
+		hr->client_known = true;
+	if (hr->client_known && clients_max_wait_ms(cs, hr->client_id))
+		max_wait_ms = (uint32_t)clients_max_wait_ms(cs, hr->client_id);
 	if (ka.value[ROUTE_PARAM_MAX_WAIT_MS]) {
 		uint32_t asked;
 
@@ -528,7 +514,7 @@ static enum MHD_Result handle_key(struct http_request *hr, const struct http_sna
 	if (proxy_lookup(hr->h->proxy, pr, clock_mono_us(), (int64_t)time(NULL)) == PROXY_ANSWERED)
 		return queue_proxy_answer(hr);
 	client_name_fill(hr);
-	pr->call.client = proxy_client_index(hr->h->proxy, hr->client_name);
+	pr->call.client = hr->client_known ? hr->client_id : clients_id(hr->client_name);
 	hr->state = HR_SUSPENDED;
 	MHD_suspend_connection(c);
 	proxy_submit(hr->h->proxy, pr);
@@ -888,12 +874,6 @@ static struct http_snapshot *snapshot_new(const struct config *cfg)
 	snprintf(s->admin_token_sha256, sizeof(s->admin_token_sha256), "%s",
 		 cfg->admin_token_sha256 ? cfg->admin_token_sha256 : "");
 	s->default_max_wait_ms = cfg->max_wait_ms;
-	s->n_clients = cfg->n_clients;
-	memcpy(s->clients, cfg->clients, sizeof(s->clients));
-	for (unsigned i = 0; i < cfg->n_clients; i++) {
-		if (cfg->clients[i].token_sha256[0])
-			s->tokens_required = true;
-	}
 	return s;
 }
 
@@ -1004,7 +984,7 @@ int http_new(const struct config *cfg, struct proxy *proxy, struct http **ret, c
 			goto fail;
 		}
 		snprintf(h->listen_address, sizeof(h->listen_address), "%s", cfg->listen);
-		if (!na.is_loopback && !atomic_load(&h->snapshot)->tokens_required)
+		if (!na.is_loopback && !clients_tokens_required(clients_current()))
 			log_warn("listen_remote",
 				 "listen=%s detail=\"not loopback and no client tokens: anyone who can reach it may spend the quota\"",
 				 cfg->listen);

@@ -25,6 +25,7 @@
 
 #include "cache.h"
 #include "cli.h"
+#include "clients.h"
 #include "clock.h"
 #include "config.h"
 #include "http.h"
@@ -154,6 +155,10 @@ static int reload(struct daemon_state *d, int argc, char **argv)
 			 "keys=%s detail=\"changed but need a restart; the running values stay\"",
 			 buf_str(&kept));
 	apply_logging(&next);
+	/* Before the proxy: it reads the client weights from the new snapshot. */
+	if (clients_publish(&next) < 0)
+		log_warn("clients_overflow", "max_ids=%d detail=\"some configured clients share the overflow id until a restart\"",
+			 CLIENTS_MAX);
 	proxy_reconfigure(d->proxy, &next);
 	http_reconfigure(d->http, &next);
 	/* The modules copied what they keep; the old strings may go. */
@@ -198,6 +203,10 @@ static int serve(struct daemon_state *d, int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
 	metrics_init();
+	clients_init();
+	if (clients_publish(&d->cfg) < 0)
+		log_warn("clients_overflow", "max_ids=%d detail=\"some configured clients share the overflow id\"",
+			 CLIENTS_MAX);
 	notify_init();
 	signer_source_from(&d->cfg, &src);
 	rc = signer_new(&src, &d->signer, errbuf, sizeof(errbuf));
@@ -281,6 +290,7 @@ out_signer:
 	signer_free(d->signer);
 out:
 	notify_fini();
+	clients_fini();
 	if (exit_code == 0)
 		log_info("stopped", "exit_code=%d", exit_code);
 	return exit_code;

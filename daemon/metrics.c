@@ -1,15 +1,20 @@
 /*
  * metrics.c -- counters, gauges, histograms and their exposition (see metrics.h).
  *
- * Owns: static arrays of relaxed atomics. Nothing here allocates on the
- * update path; rendering builds one bounded buffer.
+ * Owns: static arrays of relaxed atomics, and the table of metric
+ * families (METRICS_TABLE below): name, type, labels, help and where the
+ * samples come from, in exposition order. Nothing here allocates on the
+ * update path; rendering walks the table into one bounded buffer.
  */
 #include "metrics.h"
 
+#include <math.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "clients.h"
 #include "span.h"
 
 #ifndef CAMSKEYD_VERSION
@@ -17,7 +22,7 @@
 #endif
 
 static atomic_uint_fast64_t results[METRICS_RESULT_COUNT];
-static atomic_uint_fast64_t upstream_codes[METRICS_UPSTREAM_CODE_COUNT];
+static atomic_uint_fast64_t upstream_codes[ENVELOPE_OUTCOME_COUNT];
 static atomic_uint_fast64_t counters[METRICS_COUNTER_COUNT];
 static atomic_int_fast64_t gauges[METRICS_GAUGE_COUNT];
 
@@ -34,7 +39,6 @@ struct histogram {
 };
 static struct histogram histograms[METRICS_HIST_COUNT];
 
-static char client_names[METRICS_MAX_CLIENTS][72];
 static atomic_uint_fast64_t client_calls[METRICS_MAX_CLIENTS];
 static atomic_int_fast64_t client_depth[METRICS_MAX_CLIENTS];
 
@@ -42,78 +46,123 @@ static const char *const result_labels[METRICS_RESULT_COUNT] = {
 	"hit", "miss", "stale", "not_modified", "negative", "error", "bad_request",
 };
 
-static const char *const upstream_labels[METRICS_UPSTREAM_CODE_COUNT] = {
-	"OK", "System.LimitControl", "Product.Unsubscript", "Ram.PermissionDeny",
-	"Unknown.ResourceOwnerId", "auth_error", "other_code", "http_error", "timeout", "network",
+/*
+ * The table: every metric family, once, in exposition order.
+ *   X(name, type, labels, source, index, decimals, help)
+ * type     COUNTER, GAUGE or HISTOGRAM
+ * labels   the label names, comma-separated; "" for none
+ * source   where the samples come from (enum source below)
+ * index    which counter, gauge or histogram, for the SRC_COUNTER,
+ *          SRC_GAUGE and SRC_HISTOGRAM rows
+ * decimals a gauge stored as an integer times 10^decimals (rate x 1000,
+ *          margin in microseconds) is printed with that many decimals
+ * It drives the exposition, metrics_families(), metrics_names() and the
+ * documentation test (every family in docs/OPERATIONS.md with its type
+ * and labels).
+ */
+#define METRICS_TABLE(X) \
+	X("camskeyd_build_info", GAUGE, "version", SRC_BUILD_INFO, 0, 0, \
+	  "Build information.") \
+	X("camskeyd_requests_total", COUNTER, "result", SRC_RESULTS, 0, 0, \
+	  "Key lookups answered, by result.") \
+	X("camskeyd_upstream_calls_total", COUNTER, "code", SRC_UPSTREAM, 0, 0, \
+	  "Upstream calls completed, by Code or failure.") \
+	X("camskeyd_client_upstream_calls_total", COUNTER, "client", SRC_CLIENT_CALLS, 0, 0, \
+	  "Upstream calls sent on behalf of each client.") \
+	X("camskeyd_client_queue_depth", GAUGE, "client", SRC_CLIENT_DEPTH, 0, 0, \
+	  "Upstream calls waiting for quota, per client.") \
+	X("camskeyd_quota_rejected_total", COUNTER, "", SRC_COUNTER, METRICS_QUOTA_REJECTED, 0, \
+	  "Callers answered 503 Proxy.QuotaWait.") \
+	X("camskeyd_queue_full_total", COUNTER, "", SRC_COUNTER, METRICS_QUEUE_FULL, 0, \
+	  "Callers answered 503 Proxy.QueueFull.") \
+	X("camskeyd_upstream_throttles_total", COUNTER, "", SRC_COUNTER, METRICS_THROTTLES, 0, \
+	  "System.LimitControl answers received.") \
+	X("camskeyd_upstream_retries_total", COUNTER, "", SRC_COUNTER, METRICS_RETRIES, 0, \
+	  "Upstream calls that were retries.") \
+	X("camskeyd_flight_joins_total", COUNTER, "", SRC_COUNTER, METRICS_FLIGHTS_JOINED, 0, \
+	  "Callers that joined an upstream call already wanted.") \
+	X("camskeyd_refreshes_total", COUNTER, "", SRC_COUNTER, METRICS_REFRESHES, 0, \
+	  "Background refreshes sent upstream.") \
+	X("camskeyd_client_gone_total", COUNTER, "", SRC_COUNTER, METRICS_CLIENT_GONE, 0, \
+	  "Waiting callers that disconnected.") \
+	X("camskeyd_key_rotations_total", COUNTER, "", SRC_COUNTER, METRICS_KEY_ROTATIONS, 0, \
+	  "Keys whose fingerprint changed upstream.") \
+	X("camskeyd_cache_errors_total", COUNTER, "", SRC_COUNTER, METRICS_CACHE_ERRORS, 0, \
+	  "Cache (SQLite) errors.") \
+	X("camskeyd_unauthorized_total", COUNTER, "", SRC_COUNTER, METRICS_UNAUTHORIZED, 0, \
+	  "Requests refused with 401.") \
+	X("camskeyd_slow_clients_total", COUNTER, "", SRC_COUNTER, METRICS_SLOW_CLIENTS, 0, \
+	  "Connections ended because the request head came too late.") \
+	X("camskeyd_queue_depth", GAUGE, "", SRC_GAUGE, METRICS_GAUGE_QUEUE_DEPTH, 0, \
+	  "Upstream calls waiting for quota.") \
+	X("camskeyd_waiting_callers", GAUGE, "", SRC_GAUGE, METRICS_GAUGE_WAITERS, 0, \
+	  "Callers waiting for an upstream answer or quota.") \
+	X("camskeyd_upstream_in_flight", GAUGE, "", SRC_GAUGE, METRICS_GAUGE_IN_FLIGHT, 0, \
+	  "Upstream calls in progress.") \
+	X("camskeyd_limiter_rate", GAUGE, "", SRC_GAUGE, METRICS_GAUGE_EFFECTIVE_RATE_MILLI, 3, \
+	  "Effective upstream calls per second after back-off.") \
+	X("camskeyd_limiter_margin_seconds", GAUGE, "", SRC_GAUGE, METRICS_GAUGE_RATE_MARGIN_US, 6, \
+	  "Safety margin added to the one-second window.") \
+	X("camskeyd_cache_entries", GAUGE, "", SRC_GAUGE, METRICS_GAUGE_CACHE_ENTRIES, 0, \
+	  "Entries in the cache database.") \
+	X("camskeyd_ready", GAUGE, "", SRC_GAUGE, METRICS_GAUGE_READY, 0, \
+	  "1 when the daemon is ready to serve.") \
+	X("camskeyd_request_duration_seconds", HISTOGRAM, "", SRC_HISTOGRAM, METRICS_HIST_REQUEST, \
+	  0, "Time from request to answer.") \
+	X("camskeyd_quota_wait_seconds", HISTOGRAM, "", SRC_HISTOGRAM, METRICS_HIST_QUOTA_WAIT, 0, \
+	  "Time an upstream call waited for quota.") \
+	X("camskeyd_upstream_duration_seconds", HISTOGRAM, "", SRC_HISTOGRAM, METRICS_HIST_UPSTREAM, \
+	  0, "Upstream call duration.")
+
+/* Where a family's samples come from. */
+enum source {
+	SRC_BUILD_INFO,    /* one sample, version label */
+	SRC_RESULTS,       /* results[], by result label */
+	SRC_UPSTREAM,      /* upstream_codes[], by envelope_outcome_label() */
+	SRC_CLIENT_CALLS,  /* client_calls[], one per client id with a name */
+	SRC_CLIENT_DEPTH,  /* client_depth[], likewise */
+	SRC_COUNTER,       /* counters[index] */
+	SRC_GAUGE,         /* gauges[index] */
+	SRC_HISTOGRAM,     /* histograms[index] */
 };
 
-struct counter_def {
-	const char *name;
-	const char *help;
+/* What the exposition needs beyond the public metrics_family. */
+struct family_source {
+	enum source source;
+	unsigned index;
+	int decimals;
 };
 
-static const struct counter_def counter_defs[METRICS_COUNTER_COUNT] = {
-	{ "camskeyd_quota_rejected_total", "Callers answered 503 Proxy.QuotaWait." },
-	{ "camskeyd_queue_full_total", "Callers answered 503 Proxy.QueueFull." },
-	{ "camskeyd_upstream_throttles_total", "System.LimitControl answers received." },
-	{ "camskeyd_upstream_retries_total", "Upstream calls that were retries." },
-	{ "camskeyd_flight_joins_total", "Callers that joined an upstream call already wanted." },
-	{ "camskeyd_refreshes_total", "Background refreshes sent upstream." },
-	{ "camskeyd_client_gone_total", "Waiting callers that disconnected." },
-	{ "camskeyd_key_rotations_total", "Keys whose fingerprint changed upstream." },
-	{ "camskeyd_cache_errors_total", "Cache (SQLite) errors." },
-	{ "camskeyd_unauthorized_total", "Requests refused with 401." },
-	{ "camskeyd_slow_clients_total", "Connections ended because the request head came too late." },
-};
+#define FAMILY_INFO(name, type, labels, src, idx, dec, help) \
+	{ name, METRICS_TYPE_##type, labels, help },
+#define FAMILY_SOURCE(name, type, labels, src, idx, dec, help) { src, idx, dec },
+#define FAMILY_NAME(name, type, labels, src, idx, dec, help) name,
+#define IS_COUNTER(name, type, labels, src, idx, dec, help) +((src) == SRC_COUNTER)
+#define IS_GAUGE(name, type, labels, src, idx, dec, help) +((src) == SRC_GAUGE)
+#define IS_HISTOGRAM(name, type, labels, src, idx, dec, help) +((src) == SRC_HISTOGRAM)
 
-static const struct counter_def gauge_defs[METRICS_GAUGE_COUNT] = {
-	{ "camskeyd_queue_depth", "Upstream calls waiting for quota." },
-	{ "camskeyd_waiting_callers", "Callers waiting for an upstream answer or quota." },
-	{ "camskeyd_upstream_in_flight", "Upstream calls in progress." },
-	{ "camskeyd_limiter_rate", "Effective upstream calls per second after back-off." },
-	{ "camskeyd_limiter_margin_seconds", "Safety margin added to the one-second window." },
-	{ "camskeyd_cache_entries", "Entries in the cache database." },
-	{ "camskeyd_ready", "1 when the daemon is ready to serve." },
-};
+static const struct metrics_family families[] = { METRICS_TABLE(FAMILY_INFO) };
+static const struct family_source sources[] = { METRICS_TABLE(FAMILY_SOURCE) };
+static const char *const family_names[] = { METRICS_TABLE(FAMILY_NAME) };
 
-static const struct counter_def hist_defs[METRICS_HIST_COUNT] = {
-	{ "camskeyd_request_duration_seconds", "Time from request to answer." },
-	{ "camskeyd_quota_wait_seconds", "Time an upstream call waited for quota." },
-	{ "camskeyd_upstream_duration_seconds", "Upstream call duration." },
-};
+#define N_FAMILIES (sizeof(families) / sizeof(families[0]))
+_Static_assert(0 METRICS_TABLE(IS_COUNTER) == METRICS_COUNTER_COUNT,
+	       "every counter has one row in the table");
+_Static_assert(0 METRICS_TABLE(IS_GAUGE) == METRICS_GAUGE_COUNT,
+	       "every gauge has one row in the table");
+_Static_assert(0 METRICS_TABLE(IS_HISTOGRAM) == METRICS_HIST_COUNT,
+	       "every histogram has one row in the table");
 
-static const char *const all_names[] = {
-	"camskeyd_build_info",
-	"camskeyd_requests_total",
-	"camskeyd_upstream_calls_total",
-	"camskeyd_client_upstream_calls_total",
-	"camskeyd_client_queue_depth",
-	"camskeyd_quota_rejected_total",
-	"camskeyd_queue_full_total",
-	"camskeyd_upstream_throttles_total",
-	"camskeyd_upstream_retries_total",
-	"camskeyd_flight_joins_total",
-	"camskeyd_refreshes_total",
-	"camskeyd_client_gone_total",
-	"camskeyd_key_rotations_total",
-	"camskeyd_cache_errors_total",
-	"camskeyd_unauthorized_total",
-	"camskeyd_slow_clients_total",
-	"camskeyd_queue_depth",
-	"camskeyd_waiting_callers",
-	"camskeyd_upstream_in_flight",
-	"camskeyd_limiter_rate",
-	"camskeyd_limiter_margin_seconds",
-	"camskeyd_cache_entries",
-	"camskeyd_ready",
-	"camskeyd_request_duration_seconds",
-	"camskeyd_quota_wait_seconds",
-	"camskeyd_upstream_duration_seconds",
+_Static_assert(METRICS_MAX_CLIENTS == CLIENTS_MAX, "per-client series by registry id");
+
+static const char *const type_names[] = {
+	[METRICS_TYPE_COUNTER] = "counter",
+	[METRICS_TYPE_GAUGE] = "gauge",
+	[METRICS_TYPE_HISTOGRAM] = "histogram",
 };
 
 void metrics_init(void)
 {
-	memset(client_names, 0, sizeof(client_names));
 }
 
 void metrics_result(enum metrics_result r)
@@ -121,9 +170,9 @@ void metrics_result(enum metrics_result r)
 	atomic_fetch_add_explicit(&results[r], 1, memory_order_relaxed);
 }
 
-void metrics_upstream(enum metrics_upstream_code c)
+void metrics_upstream(enum envelope_outcome outcome)
 {
-	atomic_fetch_add_explicit(&upstream_codes[c], 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&upstream_codes[outcome], 1, memory_order_relaxed);
 }
 
 void metrics_count(enum metrics_counter c)
@@ -150,12 +199,6 @@ void metrics_observe_us(enum metrics_histogram h, int64_t duration_us)
 	atomic_fetch_add_explicit(&hist->sum_us, (uint64_t)duration_us, memory_order_relaxed);
 }
 
-void metrics_client_name(unsigned client, const char *name)
-{
-	if (client < METRICS_MAX_CLIENTS)
-		snprintf(client_names[client], sizeof(client_names[client]), "%s", name);
-}
-
 void metrics_client_call(unsigned client)
 {
 	if (client < METRICS_MAX_CLIENTS)
@@ -166,33 +209,6 @@ void metrics_client_queue_depth(unsigned client, int64_t depth)
 {
 	if (client < METRICS_MAX_CLIENTS)
 		atomic_store_explicit(&client_depth[client], depth, memory_order_relaxed);
-}
-
-enum metrics_upstream_code metrics_upstream_from_code(const char *code)
-{
-	static const struct {
-		const char *prefix;
-		enum metrics_upstream_code c;
-	} map[] = {
-		{ "OK", METRICS_UPSTREAM_OK },
-		{ "System.LimitControl", METRICS_UPSTREAM_LIMIT_CONTROL },
-		{ "Product.Unsubscript", METRICS_UPSTREAM_UNSUBSCRIPT },
-		{ "Ram.PermissionDeny", METRICS_UPSTREAM_PERMISSION_DENY },
-		{ "Unknown.ResourceOwnerId", METRICS_UPSTREAM_RESOURCE_OWNER },
-		{ "SignatureDoesNotMatch", METRICS_UPSTREAM_AUTH },
-		{ "SignatureNonceUsed", METRICS_UPSTREAM_AUTH },
-		{ "InvalidAccessKeyId", METRICS_UPSTREAM_AUTH },
-		{ "InvalidTimeStamp", METRICS_UPSTREAM_AUTH },
-		{ "InvalidSecurityToken", METRICS_UPSTREAM_AUTH },
-	};
-
-	for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
-		if (strcmp(code, map[i].prefix) == 0 ||
-		    (map[i].c == METRICS_UPSTREAM_AUTH &&
-		     strncmp(code, map[i].prefix, strlen(map[i].prefix)) == 0))
-			return map[i].c;
-	}
-	return METRICS_UPSTREAM_OTHER_CODE;
 }
 
 uint64_t metrics_result_value(enum metrics_result r)
@@ -212,87 +228,113 @@ int64_t metrics_gauge_value(enum metrics_gauge g)
 
 const char *const *metrics_names(unsigned *ret_count)
 {
-	*ret_count = sizeof(all_names) / sizeof(all_names[0]);
-	return all_names;
+	*ret_count = (unsigned)N_FAMILIES;
+	return family_names;
 }
 
-static void render_histogram(struct buf *out, const struct counter_def *def,
-			     struct histogram *h)
+const struct metrics_family *metrics_families(size_t *ret_count)
+{
+	*ret_count = N_FAMILIES;
+	return families;
+}
+
+const char *metrics_type_name(enum metrics_type type)
+{
+	return type_names[type];
+}
+
+static void render_histogram(struct buf *out, const char *name, struct histogram *h)
 {
 	uint64_t cumulative = 0;
 	size_t i;
 
-	buf_printf(out, "# HELP %s %s\n# TYPE %s histogram\n", def->name, def->help, def->name);
 	for (i = 0; i < N_BUCKETS; i++) {
 		cumulative += atomic_load_explicit(&h->buckets[i], memory_order_relaxed);
-		buf_printf(out, "%s_bucket{le=\"%g\"} %llu\n", def->name,
-			   (double)bucket_us[i] / 1e6, (unsigned long long)cumulative);
+		buf_printf(out, "%s_bucket{le=\"%g\"} %llu\n", name, (double)bucket_us[i] / 1e6,
+			   (unsigned long long)cumulative);
 	}
 	cumulative += atomic_load_explicit(&h->buckets[N_BUCKETS], memory_order_relaxed);
-	buf_printf(out, "%s_bucket{le=\"+Inf\"} %llu\n", def->name, (unsigned long long)cumulative);
-	buf_printf(out, "%s_sum %.6f\n", def->name,
+	buf_printf(out, "%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)cumulative);
+	buf_printf(out, "%s_sum %.6f\n", name,
 		   (double)atomic_load_explicit(&h->sum_us, memory_order_relaxed) / 1e6);
 	/* count from the buckets so the exposition is self-consistent */
-	buf_printf(out, "%s_count %llu\n", def->name, (unsigned long long)cumulative);
+	buf_printf(out, "%s_count %llu\n", name, (unsigned long long)cumulative);
+}
+
+/*
+ * One sample per client id that has a name (clients.c publishes each name
+ * once, with release; clients_name() loads it with acquire), so a series
+ * keeps its name for the process's life whatever reloads do.
+ */
+static void render_clients(struct buf *out, const char *name, bool depth)
+{
+	for (unsigned id = 0; id < METRICS_MAX_CLIENTS; id++) {
+		const char *client = clients_name(id);
+
+		if (!client)
+			continue;
+		if (depth)
+			buf_printf(out, "%s{client=\"%s\"} %lld\n", name, client,
+				   (long long)atomic_load_explicit(&client_depth[id],
+								   memory_order_relaxed));
+		else
+			buf_printf(out, "%s{client=\"%s\"} %llu\n", name, client,
+				   (unsigned long long)atomic_load_explicit(&client_calls[id],
+									    memory_order_relaxed));
+	}
+}
+
+static void render_family(struct buf *out, const struct metrics_family *fam,
+			  const struct family_source *src)
+{
+	unsigned i;
+
+	buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", fam->name, fam->help, fam->name,
+		   type_names[fam->type]);
+	switch (src->source) {
+	case SRC_BUILD_INFO:
+		buf_printf(out, "%s{version=\"%s\"} 1\n", fam->name, CAMSKEYD_VERSION);
+		break;
+	case SRC_RESULTS:
+		for (i = 0; i < METRICS_RESULT_COUNT; i++)
+			buf_printf(out, "%s{result=\"%s\"} %llu\n", fam->name, result_labels[i],
+				   (unsigned long long)atomic_load_explicit(&results[i],
+									    memory_order_relaxed));
+		break;
+	case SRC_UPSTREAM:
+		for (i = 0; i < ENVELOPE_OUTCOME_COUNT; i++)
+			buf_printf(out, "%s{code=\"%s\"} %llu\n", fam->name,
+				   envelope_outcome_label((enum envelope_outcome)i),
+				   (unsigned long long)atomic_load_explicit(&upstream_codes[i],
+									    memory_order_relaxed));
+		break;
+	case SRC_CLIENT_CALLS:
+	case SRC_CLIENT_DEPTH:
+		render_clients(out, fam->name, src->source == SRC_CLIENT_DEPTH);
+		break;
+	case SRC_COUNTER:
+		buf_printf(out, "%s %llu\n", fam->name,
+			   (unsigned long long)atomic_load_explicit(&counters[src->index],
+								    memory_order_relaxed));
+		break;
+	case SRC_GAUGE: {
+		int64_t v = atomic_load_explicit(&gauges[src->index], memory_order_relaxed);
+
+		if (src->decimals > 0)
+			buf_printf(out, "%s %.*f\n", fam->name, src->decimals,
+				   (double)v / pow(10.0, src->decimals));
+		else
+			buf_printf(out, "%s %lld\n", fam->name, (long long)v);
+		break;
+	}
+	case SRC_HISTOGRAM:
+		render_histogram(out, fam->name, &histograms[src->index]);
+		break;
+	}
 }
 
 void metrics_render(struct buf *out)
 {
-	unsigned i;
-
-	buf_printf(out, "# HELP camskeyd_build_info Build information.\n"
-			"# TYPE camskeyd_build_info gauge\n"
-			"camskeyd_build_info{version=\"%s\"} 1\n", CAMSKEYD_VERSION);
-
-	buf_adds(out, "# HELP camskeyd_requests_total Key lookups answered, by result.\n"
-		      "# TYPE camskeyd_requests_total counter\n");
-	for (i = 0; i < METRICS_RESULT_COUNT; i++)
-		buf_printf(out, "camskeyd_requests_total{result=\"%s\"} %llu\n", result_labels[i],
-			   (unsigned long long)atomic_load_explicit(&results[i], memory_order_relaxed));
-
-	buf_adds(out, "# HELP camskeyd_upstream_calls_total Upstream calls completed, by Code or failure.\n"
-		      "# TYPE camskeyd_upstream_calls_total counter\n");
-	for (i = 0; i < METRICS_UPSTREAM_CODE_COUNT; i++)
-		buf_printf(out, "camskeyd_upstream_calls_total{code=\"%s\"} %llu\n", upstream_labels[i],
-			   (unsigned long long)atomic_load_explicit(&upstream_codes[i],
-								    memory_order_relaxed));
-
-	buf_adds(out, "# HELP camskeyd_client_upstream_calls_total Upstream calls sent on behalf of each client.\n"
-		      "# TYPE camskeyd_client_upstream_calls_total counter\n");
-	for (i = 0; i < METRICS_MAX_CLIENTS; i++) {
-		if (client_names[i][0])
-			buf_printf(out, "camskeyd_client_upstream_calls_total{client=\"%s\"} %llu\n",
-				   client_names[i],
-				   (unsigned long long)atomic_load_explicit(&client_calls[i],
-									    memory_order_relaxed));
-	}
-	buf_adds(out, "# HELP camskeyd_client_queue_depth Upstream calls waiting for quota, per client.\n"
-		      "# TYPE camskeyd_client_queue_depth gauge\n");
-	for (i = 0; i < METRICS_MAX_CLIENTS; i++) {
-		if (client_names[i][0])
-			buf_printf(out, "camskeyd_client_queue_depth{client=\"%s\"} %lld\n",
-				   client_names[i],
-				   (long long)atomic_load_explicit(&client_depth[i],
-								   memory_order_relaxed));
-	}
-
-	for (i = 0; i < METRICS_COUNTER_COUNT; i++)
-		buf_printf(out, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", counter_defs[i].name,
-			   counter_defs[i].help, counter_defs[i].name, counter_defs[i].name,
-			   (unsigned long long)atomic_load_explicit(&counters[i],
-								    memory_order_relaxed));
-	for (i = 0; i < METRICS_GAUGE_COUNT; i++) {
-		int64_t v = atomic_load_explicit(&gauges[i], memory_order_relaxed);
-
-		buf_printf(out, "# HELP %s %s\n# TYPE %s gauge\n", gauge_defs[i].name,
-			   gauge_defs[i].help, gauge_defs[i].name);
-		if (i == METRICS_GAUGE_EFFECTIVE_RATE_MILLI)
-			buf_printf(out, "%s %.3f\n", gauge_defs[i].name, (double)v / 1000.0);
-		else if (i == METRICS_GAUGE_RATE_MARGIN_US)
-			buf_printf(out, "%s %.6f\n", gauge_defs[i].name, (double)v / 1e6);
-		else
-			buf_printf(out, "%s %lld\n", gauge_defs[i].name, (long long)v);
-	}
-	for (i = 0; i < METRICS_HIST_COUNT; i++)
-		render_histogram(out, &hist_defs[i], &histograms[i]);
+	for (size_t i = 0; i < N_FAMILIES; i++)
+		render_family(out, &families[i], &sources[i]);
 }

@@ -1,7 +1,8 @@
 /*
  * metrics.h -- the daemon's counters, gauges and histograms, and their
- * Prometheus text exposition. Every metric is defined once, in the table in
- * metrics.c (name, type, help), which also feeds the documentation test.
+ * Prometheus text exposition. Every metric family is defined once, in the
+ * table in metrics.c (name, type, labels, help), which drives the exposition
+ * and feeds the documentation test.
  *
  * Counters and histograms are relaxed atomics: updating one never takes a
  * lock, so the hit path stays lock-free. Gauges owned by the engine thread
@@ -12,9 +13,11 @@
 #ifndef CAMSKEYD_METRICS_H
 #define CAMSKEYD_METRICS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "buf.h"
+#include "envelope.h"
 
 enum metrics_result {
 	METRICS_RESULT_HIT = 0,
@@ -25,21 +28,6 @@ enum metrics_result {
 	METRICS_RESULT_ERROR,
 	METRICS_RESULT_BAD_REQUEST,
 	METRICS_RESULT_COUNT,
-};
-
-/* Upstream outcomes, by Code where the upstream answered one. */
-enum metrics_upstream_code {
-	METRICS_UPSTREAM_OK = 0,
-	METRICS_UPSTREAM_LIMIT_CONTROL,
-	METRICS_UPSTREAM_UNSUBSCRIPT,
-	METRICS_UPSTREAM_PERMISSION_DENY,
-	METRICS_UPSTREAM_RESOURCE_OWNER,
-	METRICS_UPSTREAM_AUTH,          /* signature / key / timestamp rejected */
-	METRICS_UPSTREAM_OTHER_CODE,
-	METRICS_UPSTREAM_HTTP_ERROR,    /* 5xx or unparsable answer */
-	METRICS_UPSTREAM_TIMEOUT,
-	METRICS_UPSTREAM_NETWORK,
-	METRICS_UPSTREAM_CODE_COUNT,
 };
 
 enum metrics_counter {
@@ -78,17 +66,19 @@ enum metrics_histogram {
 void metrics_init(void);
 
 void metrics_result(enum metrics_result r);
-void metrics_upstream(enum metrics_upstream_code c);
+/* An upstream call ended so (envelope_classify() sorts the answers). */
+void metrics_upstream(enum envelope_outcome outcome);
 void metrics_count(enum metrics_counter c);
 void metrics_gauge_set(enum metrics_gauge g, int64_t value);
 void metrics_observe_us(enum metrics_histogram h, int64_t duration_us);
-/* Per-client counters (client index < METRICS_MAX_CLIENTS; name set at start/reload). */
+/*
+ * Per-client series, by client id (clients.h; ids >= METRICS_MAX_CLIENTS
+ * are ignored). They are rendered for every id the registry has named,
+ * under that name.
+ */
 #define METRICS_MAX_CLIENTS 128
-void metrics_client_name(unsigned client, const char *name);
 void metrics_client_call(unsigned client);
 void metrics_client_queue_depth(unsigned client, int64_t depth);
-/* Map an upstream Code string to its counter. */
-enum metrics_upstream_code metrics_upstream_from_code(const char *code);
 
 /* Render everything in Prometheus text format 0.0.4. */
 void metrics_render(struct buf *out);
@@ -98,7 +88,25 @@ uint64_t metrics_result_value(enum metrics_result r);
 uint64_t metrics_counter_value(enum metrics_counter c);
 int64_t metrics_gauge_value(enum metrics_gauge g);
 
-/* Every metric name (the docs test checks each appears in docs/). */
+/* A metric family as the table in metrics.c defines it. */
+enum metrics_type {
+	METRICS_TYPE_COUNTER,
+	METRICS_TYPE_GAUGE,
+	METRICS_TYPE_HISTOGRAM,
+};
+
+struct metrics_family {
+	const char *name;     /* "camskeyd_requests_total" */
+	enum metrics_type type;
+	const char *labels;   /* label names, comma-separated: "result"; "" for none */
+	const char *help;     /* the # HELP text */
+};
+
+/* Every family, in exposition order (the docs test walks it). Never fails. */
+const struct metrics_family *metrics_families(size_t *ret_count);
+/* "counter", "gauge" or "histogram". */
+const char *metrics_type_name(enum metrics_type type);
+/* Every family's name, in the same order. */
 const char *const *metrics_names(unsigned *ret_count);
 
 #endif

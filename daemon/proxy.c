@@ -39,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clients.h"
 #include "clock.h"
 #include "envelope.h"
 #include "limiter.h"
@@ -68,7 +69,7 @@ struct proxy_settings {
 };
 
 struct proxy {
-	pthread_mutex_t lock; /* inbox, refresh ring, clients, pending settings, stopping, closed */
+	pthread_mutex_t lock; /* inbox, refresh ring, pending settings, stopping, closed */
 	struct proxy_request *inbox_head, *inbox_tail;
 	struct cams_key refresh_ring[PROXY_REFRESH_RING];
 	unsigned refresh_head, refresh_len;
@@ -76,8 +77,6 @@ struct proxy {
 	bool closed;          /* the engine thread has ended: submissions are answered directly */
 	bool settings_pending;
 	struct proxy_settings pending;
-	char client_names[QUEUE_MAX_CLIENTS][LIMIT_CLIENT_NAME_MAX + 1];
-	unsigned n_clients;
 	unsigned grace_ms;
 
 	/* read on the hit path without the lock */
@@ -104,6 +103,9 @@ struct proxy {
 
 static void settings_from_config(struct proxy_settings *s, const struct config *cfg)
 {
+	/* clients_publish(cfg) came first: weights by registry id */
+	const struct clients_snapshot *clients = clients_current();
+
 	memset(s, 0, sizeof(*s));
 	s->ttl_s = cfg->ttl_s;
 	s->status_ttl_s = cfg->status_ttl_s;
@@ -119,9 +121,7 @@ static void settings_from_config(struct proxy_settings *s, const struct config *
 	s->engine.limiter.burst = cfg->burst;
 	s->engine.limiter.margin_ms = cfg->rate_margin_ms;
 	for (unsigned i = 0; i < QUEUE_MAX_CLIENTS; i++)
-		s->engine.weights[i] = 1;
-	for (unsigned i = 0; i < cfg->n_clients && i < QUEUE_MAX_CLIENTS; i++)
-		s->engine.weights[i] = cfg->clients[i].weight ? cfg->clients[i].weight : 1;
+		s->engine.weights[i] = clients_weight(clients, i);
 }
 
 void proxy_request_clear(struct proxy_request *req)
@@ -391,8 +391,11 @@ static void on_upstream_done(struct upstream_result *res, void *cls)
 	struct cache_entry *entry = NULL;
 	struct envelope_reply r;
 	char err[160], msg[LIMIT_MESSAGE_MAX + LIMIT_CODE_MAX + LIMIT_REQUEST_ID_MAX + 96];
+	char qid[2 * LIMIT_REQUEST_ID_MAX + 3];
 	char masked[LOG_PHONE_MASKED_MAX];
-	enum metrics_upstream_code mcode;
+	enum envelope_class verdict;
+	enum envelope_outcome outcome;
+	int answer_status;
 	bool parsed = false;
 
 	log_mask_phone(f->key.phone, masked, sizeof(masked));
@@ -402,7 +405,7 @@ static void on_upstream_done(struct upstream_result *res, void *cls)
 
 	switch (res->outcome) {
 	case UPSTREAM_TIMEOUT:
-		metrics_upstream(METRICS_UPSTREAM_TIMEOUT);
+		metrics_upstream(ENVELOPE_OUTCOME_TIMEOUT);
 		log_warn("upstream_timeout", "phone=%s after_ms=%" PRId64, masked,
 			 (now_us - f->sent_at_us) / 1000);
 		snprintf(msg, sizeof(msg), "the upstream did not answer within %u ms",
@@ -413,7 +416,7 @@ static void on_upstream_done(struct upstream_result *res, void *cls)
 		goto out;
 	case UPSTREAM_NETWORK:
 	case UPSTREAM_TOO_LARGE:
-		metrics_upstream(METRICS_UPSTREAM_NETWORK);
+		metrics_upstream(ENVELOPE_OUTCOME_NETWORK);
 		log_warn("upstream_error", "phone=%s error=%s", masked,
 			 log_quote(res->error, err, sizeof(err)));
 		snprintf(msg, sizeof(msg), "upstream %s: %s",
@@ -425,7 +428,7 @@ static void on_upstream_done(struct upstream_result *res, void *cls)
 	}
 
 	if (envelope_parse(res->body, res->body_len, &r, err, sizeof(err)) < 0) {
-		metrics_upstream(METRICS_UPSTREAM_HTTP_ERROR);
+		metrics_upstream(ENVELOPE_OUTCOME_HTTP_ERROR);
 		if (res->http_status >= 500 || res->http_status < 200)
 			snprintf(msg, sizeof(msg), "upstream answered HTTP %ld", res->http_status);
 		else
@@ -436,18 +439,10 @@ static void on_upstream_done(struct upstream_result *res, void *cls)
 		goto out;
 	}
 	parsed = true;
-	mcode = metrics_upstream_from_code(r.code);
-	metrics_upstream(mcode);
-	if (res->http_status >= 500 && mcode != METRICS_UPSTREAM_LIMIT_CONTROL) {
-		/* The upstream's own failure: ours to report, its Code in Message. */
-		log_warn("upstream_error", "phone=%s http_status=%ld code=%s request_id=%s", masked,
-			 res->http_status, r.code, r.request_id);
-		snprintf(msg, sizeof(msg), "the upstream failed: HTTP %ld %s (RequestId %s): %s",
-			 res->http_status, r.code, r.request_id, r.message);
-		goto out;
-	}
-	switch (mcode) {
-	case METRICS_UPSTREAM_OK:
+	verdict = envelope_classify(res->http_status, r.code, &answer_status, &outcome);
+	metrics_upstream(outcome);
+	switch (verdict) {
+	case ENVELOPE_OK:
 		entry = store_key(p, f, &r, now_s, &reply.stored);
 		if (!entry) {
 			snprintf(msg, sizeof(msg), "upstream answer too large to serve");
@@ -457,38 +452,44 @@ static void on_upstream_done(struct upstream_result *res, void *cls)
 		reply.kind = ENGINE_REPLY_ENTRY;
 		reply.entry = entry;
 		break;
-	case METRICS_UPSTREAM_LIMIT_CONTROL:
+	case ENVELOPE_THROTTLED:
 		reply.kind = ENGINE_REPLY_THROTTLED;
 		reply.code = "System.LimitControl";
 		reply.request_id = r.request_id;
 		snprintf(msg, sizeof(msg), "%s", r.message);
 		break;
-	case METRICS_UPSTREAM_UNSUBSCRIPT:
-	case METRICS_UPSTREAM_PERMISSION_DENY:
-	case METRICS_UPSTREAM_RESOURCE_OWNER:
-		if (mcode != METRICS_UPSTREAM_RESOURCE_OWNER)
+	case ENVELOPE_DEFINITIVE:
+		if (answer_status == 403)
 			log_warn("upstream_denied", "phone=%s code=%s", masked, r.code);
-		entry = store_negative(p, f, &r, mcode == METRICS_UPSTREAM_RESOURCE_OWNER ? 404 : 403,
-				       now_s, &reply.stored);
+		entry = store_negative(p, f, &r, answer_status, now_s, &reply.stored);
 		reply.kind = ENGINE_REPLY_ENTRY;
 		reply.entry = entry;
 		break;
-	case METRICS_UPSTREAM_AUTH:
+	case ENVELOPE_NONCE_REUSED:
 		/*
-		 * A nonce "used already" means our request reached the upstream
-		 * twice: libcurl re-sends a request once when a reused
-		 * connection dies before the answer. Not retried: the upstream
-		 * already counted both arrivals.
+		 * Our request reached the upstream twice: libcurl re-sends a
+		 * request once when a reused connection dies before the
+		 * answer. Not retried: the upstream already counted both
+		 * arrivals, and a retry would add more load to a connection
+		 * that is failing.
 		 */
-		if (strcmp(r.code, "SignatureNonceUsed") == 0) {
-			log_warn("upstream_nonce_reused", "phone=%s attempt=%u", masked, f->attempts);
-			reply.request_id = r.request_id;
-			snprintf(msg, sizeof(msg),
-				 "the upstream connection failed and the re-sent request was refused (SignatureNonceUsed)");
-			break;
-		}
-		/* fall through */
-	default:
+		log_warn("upstream_nonce_reused", "phone=%s attempt=%u", masked, f->attempts);
+		reply.http_status = answer_status;
+		reply.request_id = r.request_id;
+		snprintf(msg, sizeof(msg),
+			 "the upstream connection failed and the re-sent request was refused (SignatureNonceUsed)");
+		break;
+	case ENVELOPE_SERVER_ERROR:
+		/* The upstream failed, not the caller: our Code, its Code and RequestId in Message. */
+		snprintf(msg, sizeof(msg), "upstream answered HTTP %ld: Code %s, RequestId %s",
+			 res->http_status, r.code, r.request_id);
+		log_warn("upstream_error", "phone=%s http_status=%ld code=%s request_id=%s", masked,
+			 res->http_status, log_quote(r.code, err, sizeof(err)),
+			 log_quote(r.request_id, qid, sizeof(qid)));
+		reply.http_status = answer_status;
+		break;
+	case ENVELOPE_CREDENTIAL:
+	case ENVELOPE_OTHER:
 		/*
 		 * The upstream refused our request itself (signature, key,
 		 * clock): the daemon's problem, not the caller's. Pass the
@@ -498,6 +499,7 @@ static void on_upstream_done(struct upstream_result *res, void *cls)
 			  res->http_status, r.code, log_quote(r.message, err, sizeof(err)));
 		snprintf(msg, sizeof(msg), "the upstream rejected the daemon's request: %s",
 			 r.message);
+		reply.http_status = answer_status;
 		reply.code = r.code;
 		reply.request_id = r.request_id;
 		break;
@@ -790,11 +792,6 @@ int proxy_new(const struct config *cfg, struct cache *cache, struct signer *sign
 	p->engine = engine_new(&p->settings.engine, clock_mono_us());
 	atomic_store(&p->stale_while_revalidate_s, cfg->stale_while_revalidate_s);
 	atomic_store(&p->stale_if_error_s, cfg->stale_if_error_s);
-	for (unsigned i = 0; i < cfg->n_clients && i < QUEUE_MAX_CLIENTS; i++) {
-		snprintf(p->client_names[i], sizeof(p->client_names[i]), "%s", cfg->clients[i].name);
-		metrics_client_name(i, cfg->clients[i].name);
-	}
-	p->n_clients = cfg->n_clients;
 	*ret = p;
 	return 0;
 }
@@ -844,39 +841,10 @@ void proxy_reconfigure(struct proxy *p, const struct config *cfg)
 	pthread_mutex_lock(&p->lock);
 	settings_from_config(&p->pending, cfg);
 	p->settings_pending = true;
-	/* Configured clients take the first slots, in config order. */
-	for (unsigned i = 0; i < cfg->n_clients && i < QUEUE_MAX_CLIENTS; i++) {
-		snprintf(p->client_names[i], sizeof(p->client_names[i]), "%s", cfg->clients[i].name);
-		metrics_client_name(i, cfg->clients[i].name);
-	}
-	if (cfg->n_clients > p->n_clients)
-		p->n_clients = cfg->n_clients;
 	pthread_mutex_unlock(&p->lock);
 	atomic_store(&p->stale_while_revalidate_s, cfg->stale_while_revalidate_s);
 	atomic_store(&p->stale_if_error_s, cfg->stale_if_error_s);
 	upstream_wakeup(p->upstream);
-}
-
-unsigned proxy_client_index(struct proxy *p, const char *name)
-{
-	unsigned i;
-
-	pthread_mutex_lock(&p->lock);
-	for (i = 0; i < p->n_clients; i++) {
-		if (strcmp(p->client_names[i], name) == 0)
-			goto out;
-	}
-	if (p->n_clients < QUEUE_MAX_CLIENTS) {
-		i = p->n_clients++;
-		snprintf(p->client_names[i], sizeof(p->client_names[i]), "%s", name);
-		metrics_client_name(i, name);
-	} else {
-		/* Past the table, unknown names share the last slot. */
-		i = QUEUE_MAX_CLIENTS - 1;
-	}
-out:
-	pthread_mutex_unlock(&p->lock);
-	return i;
 }
 
 void proxy_ratelimit(struct proxy *p, unsigned *ret_quota, unsigned *ret_remaining,

@@ -69,11 +69,12 @@ int proxy_start(struct proxy *p);
 void proxy_stop(struct proxy *p, unsigned grace_ms);
 void proxy_free(struct proxy *p);
 
-/* Apply a new configuration (rate, TTLs, clients, ...). Any thread. */
+/*
+ * Apply a new configuration (rate, TTLs, client weights, ...). Any thread.
+ * Client weights are read from clients_current(): clients_publish(cfg)
+ * comes first (as before proxy_new()).
+ */
 void proxy_reconfigure(struct proxy *p, const struct config *cfg);
-
-/* Client index for a name (configured clients first, then names seen). */
-unsigned proxy_client_index(struct proxy *p, const char *name);
 
 /*
  * Start a lookup: fill req->call.key etc. first. Answers from the cache's

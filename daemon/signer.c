@@ -45,6 +45,7 @@
 #include <openssl/rand.h>
 
 #include "bounds.h"
+#include "hex.h"
 #include "mem.h"
 #include "span.h"
 
@@ -116,29 +117,6 @@ void signer_percent_encode(struct buf *out, const char *s, size_t len)
 void signer_form_encode(struct buf *out, const char *s, size_t len)
 {
 	encode(out, s, len, true);
-}
-
-static void hex_lower(const unsigned char *p, size_t n, char *out)
-{
-	static const char digits[] = "0123456789abcdef";
-
-	for (size_t i = 0; i < n; i++) {
-		out[2 * i] = digits[p[i] >> 4];
-		out[2 * i + 1] = digits[p[i] & 0x0f];
-	}
-	out[2 * n] = '\0';
-}
-
-/* Lower-case hex SHA-256 of p into out (65 bytes). 0 or -EIO. */
-static int sha256_hex(const void *p, size_t n, char out[LIMIT_SHA256_HEX])
-{
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int md_len = 0;
-
-	if (!EVP_Digest(p ? p : "", n, md, &md_len, EVP_sha256(), NULL) || md_len != 32)
-		return -EIO;
-	hex_lower(md, md_len, out);
-	return 0;
 }
 
 /* HMAC with md into mac (EVP_MAX_MD_SIZE). 0 or -EIO. */
@@ -356,7 +334,7 @@ int signer_v3(const struct signer_v3_input *in, struct signer_v3_output *ret)
 	r = collect_v3_headers(in, &headers, &n_headers);
 	if (r)
 		goto out_free_query;
-	r = sha256_hex(in->body, in->body_len, out.hashed_payload);
+	r = hex_sha256(in->body, in->body_len, out.hashed_payload);
 	if (r)
 		goto out_free_headers;
 
@@ -397,7 +375,7 @@ int signer_v3(const struct signer_v3_input *in, struct signer_v3_output *ret)
 	if (r)
 		goto out_free_bufs;
 
-	r = sha256_hex(canonical.data, canonical.len, cr_hash);
+	r = hex_sha256(canonical.data, canonical.len, cr_hash);
 	if (r)
 		goto out_free_bufs;
 	out.string_to_sign = xmalloc(sizeof("ACS3-HMAC-SHA256\n") + 64);
@@ -409,7 +387,7 @@ int signer_v3(const struct signer_v3_input *in, struct signer_v3_output *ret)
 		r = r ? r : -EIO;
 		goto out_free_sts;
 	}
-	hex_lower(mac, mac_len, out.signature);
+	hex_encode_lower(mac, mac_len, out.signature);
 	mem_wipe(mac, sizeof(mac));
 
 	buf_printf(&auth, "ACS3-HMAC-SHA256 Credential=%s,SignedHeaders=%s,Signature=%s",
@@ -1031,7 +1009,7 @@ static int request_v3(const struct signer_cred *c, const char *host, const struc
 	r = buf_error(&body);
 	if (r)
 		goto out_free_body;
-	r = sha256_hex(body.data, body.len, content_sha);
+	r = hex_sha256(body.data, body.len, content_sha);
 	if (r)
 		goto out_free_body;
 
@@ -1163,7 +1141,7 @@ int signer_sign_request(struct signer *s, enum signer_kind kind, const char *hos
 
 		if (RAND_bytes(raw, sizeof(raw)) != 1)
 			return -EIO;
-		hex_lower(raw, sizeof(raw), nonce_hex);
+		hex_encode_lower(raw, sizeof(raw), nonce_hex);
 		nonce = nonce_hex;
 	}
 

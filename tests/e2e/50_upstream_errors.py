@@ -60,6 +60,27 @@ def test_server_errors_and_garbage_are_502_and_never_cached():
         assert hdrs["cache-status"] == "camskeyd; fwd=miss; stored", (mode, hdrs)
 
 
+def test_server_error_envelopes_are_502_naming_the_upstream_code_and_request_id():
+    sim = Sim()
+    d = Daemon(sim.url)
+    for i, (code, http_status) in enumerate([("InternalError", 500),
+                                             ("ServiceUnavailable", 503)]):
+        phone = "8613600000%03d" % i
+        sim.fault(phone, "error", code=code, status=http_status, count=1)
+        status, hdrs, doc = d.key(phone)
+        assert status == 502 and doc["Code"] == "Proxy.UpstreamError", (code, status, doc)
+        assert code in doc["Message"] and "HTTP %d" % http_status in doc["Message"], doc
+        # the upstream's RequestId is named in Message; ours is the envelope's
+        upstream_id = doc["Message"].rsplit("RequestId ", 1)[1]
+        assert upstream_id and upstream_id != doc["RequestId"], doc
+        assert doc["RequestId"] == hdrs["x-request-id"], (doc, hdrs)
+        # never cached: the next call goes upstream and gets the key
+        status, hdrs, doc = d.key(phone)
+        assert status == 200 and hdrs["cache-status"] == "camskeyd; fwd=miss; stored", (code, doc)
+    assert d.metric("camskeyd_upstream_calls_total", code="http_error") == 2
+    assert d.metric("camskeyd_upstream_calls_total", code="other_code") == 0
+
+
 def test_upstream_timeout_is_504():
     sim = Sim()
     sim.fault(PHONE, "hang")

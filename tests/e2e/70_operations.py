@@ -305,6 +305,34 @@ def test_reload_of_a_broken_file_is_refused_and_the_old_settings_stay():
     assert d.stop() == 0
 
 
+def test_reload_that_removes_and_reorders_clients_keeps_every_client_series():
+    sim = Sim()
+    conf = os.path.join(tmpdir(), "camskeyd.conf")
+
+    def clients_config(*names):
+        with open(conf, "w") as f:
+            f.write("[camskeyd]\nrate = 5\n")
+            for i, name in enumerate(names):
+                f.write('[client "%s"]\nweight = %d\n' % (name, i + 1))
+
+    def calls(name):
+        return d.metric("camskeyd_client_upstream_calls_total", client=name)
+
+    clients_config("alpha", "beta")
+    d = Daemon(sim.url, ["--config", conf])
+    phones = cold_phones("86135", 3)
+    assert d.key(phones[0], headers={"X-Client-Id": "beta"})[0] == 200
+    assert calls("alpha") == 0 and calls("beta") == 1, d.metrics()
+    # alpha removed, gamma first: beta's count stays under beta, alpha's series stays
+    clients_config("gamma", "beta")
+    assert "event=reloaded" in hup(d)
+    assert d.key(phones[1], headers={"X-Client-Id": "gamma"})[0] == 200
+    assert calls("alpha") == 0 and calls("beta") == 1 and calls("gamma") == 1, d.metrics()
+    assert d.key(phones[2], headers={"X-Client-Id": "beta"})[0] == 200
+    assert calls("beta") == 2
+    assert d.stop() == 0
+
+
 # ---- 4. graceful stop under load -------------------------------------------------------
 
 def _one_call(port, path):

@@ -2,7 +2,8 @@
  * test_docs.c -- the documentation keeps up with the code: every
  * configuration key (config_keys()) is in docs/OPERATIONS.md, whose reload
  * table says what the key table says, and in the manual pages; every metric
- * (metrics_names()) is in docs/OPERATIONS.md; every "Proxy.*" Code that
+ * family of the metrics table (metrics_families()) has a row in the metrics
+ * table of docs/OPERATIONS.md with its type and labels; every "Proxy.*" Code that
  * appears in the daemon's .c files is in docs/API.md (and has a
  * troubleshooting entry in docs/OPERATIONS.md).
  *
@@ -224,6 +225,58 @@ static bool table_row_last_cell(const char *text, const char *name, char *out, s
 	return true;
 }
 
+/*
+ * Cell number index (0: the first) of the Markdown table row that starts
+ * with "| `name` |", trimmed, into out; false if there is no such row or
+ * it has fewer cells.
+ */
+static bool table_row_cell(const char *text, const char *name, unsigned index, char *out,
+			   size_t out_size)
+{
+	char start[128];
+	const char *row, *end, *cell;
+
+	snprintf(start, sizeof(start), "\n| `%s` |", name);
+	row = strstr(text, start);
+	if (!row)
+		return false;
+	row += 2; /* past "\n|" */
+	end = strchr(row, '\n');
+	if (!end)
+		end = row + strlen(row);
+	for (unsigned i = 0; i < index; i++) {
+		row = memchr(row, '|', (size_t)(end - row));
+		if (!row)
+			return false;
+		row++;
+	}
+	cell = memchr(row, '|', (size_t)(end - row));
+	if (!cell)
+		return false;
+	while (row < cell && *row == ' ')
+		row++;
+	while (cell > row && cell[-1] == ' ')
+		cell--;
+	snprintf(out, out_size, "%.*s", (int)(cell - row), row);
+	return true;
+}
+
+/* "a,b" as the docs write labels: "`a`, `b`"; "" stays "". */
+static void labels_as_docs(const char *labels, char *out, size_t out_size)
+{
+	size_t n = 0;
+
+	out[0] = '\0';
+	for (const char *p = labels; *p && n + 8 < out_size;) {
+		size_t len = strcspn(p, ",");
+
+		n += (size_t)snprintf(out + n, out_size - n, "%s`%.*s`", n ? ", " : "", (int)len, p);
+		p += len;
+		if (*p == ',')
+			p++;
+	}
+}
+
 /* ---- the checkers themselves ------------------------------------------------ */
 
 TEST(word_match_does_not_find_a_name_inside_a_longer_one)
@@ -258,6 +311,27 @@ TEST(code_scan_finds_each_code_once_and_ignores_longer_names)
 	REQUIRE(n == 2);
 	CHECK_STR(codes[0], "Proxy.QuotaWait");
 	CHECK_STR(codes[1], "Proxy.NotFound");
+}
+
+TEST(table_row_cell_reads_each_cell_trimmed)
+{
+	char cell[64];
+	const char *text = "x\n| `m_total` | counter | `a`, `b` | what |\n| `g` | gauge | | g |\n";
+
+	REQUIRE(table_row_cell(text, "m_total", 0, cell, sizeof(cell)));
+	CHECK_STR(cell, "`m_total`");
+	REQUIRE(table_row_cell(text, "m_total", 1, cell, sizeof(cell)));
+	CHECK_STR(cell, "counter");
+	REQUIRE(table_row_cell(text, "m_total", 2, cell, sizeof(cell)));
+	CHECK_STR(cell, "`a`, `b`");
+	REQUIRE(table_row_cell(text, "g", 2, cell, sizeof(cell)));
+	CHECK_STR(cell, "");
+	CHECK(!table_row_cell(text, "g", 4, cell, sizeof(cell)));
+	CHECK(!table_row_cell(text, "m", 1, cell, sizeof(cell)));
+	labels_as_docs("a,b", cell, sizeof(cell));
+	CHECK_STR(cell, "`a`, `b`");
+	labels_as_docs("", cell, sizeof(cell));
+	CHECK_STR(cell, "");
 }
 
 TEST(table_row_last_cell_reads_the_reload_column)
@@ -338,19 +412,40 @@ TEST(every_config_key_is_named_in_the_daemon_man_page)
 	expect_config_keys_in_man_page("docs/camskeyd.8", "does not name in OPTIONS the key");
 }
 
-TEST(every_metric_is_in_operations_md)
+TEST(every_metric_family_is_in_operations_md_with_its_type_and_labels)
 {
 	char *doc = slurp("docs/OPERATIONS.md");
-	const char *const *names;
-	unsigned n;
+	const struct metrics_family *fams;
+	size_t n;
 
 	REQUIRE(doc != NULL);
-	names = metrics_names(&n);
+	fams = metrics_families(&n);
 	REQUIRE(n > 0);
-	for (unsigned i = 0; i < n; i++) {
-		if (!has_word(doc, names[i], is_metric_char)) {
+	for (size_t i = 0; i < n; i++) {
+		char type[32], labels[128], want[128];
+
+		if (!has_word(doc, fams[i].name, is_metric_char)) {
 			fprintf(stderr, "  docs/OPERATIONS.md does not describe the metric %s\n",
-				names[i]);
+				fams[i].name);
+			CHECK(0);
+			continue;
+		}
+		if (!table_row_cell(doc, fams[i].name, 1, type, sizeof(type)) ||
+		    !table_row_cell(doc, fams[i].name, 2, labels, sizeof(labels))) {
+			fprintf(stderr, "  docs/OPERATIONS.md: no row \"| `%s` | type | labels |\"\n",
+				fams[i].name);
+			CHECK(0);
+			continue;
+		}
+		if (strcmp(type, metrics_type_name(fams[i].type)) != 0) {
+			fprintf(stderr, "  docs/OPERATIONS.md: %s is a %s, the table says \"%s\"\n",
+				fams[i].name, metrics_type_name(fams[i].type), type);
+			CHECK(0);
+		}
+		labels_as_docs(fams[i].labels, want, sizeof(want));
+		if (strcmp(labels, want) != 0) {
+			fprintf(stderr, "  docs/OPERATIONS.md: %s has labels \"%s\", the table says \"%s\"\n",
+				fams[i].name, want, labels);
 			CHECK(0);
 		}
 	}
@@ -392,11 +487,12 @@ int main(void)
 	RUN(word_match_does_not_find_a_name_inside_a_longer_one);
 	RUN(roff_escapes_are_removed_before_matching);
 	RUN(code_scan_finds_each_code_once_and_ignores_longer_names);
+	RUN(table_row_cell_reads_each_cell_trimmed);
 	RUN(table_row_last_cell_reads_the_reload_column);
 	RUN(every_config_key_is_in_operations_md_with_its_reload_behaviour);
 	RUN(every_config_key_is_in_the_configuration_man_page);
 	RUN(every_config_key_is_named_in_the_daemon_man_page);
-	RUN(every_metric_is_in_operations_md);
+	RUN(every_metric_family_is_in_operations_md_with_its_type_and_labels);
 	RUN(every_proxy_code_in_the_sources_is_in_api_md);
 	RUN(every_proxy_code_in_the_sources_is_in_operations_md);
 	return harness_done();

@@ -486,6 +486,142 @@ TEST(render_into_a_small_buffer_sets_the_sticky_error)
 	buf_free(&out);
 }
 
+/* ---- envelope_classify ---------------------------------------------------- */
+
+struct class_case {
+	long http_status;
+	const char *code;
+	enum envelope_class cls;
+	int answer_status;
+	const char *label;
+};
+
+static void expect_cases(const struct class_case *cases, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		const struct class_case *c = &cases[i];
+		enum envelope_outcome outcome = ENVELOPE_OUTCOME_COUNT;
+		int status = 0;
+		enum envelope_class cls = envelope_classify(c->http_status, c->code, &status, &outcome);
+
+		if (cls != c->cls || status != c->answer_status ||
+		    strcmp(envelope_outcome_label(outcome), c->label) != 0) {
+			fprintf(stderr, "  HTTP %ld [%s]: class %d status %d label %s, want %d %d %s\n",
+				c->http_status, c->code ? c->code : "(null)", (int)cls, status,
+				envelope_outcome_label(outcome), (int)c->cls, c->answer_status,
+				c->label);
+			CHECK(0);
+		}
+	}
+}
+
+#define N_CASES(a) (sizeof(a) / sizeof((a)[0]))
+
+TEST(ok_throttle_and_definitive_codes_are_classified_with_their_status)
+{
+	static const struct class_case cases[] = {
+		{ 200, "OK", ENVELOPE_OK, 200, "OK" },
+		{ 400, "System.LimitControl", ENVELOPE_THROTTLED, 503, "System.LimitControl" },
+		{ 429, "System.LimitControl", ENVELOPE_THROTTLED, 503, "System.LimitControl" },
+		{ 503, "System.LimitControl", ENVELOPE_THROTTLED, 503, "System.LimitControl" },
+		{ 400, "Product.Unsubscript", ENVELOPE_DEFINITIVE, 403, "Product.Unsubscript" },
+		{ 400, "Ram.PermissionDeny", ENVELOPE_DEFINITIVE, 403, "Ram.PermissionDeny" },
+		{ 403, "Ram.PermissionDeny", ENVELOPE_DEFINITIVE, 403, "Ram.PermissionDeny" },
+		{ 400, "Unknown.ResourceOwnerId", ENVELOPE_DEFINITIVE, 404, "Unknown.ResourceOwnerId" },
+	};
+
+	expect_cases(cases, N_CASES(cases));
+}
+
+TEST(credential_codes_are_the_daemons_problem_and_502)
+{
+	static const char *const codes[] = {
+		"SignatureDoesNotMatch", "IncompleteSignature", "MissingSignature",
+		"MissingSignatureNonce", "InvalidSignatureMethod", "InvalidSignatureVersion",
+		"InvalidAccessKeyId", "InvalidAccessKeyId.NotFound", "InvalidAccessKeyId.Inactive",
+		"InvalidTimeStamp", "InvalidTimeStamp.Expired", "InvalidTimeStamp.Format",
+		"InvalidSecurityToken", "InvalidSecurityToken.Expired",
+		"InvalidSecurityToken.Malformed", "InvalidSecurityToken.Mismatch",
+		"MissingSecurityToken", "MissingParameter", "Forbidden.AccessKeyDisabled",
+	};
+
+	for (size_t i = 0; i < N_CASES(codes); i++) {
+		struct class_case c = { 400, codes[i], ENVELOPE_CREDENTIAL, 502, "auth_error" };
+
+		expect_cases(&c, 1);
+		c.http_status = 404;
+		expect_cases(&c, 1);
+	}
+}
+
+TEST(nonce_used_means_our_request_arrived_twice)
+{
+	static const struct class_case cases[] = {
+		{ 400, "SignatureNonceUsed", ENVELOPE_NONCE_REUSED, 502, "auth_error" },
+		/* not a family: a longer name is some other Code */
+		{ 400, "SignatureNonceUsed.Again", ENVELOPE_OTHER, 502, "other_code" },
+	};
+
+	expect_cases(cases, N_CASES(cases));
+}
+
+TEST(any_code_at_a_5xx_is_a_server_error_but_throttling)
+{
+	static const struct class_case cases[] = {
+		{ 500, "InternalError", ENVELOPE_SERVER_ERROR, 502, "http_error" },
+		{ 503, "ServiceUnavailable", ENVELOPE_SERVER_ERROR, 502, "http_error" },
+		{ 502, "OK", ENVELOPE_SERVER_ERROR, 502, "http_error" },
+		{ 500, "Product.Unsubscript", ENVELOPE_SERVER_ERROR, 502, "http_error" },
+		{ 500, "SignatureDoesNotMatch", ENVELOPE_SERVER_ERROR, 502, "http_error" },
+		{ 599, "", ENVELOPE_SERVER_ERROR, 502, "http_error" },
+		/* the same Codes below 500 are not */
+		{ 400, "InternalError", ENVELOPE_OTHER, 502, "other_code" },
+		{ 400, "ServiceUnavailable", ENVELOPE_OTHER, 502, "other_code" },
+	};
+
+	expect_cases(cases, N_CASES(cases));
+}
+
+TEST(unknown_and_near_miss_codes_are_other)
+{
+	static const char *const other[] = {
+		"", "ok", "OK.", "System.LimitControlX", "System.LimitControl.Sub",
+		"Product.UnsubscriptX", "isv.BUSINESS_LIMIT_CONTROL", "InvalidParameter",
+		"Signature", "Invalid", "InvalidAccessKeyIdX", "InvalidAccessKeyId.",
+		"InvalidTimeStampX", "Forbidden", "Forbidden.AccessKeyDisabledX",
+	};
+
+	for (size_t i = 0; i < N_CASES(other); i++) {
+		struct class_case c = { 400, other[i], ENVELOPE_OTHER, 502, "other_code" };
+
+		expect_cases(&c, 1);
+	}
+	{
+		struct class_case c = { 400, NULL, ENVELOPE_OTHER, 502, "other_code" };
+
+		expect_cases(&c, 1);
+	}
+}
+
+TEST(classify_accepts_null_outputs)
+{
+	CHECK(envelope_classify(200, "OK", NULL, NULL) == ENVELOPE_OK);
+	CHECK(envelope_classify(500, "OK", NULL, NULL) == ENVELOPE_SERVER_ERROR);
+}
+
+TEST(every_outcome_has_a_distinct_label)
+{
+	for (unsigned i = 0; i < ENVELOPE_OUTCOME_COUNT; i++) {
+		const char *a = envelope_outcome_label((enum envelope_outcome)i);
+
+		REQUIRE(a != NULL && a[0] != '\0');
+		for (unsigned j = i + 1; j < ENVELOPE_OUTCOME_COUNT; j++)
+			CHECK(strcmp(a, envelope_outcome_label((enum envelope_outcome)j)) != 0);
+	}
+	CHECK_STR(envelope_outcome_label(ENVELOPE_OUTCOME_TIMEOUT), "timeout");
+	CHECK_STR(envelope_outcome_label(ENVELOPE_OUTCOME_NETWORK), "network");
+}
+
 int main(void)
 {
 	make_key();
@@ -509,6 +645,13 @@ int main(void)
 	RUN(render_error_is_exact_and_parses_back);
 	RUN(json_string_escapes_quotes_backslashes_and_control_bytes);
 	RUN(render_into_a_small_buffer_sets_the_sticky_error);
+	RUN(ok_throttle_and_definitive_codes_are_classified_with_their_status);
+	RUN(credential_codes_are_the_daemons_problem_and_502);
+	RUN(nonce_used_means_our_request_arrived_twice);
+	RUN(any_code_at_a_5xx_is_a_server_error_but_throttling);
+	RUN(unknown_and_near_miss_codes_are_other);
+	RUN(classify_accepts_null_outputs);
+	RUN(every_outcome_has_a_distinct_label);
 	free(test_pem);
 	return harness_done();
 }
