@@ -4,14 +4,19 @@
  * https://cams.<region>.aliyuncs.com. tests/sim/README.md is the user guide.
  *
  * What it does: verifies V3 (ACS3-HMAC-SHA256) and V1 (RPC HMAC-SHA1)
- * signatures with the daemon's own pure signer functions, enforces the
- * replay rules (timestamp within 15 minutes, nonce never reused within 15
- * minutes), a strict sliding-second quota, and answers with a deterministic
- * public key per (CustSpaceId, PhoneNumber) from --keys-dir, rendered by the
- * daemon's envelope module. A JSON control API under /_sim/ injects faults,
- * changes the quota and latency live, and reports counters that tests
- * assert on (the exact largest number of arrivals in any sliding second
- * among them).
+ * signatures with its own verifier (simsig.c, written from Alibaba's
+ * documentation, checked by `--self-test` against the official SDK's
+ * vectors), enforces the replay rules (timestamp within 15 minutes, nonce
+ * never reused within 15 minutes), a strict sliding-second quota, and
+ * answers with a deterministic public key per (CustSpaceId, PhoneNumber)
+ * from --keys-dir in envelopes it renders with cJSON. A JSON control API
+ * under /_sim/ injects faults, changes the quota, latency and processing
+ * time live, and reports counters that tests assert on (the exact largest
+ * number of arrivals in any sliding second among them).
+ *
+ * It is the daemon's oracle, so it links no daemon object and includes no
+ * daemon header: a bug in daemon/signer.c or daemon/envelope.c makes the
+ * simulator disagree instead of agreeing with it.
  *
  * Owns: every piece of shared state lives in one struct sim behind one
  * mutex (stats, nonce set, fault rules, quota window, arrival log, per-phone
@@ -19,8 +24,8 @@
  * before any thread runs, and is read-only afterwards.
  *
  * Threads: libmicrohttpd runs one thread per connection; each does its own
- * blocking sleeps (latency, hang, trickle) outside the lock, and takes the
- * lock only for short bookkeeping. The main thread waits for SIGINT/SIGTERM
+ * blocking sleeps (latency, processing time, hang, trickle) outside the
+ * lock, and takes the lock only for short bookkeeping. The main thread waits for SIGINT/SIGTERM
  * with sigwait(), then raises `stopping`, which every sleep loop polls, and
  * stops the daemon.
  *
