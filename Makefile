@@ -84,9 +84,20 @@ $(BUILD)/camskeyd: $(MAIN_O) $(LIB_A)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(SIM): $(BUILD)/tests/sim/camsim.o $(LIB_A)
+# The simulator is the daemon's oracle: it links no daemon object and is
+# compiled without daemon/ on the include path, so it cannot share a bug.
+SIM_OBJS := camsim simsig selftest simutil
+SIM_O    := $(addprefix $(BUILD)/tests/sim/,$(addsuffix .o,$(SIM_OBJS)))
+SIM_LIBS := $(shell pkg-config --libs libmicrohttpd openssl libcjson 2>/dev/null)
+
+$(BUILD)/tests/sim/%.o: tests/sim/%.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) -D_GNU_SOURCE -iquote tests/sim $(CFLAGS) -c -o $@ $<
+
+$(SIM): $(SIM_O)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(SIM_LIBS)
 
 $(BUILD)/tests/test_%: $(BUILD)/tests/unit/test_%.o $(LIB_A)
 	@$(if $(Q),echo "  LD      $@")

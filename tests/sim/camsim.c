@@ -4,14 +4,19 @@
  * https://cams.<region>.aliyuncs.com. tests/sim/README.md is the user guide.
  *
  * What it does: verifies V3 (ACS3-HMAC-SHA256) and V1 (RPC HMAC-SHA1)
- * signatures with the daemon's own pure signer functions, enforces the
- * replay rules (timestamp within 15 minutes, nonce never reused within 15
- * minutes), a strict sliding-second quota, and answers with a deterministic
- * public key per (CustSpaceId, PhoneNumber) from --keys-dir, rendered by the
- * daemon's envelope module. A JSON control API under /_sim/ injects faults,
- * changes the quota and latency live, and reports counters that tests
- * assert on (the exact largest number of arrivals in any sliding second
- * among them).
+ * signatures with its own verifier (simsig.c, written from Alibaba's
+ * documentation, checked by `--self-test` against the official SDK's
+ * vectors), enforces the replay rules (timestamp within 15 minutes, nonce
+ * never reused within 15 minutes), a strict sliding-second quota, and
+ * answers with a deterministic public key per (CustSpaceId, PhoneNumber)
+ * from --keys-dir in envelopes it renders with cJSON. A JSON control API
+ * under /_sim/ injects faults, changes the quota, latency and processing
+ * time live, and reports counters that tests assert on (the exact largest
+ * number of arrivals in any sliding second among them).
+ *
+ * It is the daemon's oracle, so it links no daemon object and includes no
+ * daemon header: a bug in daemon/signer.c or daemon/envelope.c makes the
+ * simulator disagree instead of agreeing with it.
  *
  * Owns: every piece of shared state lives in one struct sim behind one
  * mutex (stats, nonce set, fault rules, quota window, arrival log, per-phone
@@ -19,8 +24,8 @@
  * before any thread runs, and is read-only afterwards.
  *
  * Threads: libmicrohttpd runs one thread per connection; each does its own
- * blocking sleeps (latency, hang, trickle) outside the lock, and takes the
- * lock only for short bookkeeping. The main thread waits for SIGINT/SIGTERM
+ * blocking sleeps (latency, processing time, hang, trickle) outside the
+ * lock, and takes the lock only for short bookkeeping. The main thread waits for SIGINT/SIGTERM
  * with sigwait(), then raises `stopping`, which every sleep loop polls, and
  * stops the daemon.
  *
@@ -54,22 +59,24 @@
 
 #include <cjson/cJSON.h>
 #include <microhttpd.h>
+#include <openssl/bio.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
 
-#include "buf.h"
-#include "cams.h"
-#include "envelope.h"
-#include "limits.h"
-#include "log.h"
-#include "mem.h"
-#include "signer.h"
-#include "span.h"
+#include "selftest.h"
+#include "simsig.h"
+#include "simutil.h"
+
+#define SIM_ACTION "GetPhoneEncryptionPublicKey"
+#define SIM_API_VERSION "2020-06-06"
 
 /* ---- limits of the simulator (all tables are bounded) ---- */
 
 #define SIM_NONCE_MAX 100000          /* nonces remembered (ring) */
 #define SIM_NONCE_BUCKETS 131072      /* hash buckets, power of two */
 #define SIM_NONCE_MAX_LEN 128
-#define SIM_REPLAY_WINDOW_S 900       /* timestamp skew and nonce memory */
+#define SIM_REPLAY_WINDOW_S SIMSIG_REPLAY_WINDOW_S /* timestamp skew, nonce memory */
 #define SIM_ARRIVALS_MAX 200000       /* arrival log (ring) */
 #define SIM_ARRIVALS_REPORTED 2000    /* arrivals_ms in /_sim/stats */
 #define SIM_PHONES_MAX 100000
@@ -83,9 +90,14 @@
 #define SIM_CODES_MAX 64              /* distinct rejection codes counted */
 #define SIM_KEYS_MAX 256
 #define SIM_BODY_MAX_BYTES (64 * 1024) /* request body, API and control */
-#define SIM_PARAMS_MAX 64
-#define SIM_SIGNED_HEADERS_MAX 32
-#define SIM_HEADER_NAME_MAX 64
+#define SIM_PHONE_MAX_DIGITS 20
+#define SIM_CODE_MAX 64
+#define SIM_MESSAGE_MAX 512
+#define SIM_KEY_STATUS_MAX 32
+#define SIM_PEM_MAX_BYTES 8192
+#define SIM_ERROR_BODY_MAX_BYTES (16 * 1024)
+#define SIM_ACCESS_KEY_SECRET_MAX 256
+#define SIM_SECURITY_TOKEN_MAX 8192
 #define SIM_OVERSIZED_BYTES (200 * 1024)
 #define SIM_HANG_MS 30000
 #define SIM_SLICE_MS 50               /* sleeps poll `stopping` this often */
@@ -95,7 +107,6 @@
 
 #define US_PER_S 1000000LL
 
-#define V3_PREFIX "ACS3-HMAC-SHA256 "
 
 enum fault_mode {
 	FAULT_NONE = 0,
@@ -145,13 +156,13 @@ static const struct {
 
 struct fault_rule {
 	uint64_t id;                          /* creation order; newest wins */
-	char phone[LIMIT_PHONE_MAX_DIGITS + 1]; /* digits or "*" */
+	char phone[SIM_PHONE_MAX_DIGITS + 1]; /* digits or "*" */
 	enum fault_mode mode;
 	int64_t remaining;                    /* -1: until cleared */
-	char code[LIMIT_CODE_MAX + 1];        /* FAULT_ERROR */
+	char code[SIM_CODE_MAX + 1];          /* FAULT_ERROR */
 	unsigned http_status;                 /* FAULT_ERROR */
-	char message[LIMIT_MESSAGE_MAX + 1];  /* FAULT_ERROR, "" = default */
-	char key_status[LIMIT_STATUS_MAX + 1];/* FAULT_STATUS */
+	char message[SIM_MESSAGE_MAX + 1];    /* FAULT_ERROR, "" = default */
+	char key_status[SIM_KEY_STATUS_MAX + 1]; /* FAULT_STATUS */
 	uint64_t time_left_ms;                /* FAULT_ERROR System.LimitControl */
 };
 
@@ -178,6 +189,8 @@ struct sim_config {
 	unsigned quota;
 	unsigned latency_ms;
 	unsigned jitter_ms;
+	unsigned processing_min_ms;  /* after the arrival is counted */
+	unsigned processing_max_ms;
 };
 
 struct sim {
@@ -214,7 +227,7 @@ struct sim {
 
 	uint64_t calls, served_ok, throttled, faults, sig_v3, sig_v1;
 	struct {
-		char code[LIMIT_CODE_MAX + 1];
+		char code[SIM_CODE_MAX + 1];
 		uint64_t count;
 	} rejected[SIM_CODES_MAX];
 	size_t n_rejected_codes;
@@ -230,29 +243,20 @@ struct sim {
 /* Per request, created by the URI log callback, freed on completion. */
 struct req {
 	char *uri;            /* raw request target, query included */
-	struct buf body;
+	struct sbuf body;
 	bool started;
 };
 
-/* Parameters, URL-decoded, owned. */
-struct params {
-	struct signer_kv kv[SIM_PARAMS_MAX];
-	size_t n;
-	bool overflow;
-};
-
-/* A rejection: HTTP status, Code and Message. */
-struct verdict {
-	unsigned http_status;
-	const char *code;
-	char message[256];
+enum sig_kind {
+	SIG_V3 = 3, /* ACS3-HMAC-SHA256 */
+	SIG_V1 = 1, /* RPC HMAC-SHA1 */
 };
 
 /* What an authenticated call asks for. */
 struct call {
-	enum signer_kind kind;
+	enum sig_kind kind;
 	char nonce[SIM_NONCE_MAX_LEN + 1];
-	char phone[LIMIT_PHONE_MAX_DIGITS + 1];
+	char phone[SIM_PHONE_MAX_DIGITS + 1];
 	char cust[SIM_CUSTSPACE_MAX_LEN + 1];
 };
 
@@ -323,186 +327,59 @@ static void sleep_interruptible(struct sim *sim, int64_t us)
 
 /* ---- small string helpers ---- */
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-/* x-www-form-urlencoded decoding: %XX and '+' as space; bad escapes kept. */
-static char *url_decode(const char *s, size_t len)
-{
-	char *out = xmalloc(len + 1);
-	size_t i, o = 0;
-
-	for (i = 0; i < len; i++) {
-		if (s[i] == '+') {
-			out[o++] = ' ';
-		} else if (s[i] == '%' && i + 2 < len && hexval(s[i + 1]) >= 0 &&
-			   hexval(s[i + 2]) >= 0) {
-			out[o++] = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
-			i += 2;
-		} else {
-			out[o++] = s[i];
-		}
-	}
-	out[o] = '\0';
-	return out;
-}
-
-static bool str_eq_nocase_hex(const char *a, const char *b)
-{
-	return strlen(a) == strlen(b) && strcasecmp(a, b) == 0;
-}
-
 /* Compare without an early exit (the habit matters more than the threat). */
 static bool secret_eq(const char *a, const char *b)
 {
-	size_t la = strlen(a), lb = strlen(b), i;
-	unsigned char diff = la != lb;
+	size_t la = strlen(a), lb = strlen(b);
 
-	for (i = 0; i < la && i < lb; i++)
-		diff |= (unsigned char)(a[i] ^ b[i]);
-	return diff == 0;
+	return la == lb && CRYPTO_memcmp(a, b, la) == 0;
 }
 
-static bool all_digits(const char *s)
+/* 1..max decimal digits, by length (a %00 in a value cannot cut it short). */
+static bool all_digits_n(const char *s, size_t len)
 {
-	if (!*s)
+	size_t i;
+
+	if (len == 0)
 		return false;
-	for (; *s; s++) {
-		if (*s < '0' || *s > '9')
+	for (i = 0; i < len; i++) {
+		if (s[i] < '0' || s[i] > '9')
 			return false;
 	}
 	return true;
 }
 
-/*
- * Parse "YYYY-MM-DDTHH:MM:SSZ" (optionally with ".fraction" before Z) as UTC.
- * 0 or -EINVAL.
- */
-static int parse_iso8601(const char *s, time_t *ret)
+static bool all_digits(const char *s)
 {
-	static const struct {
-		size_t at, len;
-		uint64_t min, max;
-	} fields[] = {
-		{ 0, 4, 1970, 9999 }, { 5, 2, 1, 12 }, { 8, 2, 1, 31 },
-		{ 11, 2, 0, 23 },     { 14, 2, 0, 59 }, { 17, 2, 0, 60 },
-	};
-	uint64_t v[6];
-	size_t len = strlen(s), i, end = 19;
-	struct tm tm;
-	time_t t;
+	return all_digits_n(s, strlen(s));
+}
 
-	if (len < 20 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' ||
-	    s[16] != ':')
+/* "MIN[:MAX]" milliseconds, each 0..SIM_DELAY_MAX_MS, MIN <= MAX; 0 or -EINVAL. */
+static int parse_range_ms(const char *s, unsigned *ret_min, unsigned *ret_max)
+{
+	const char *colon = strchr(s, ':');
+	uint64_t lo, hi;
+
+	if (sim_parse_u64(s, colon ? (size_t)(colon - s) : strlen(s), 0, SIM_DELAY_MAX_MS,
+			  &lo) < 0)
 		return -EINVAL;
-	for (i = 0; i < 6; i++) {
-		if (span_to_u64(span_make(s + fields[i].at, fields[i].len), fields[i].min,
-				fields[i].max, &v[i]) < 0)
-			return -EINVAL;
-	}
-	if (s[end] == '.') {
-		end++;
-		while (end < len && s[end] >= '0' && s[end] <= '9')
-			end++;
-	}
-	if (end + 1 != len || s[end] != 'Z')
+	hi = lo;
+	if (colon && sim_str_to_u64(colon + 1, 0, SIM_DELAY_MAX_MS, &hi) < 0)
 		return -EINVAL;
-	memset(&tm, 0, sizeof(tm));
-	tm.tm_year = (int)v[0] - 1900;
-	tm.tm_mon = (int)v[1] - 1;
-	tm.tm_mday = (int)v[2];
-	tm.tm_hour = (int)v[3];
-	tm.tm_min = (int)v[4];
-	tm.tm_sec = (int)v[5];
-	t = timegm(&tm);
-	if (t == (time_t)-1)
+	if (hi < lo)
 		return -EINVAL;
-	*ret = t;
+	*ret_min = (unsigned)lo;
+	*ret_max = (unsigned)hi;
 	return 0;
-}
-
-/* ---- parameters ---- */
-
-static void params_free(struct params *p)
-{
-	size_t i;
-
-	for (i = 0; i < p->n; i++) {
-		free((char *)(uintptr_t)p->kv[i].key);
-		free((char *)(uintptr_t)p->kv[i].value);
-	}
-	p->n = 0;
-}
-
-/* Add every k=v of a form/query string, decoded. Sets overflow if full. */
-static void params_parse(struct params *p, const char *s, size_t len)
-{
-	const char *end = s + len;
-
-	while (s < end) {
-		const char *amp = memchr(s, '&', (size_t)(end - s));
-		const char *stop = amp ? amp : end;
-		const char *eq = memchr(s, '=', (size_t)(stop - s));
-
-		if (stop > s) {
-			if (p->n == SIM_PARAMS_MAX) {
-				p->overflow = true;
-				return;
-			}
-			if (eq) {
-				p->kv[p->n].key = url_decode(s, (size_t)(eq - s));
-				p->kv[p->n].value = url_decode(eq + 1, (size_t)(stop - eq - 1));
-			} else {
-				p->kv[p->n].key = url_decode(s, (size_t)(stop - s));
-				p->kv[p->n].value = xstrdup("");
-			}
-			p->n++;
-		}
-		s = stop + (amp ? 1 : 0);
-	}
-}
-
-static void params_append(struct params *dst, const struct params *src)
-{
-	size_t i;
-
-	for (i = 0; i < src->n; i++) {
-		if (dst->n == SIM_PARAMS_MAX) {
-			dst->overflow = true;
-			return;
-		}
-		dst->kv[dst->n].key = xstrdup(src->kv[i].key);
-		dst->kv[dst->n].value = xstrdup(src->kv[i].value);
-		dst->n++;
-	}
-}
-
-static const char *params_get(const struct params *p, const char *key)
-{
-	size_t i;
-
-	for (i = 0; i < p->n; i++) {
-		if (strcmp(p->kv[i].key, key) == 0)
-			return p->kv[i].value;
-	}
-	return NULL;
 }
 
 /* ---- counter tables ---- */
 
 static void ctable_init(struct ctable *t, size_t n_slots, size_t key_size, size_t max_used)
 {
-	t->keys = xcalloc(n_slots, key_size);
-	t->calls = xcalloc(n_slots, sizeof(*t->calls));
-	t->rotation = xcalloc(n_slots, sizeof(*t->rotation));
+	t->keys = sim_xcalloc(n_slots, key_size);
+	t->calls = sim_xcalloc(n_slots, sizeof(*t->calls));
+	t->rotation = sim_xcalloc(n_slots, sizeof(*t->rotation));
 	t->key_size = key_size;
 	t->n_slots = n_slots;
 	t->n_used = 0;
@@ -623,7 +500,7 @@ static void count_rejected(struct sim *sim, const char *code)
 	if (sim->n_rejected_codes == SIM_CODES_MAX)
 		i = SIM_CODES_MAX - 1; /* lump the rest into the last code */
 	else
-		snprintf(sim->rejected[sim->n_rejected_codes++].code, LIMIT_CODE_MAX + 1, "%s",
+		snprintf(sim->rejected[sim->n_rejected_codes++].code, SIM_CODE_MAX + 1, "%s",
 			 code);
 	sim->rejected[i].count++;
 }
@@ -652,7 +529,7 @@ static void record_arrival(struct sim *sim, const struct call *c, int64_t now_us
 		sim->max_in_sliding_second = in_window;
 
 	sim->calls++;
-	if (c->kind == SIGNER_V3)
+	if (c->kind == SIG_V3)
 		sim->sig_v3++;
 	else
 		sim->sig_v1++;
@@ -797,39 +674,65 @@ static enum MHD_Result queue(struct MHD_Connection *conn, unsigned status,
 
 #define CT_JSON "application/json;charset=utf-8"
 
-static enum MHD_Result queue_buf(struct MHD_Connection *conn, unsigned status,
-				 const char *content_type, struct buf *b, const char *ratelimit,
-				 const char *request_id)
+/*
+ * The envelopes, rendered with cJSON (not the daemon's envelope module):
+ * {"RequestId","Code","Message"} and the success shape with "Data". A
+ * string the caller frees with free(), or NULL when out of memory.
+ */
+static char *render_error(const char *request_id, const char *code, const char *message)
 {
-	size_t len;
-	char *body;
+	cJSON *root = cJSON_CreateObject();
+	char *text = NULL;
 
-	if (buf_error(b)) {
-		buf_free(b);
-		return MHD_NO;
-	}
-	body = buf_steal(b, &len);
+	if (root && cJSON_AddStringToObject(root, "RequestId", request_id) &&
+	    cJSON_AddStringToObject(root, "Code", code) &&
+	    cJSON_AddStringToObject(root, "Message", message))
+		text = cJSON_PrintUnformatted(root);
+	cJSON_Delete(root);
+	return text;
+}
+
+static char *render_ok(const char *request_id, const char *message, const char *phone,
+		       const char *pem, const char *key_status)
+{
+	cJSON *root = cJSON_CreateObject(), *data = NULL;
+	char *text = NULL;
+
+	if (root && cJSON_AddStringToObject(root, "RequestId", request_id) &&
+	    cJSON_AddStringToObject(root, "Code", "OK") &&
+	    cJSON_AddStringToObject(root, "Message", message) &&
+	    (data = cJSON_AddObjectToObject(root, "Data")) &&
+	    cJSON_AddStringToObject(data, "PhoneNumber", phone) &&
+	    cJSON_AddStringToObject(data, "EncryptionPublicKey", pem) &&
+	    cJSON_AddStringToObject(data, "EncryptionPublicKeyStatus", key_status))
+		text = cJSON_PrintUnformatted(root);
+	cJSON_Delete(root);
+	return text;
+}
+
+/* Queue a body that MHD frees; a NULL body (no memory) drops the connection. */
+static enum MHD_Result queue_body(struct MHD_Connection *conn, unsigned status,
+				  const char *content_type, char *body, const char *ratelimit,
+				  const char *request_id)
+{
 	if (!body)
-		body = xstrdup("");
-	return queue(conn, status, content_type, body, len, ratelimit, request_id);
+		return MHD_NO;
+	return queue(conn, status, content_type, body, strlen(body), ratelimit, request_id);
 }
 
 static enum MHD_Result queue_text(struct MHD_Connection *conn, unsigned status,
 				  const char *content_type, const char *text,
 				  const char *request_id)
 {
-	return queue(conn, status, content_type, xstrdup(text), strlen(text), NULL, request_id);
+	return queue(conn, status, content_type, sim_xstrdup(text), strlen(text), NULL, request_id);
 }
 
 static enum MHD_Result queue_error(struct MHD_Connection *conn, unsigned status,
 				   const char *request_id, const char *code, const char *message,
 				   const char *ratelimit)
 {
-	struct buf b;
-
-	buf_init(&b, LIMIT_BODY_MAX_BYTES);
-	envelope_render_error(&b, request_id, code, message);
-	return queue_buf(conn, status, CT_JSON, &b, ratelimit, request_id);
+	return queue_body(conn, status, CT_JSON, render_error(request_id, code, message),
+			  ratelimit, request_id);
 }
 
 static enum MHD_Result queue_json(struct MHD_Connection *conn, unsigned status, cJSON *root)
@@ -852,35 +755,9 @@ static enum MHD_Result control_fail(struct MHD_Connection *conn, unsigned status
 	return queue_json(conn, status, root);
 }
 
-/* ---- signature verification (pure: no lock, no shared state) ---- */
+/* ---- authentication (simsig.c) and the request's own checks ---- */
 
-static bool reject(struct verdict *v, unsigned status, const char *code, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static bool reject(struct verdict *v, unsigned status, const char *code, const char *fmt, ...)
-{
-	va_list ap;
-
-	v->http_status = status;
-	v->code = code;
-	va_start(ap, fmt);
-	vsnprintf(v->message, sizeof(v->message), fmt, ap);
-	va_end(ap);
-	return false;
-}
-
-static bool check_timestamp(const char *value, time_t now_s, struct verdict *v)
-{
-	time_t t;
-
-	if (!value || parse_iso8601(value, &t) < 0)
-		return reject(v, 400, "InvalidTimeStamp.Expired",
-			      "Specified time stamp or date value is not well formatted.");
-	if (t > now_s + SIM_REPLAY_WINDOW_S || t < now_s - SIM_REPLAY_WINDOW_S)
-		return reject(v, 400, "InvalidTimeStamp.Expired",
-			      "Specified time stamp or date value is expired.");
-	return true;
-}
+#define reject simsig_reject
 
 static bool check_token(const struct sim *sim, const char *token, struct verdict *v)
 {
@@ -899,13 +776,14 @@ static bool check_token(const struct sim *sim, const char *token, struct verdict
 static bool check_request(const char *action, const char *version, const char *nonce,
 			  const struct params *all, struct call *c, struct verdict *v)
 {
-	const char *phone = params_get(all, "PhoneNumber");
-	const char *cust = params_get(all, "CustSpaceId");
+	size_t phone_len = 0, cust_len = 0;
+	const char *phone = params_get_n(all, "PhoneNumber", &phone_len);
+	const char *cust = params_get_n(all, "CustSpaceId", &cust_len);
 
-	if (!action || strcmp(action, CAMS_ACTION) != 0)
+	if (!action || strcmp(action, SIM_ACTION) != 0)
 		return reject(v, 404, "InvalidAction.NotFound",
 			      "Specified api is not found, please check your url and method.");
-	if (!version || strcmp(version, CAMS_API_VERSION) != 0)
+	if (!version || strcmp(version, SIM_API_VERSION) != 0)
 		return reject(v, 400, "InvalidVersion",
 			      "Specified parameter Version is not valid.");
 	if (!nonce || !nonce[0])
@@ -916,10 +794,10 @@ static bool check_request(const char *action, const char *version, const char *n
 	if (!phone || !phone[0])
 		return reject(v, 400, "MissingPhoneNumber",
 			      "PhoneNumber is mandatory for this action.");
-	if (!all_digits(phone) || strlen(phone) > LIMIT_PHONE_MAX_DIGITS)
+	if (!all_digits_n(phone, phone_len) || phone_len > SIM_PHONE_MAX_DIGITS)
 		return reject(v, 400, "InvalidParameter.PhoneNumber",
 			      "The specified parameter PhoneNumber is not valid.");
-	if (cust && strlen(cust) > SIM_CUSTSPACE_MAX_LEN)
+	if (cust && (cust_len > SIM_CUSTSPACE_MAX_LEN || strlen(cust) != cust_len))
 		return reject(v, 400, "InvalidParameter.CustSpaceId",
 			      "The specified parameter CustSpaceId is not valid.");
 	snprintf(c->nonce, sizeof(c->nonce), "%s", nonce);
@@ -933,146 +811,29 @@ static const char *header(struct MHD_Connection *conn, const char *name)
 	return MHD_lookup_connection_value(conn, MHD_HEADER_KIND, name);
 }
 
-/* Split "Credential=..,SignedHeaders=..,Signature=.." into its parts. */
-static bool parse_v3_authorization(const char *authz, char *cred, size_t cred_size,
-				   char *signed_headers, size_t sh_size, char *sig,
-				   size_t sig_size)
+static const char *mhd_header(void *ctx, const char *name)
 {
-	struct span rest = span_cstr(authz + strlen(V3_PREFIX)), part;
-	int found = 0;
-
-	cred[0] = signed_headers[0] = sig[0] = '\0';
-	while (rest.len > 0) {
-		struct span head, tail;
-
-		if (span_split(rest, ',', &head, &tail)) {
-			part = span_trim(head);
-			rest = tail;
-		} else {
-			part = span_trim(rest);
-			rest.len = 0;
-		}
-		if (span_starts_with(part, "Credential=")) {
-			if (span_copy(span_make(part.p + 11, part.len - 11), cred, cred_size) < 0)
-				return false;
-			found |= 1;
-		} else if (span_starts_with(part, "SignedHeaders=")) {
-			if (span_copy(span_make(part.p + 14, part.len - 14), signed_headers,
-				      sh_size) < 0)
-				return false;
-			found |= 2;
-		} else if (span_starts_with(part, "Signature=")) {
-			if (span_copy(span_make(part.p + 10, part.len - 10), sig, sig_size) < 0)
-				return false;
-			found |= 4;
-		}
-	}
-	return found == 7 && cred[0] && signed_headers[0] && sig[0];
+	return header(ctx, name);
 }
 
 static bool verify_v3(const struct sim *sim, struct MHD_Connection *conn, const char *method,
 		      const char *authz, const struct params *query, const struct params *all,
-		      const struct buf *body, time_t now_s, struct call *c, struct verdict *v)
+		      const struct sbuf *body, time_t now_s, struct call *c, struct verdict *v)
 {
-	static const char *const required[] = {
-		"host", "x-acs-action", "x-acs-content-sha256", "x-acs-date",
-		"x-acs-signature-nonce", "x-acs-version",
+	const struct v3_request rq = {
+		.method = method,
+		.query = query,
+		.header = mhd_header,
+		.header_ctx = conn,
+		.body = body->data ? body->data : "",
+		.body_len = body->len,
 	};
-	char cred[LIMIT_ACCESS_KEY_ID_MAX + 1], signed_headers[1024], sig[129];
-	char names[SIM_SIGNED_HEADERS_MAX][SIM_HEADER_NAME_MAX];
-	struct signer_kv headers[SIM_SIGNED_HEADERS_MAX];
-	struct signer_v3_input in;
-	struct signer_v3_output out;
-	struct span rest;
-	size_t n = 0, i, j;
-	const char *sha, *token;
-	bool ok;
 
-	c->kind = SIGNER_V3;
-	if (!parse_v3_authorization(authz, cred, sizeof(cred), signed_headers,
-				    sizeof(signed_headers), sig, sizeof(sig)))
-		return reject(v, 400, "IncompleteSignature",
-			      "The request signature does not conform to Aliyun standards.");
-	if (strcmp(cred, sim->access_key_id) != 0)
-		return reject(v, 404, "InvalidAccessKeyId.NotFound",
-			      "Specified access key is not found.");
-
-	rest = span_cstr(signed_headers);
-	while (rest.len > 0) {
-		struct span head, tail, name;
-
-		if (span_split(rest, ';', &head, &tail)) {
-			name = head;
-			rest = tail;
-		} else {
-			name = rest;
-			rest.len = 0;
-		}
-		if (n == SIM_SIGNED_HEADERS_MAX ||
-		    span_copy(name, names[n], sizeof(names[n])) < 0 || name.len == 0)
-			return reject(v, 400, "IncompleteSignature",
-				      "SignedHeaders is malformed or too long.");
-		for (j = 0; names[n][j]; j++) {
-			if (names[n][j] >= 'A' && names[n][j] <= 'Z')
-				return reject(v, 400, "IncompleteSignature",
-					      "SignedHeaders must be lower-case.");
-		}
-		headers[n].key = names[n];
-		headers[n].value = header(conn, names[n]);
-		if (!headers[n].value)
-			return reject(v, 400, "SignatureDoesNotMatch",
-				      "Signed header %s is missing from the request.", names[n]);
-		n++;
-	}
-	for (i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
-		for (j = 0; j < n && strcmp(names[j], required[i]) != 0; j++)
-			;
-		if (j == n)
-			return reject(v, 400, "IncompleteSignature",
-				      "SignedHeaders must include %s.", required[i]);
-	}
-	if (!check_timestamp(header(conn, "x-acs-date"), now_s, v))
+	c->kind = SIG_V3;
+	if (!simsig_v3_verify(&rq, authz, sim->access_key_id, sim->access_key_secret, now_s, v,
+			      NULL))
 		return false;
-
-	memset(&in, 0, sizeof(in));
-	in.method = method;
-	in.path = "/";
-	in.query = query->kv;
-	in.n_query = query->n;
-	in.headers = headers;
-	in.n_headers = n;
-	in.body = body->data ? body->data : "";
-	in.body_len = body->len;
-	in.access_key_id = cred;
-	in.access_key_secret = sim->access_key_secret;
-	memset(&out, 0, sizeof(out));
-	if (signer_v3(&in, &out) < 0) {
-		signer_v3_output_free(&out);
-		return reject(v, 400, "SignatureDoesNotMatch",
-			      "The request is too large to verify.");
-	}
-	ok = strcmp(out.signed_headers, signed_headers) == 0 && secret_eq(out.signature, sig);
-	sha = header(conn, "x-acs-content-sha256");
-	if (!ok) {
-		signer_v3_output_free(&out);
-		return reject(v, 400, "SignatureDoesNotMatch",
-			      "Specified signature is not matched with our calculation.");
-	}
-	ok = sha && str_eq_nocase_hex(sha, out.hashed_payload);
-	signer_v3_output_free(&out);
-	if (!ok)
-		return reject(v, 400, "SignatureDoesNotMatch",
-			      "x-acs-content-sha256 does not match the request body.");
-
-	token = header(conn, "x-acs-security-token");
-	if (token) {
-		for (j = 0; j < n && strcmp(names[j], "x-acs-security-token") != 0; j++)
-			;
-		if (j == n)
-			return reject(v, 400, "IncompleteSignature",
-				      "SignedHeaders must include x-acs-security-token.");
-	}
-	if (!check_token(sim, token, v))
+	if (!check_token(sim, header(conn, "x-acs-security-token"), v))
 		return false;
 	return check_request(header(conn, "x-acs-action"), header(conn, "x-acs-version"),
 			     header(conn, "x-acs-signature-nonce"), all, c, v);
@@ -1081,42 +842,10 @@ static bool verify_v3(const struct sim *sim, struct MHD_Connection *conn, const 
 static bool verify_v1(const struct sim *sim, const char *method, const struct params *all,
 		      time_t now_s, struct call *c, struct verdict *v)
 {
-	struct signer_kv signed_params[SIM_PARAMS_MAX];
-	struct signer_v1_output out;
-	const char *sig = params_get(all, "Signature");
-	const char *ak = params_get(all, "AccessKeyId");
-	const char *smethod = params_get(all, "SignatureMethod");
-	const char *sversion = params_get(all, "SignatureVersion");
-	size_t i, n = 0;
-	bool ok;
-
-	c->kind = SIGNER_V1;
-	if (!ak || strcmp(ak, sim->access_key_id) != 0)
-		return reject(v, 404, "InvalidAccessKeyId.NotFound",
-			      "Specified access key is not found.");
-	if (!smethod || strcmp(smethod, "HMAC-SHA1") != 0)
-		return reject(v, 400, "InvalidSignatureMethod",
-			      "Specified signature method is not supported.");
-	if (!sversion || strcmp(sversion, "1.0") != 0)
-		return reject(v, 400, "InvalidSignatureVersion",
-			      "Specified signature version is not supported.");
-	if (!check_timestamp(params_get(all, "Timestamp"), now_s, v))
+	c->kind = SIG_V1;
+	if (!simsig_v1_verify(method, all, sim->access_key_id, sim->access_key_secret, now_s, v,
+			      NULL))
 		return false;
-	for (i = 0; i < all->n; i++) {
-		if (strcmp(all->kv[i].key, "Signature") != 0)
-			signed_params[n++] = all->kv[i];
-	}
-	memset(&out, 0, sizeof(out));
-	if (signer_v1(method, signed_params, n, sim->access_key_secret, &out) < 0) {
-		signer_v1_output_free(&out);
-		return reject(v, 400, "SignatureDoesNotMatch",
-			      "The request is too large to verify.");
-	}
-	ok = secret_eq(out.signature, sig);
-	signer_v1_output_free(&out);
-	if (!ok)
-		return reject(v, 400, "SignatureDoesNotMatch",
-			      "Specified signature is not matched with our calculation.");
 	if (!check_token(sim, params_get(all, "SecurityToken"), v))
 		return false;
 	return check_request(params_get(all, "Action"), params_get(all, "Version"),
@@ -1131,6 +860,7 @@ struct decision {
 	struct fault_rule rule;  /* mode FAULT_NONE when no fault applies */
 	size_t key_index;
 	unsigned quota;          /* config.quota when decided */
+	int64_t processing_us;   /* to wait after the arrival, before answering */
 	char ratelimit[160];
 	char request_id[40];
 };
@@ -1150,6 +880,21 @@ static bool mode_answers_200(enum fault_mode m)
 	default:
 		return false;
 	}
+}
+
+/*
+ * The processing time of one arrival: uniform in [min, max] ms, seeded
+ * (the generator is drawn only when the range is not a single value, so
+ * RequestIds stay as they were without --processing-ms); lock held.
+ */
+static int64_t processing_draw(struct sim *sim)
+{
+	uint64_t lo = (uint64_t)sim->config.processing_min_ms * 1000;
+	uint64_t hi = (uint64_t)sim->config.processing_max_ms * 1000;
+
+	if (hi <= lo)
+		return (int64_t)lo;
+	return (int64_t)(lo + rng_next(sim) % (hi - lo + 1));
 }
 
 /* Nonce, quota, arrival log, fault rule and stats for one call. */
@@ -1173,6 +918,7 @@ static bool decide(struct sim *sim, const struct call *c, struct decision *d,
 	}
 	nonce_add(sim, c->nonce, now_us);
 	record_arrival(sim, c, now_us);
+	d->processing_us = processing_draw(sim);
 
 	quota_expire(sim, now_us);
 	d->throttled = sim->served_count >= sim->config.quota;
@@ -1245,15 +991,20 @@ static void trickle_free(void *cls)
 	free(t);
 }
 
-static enum MHD_Result answer_trickle(struct sim *sim, struct MHD_Connection *conn,
-				      struct buf *b, const struct decision *d)
+/* Takes body (NULL: no memory, the connection is dropped). */
+static enum MHD_Result answer_trickle(struct sim *sim, struct MHD_Connection *conn, char *body,
+				      const struct decision *d)
 {
-	struct trickle *t = xcalloc(1, sizeof(*t));
+	struct trickle *t;
 	struct MHD_Response *resp;
 	enum MHD_Result ret;
 
+	if (!body)
+		return MHD_NO;
+	t = sim_xcalloc(1, sizeof(*t));
 	t->sim = sim;
-	t->data = buf_steal(b, &t->len);
+	t->data = body;
+	t->len = strlen(body);
 	resp = MHD_create_response_from_callback(t->len, 1, trickle_read, t, trickle_free);
 	if (!resp) {
 		trickle_free(t);
@@ -1301,66 +1052,57 @@ static enum MHD_Result answer(struct sim *sim, struct MHD_Connection *conn,
 				      "bm90IGEga2V5IGF0IGFsbA==\n"
 				      "-----END PUBLIC KEY-----\n";
 	const char *pem = sim->keys[d->key_index];
-	struct buf b;
-	int i;
+	char *body = NULL;
 
-	buf_init(&b, SIM_OVERSIZED_BYTES + LIMIT_BODY_MAX_BYTES);
 	switch (d->rule.mode) {
 	case FAULT_NONE:
 	case FAULT_ROTATE:
-		envelope_render_ok(&b, d->request_id, "OK", c->phone, pem, "VALID");
+		body = render_ok(d->request_id, "OK", c->phone, pem, "VALID");
 		break;
 	case FAULT_STATUS:
-		envelope_render_ok(&b, d->request_id, "OK", c->phone, pem, d->rule.key_status);
+		body = render_ok(d->request_id, "OK", c->phone, pem, d->rule.key_status);
 		break;
 	case FAULT_TRICKLE:
-		envelope_render_ok(&b, d->request_id, "OK", c->phone, pem, "VALID");
-		if (buf_error(&b))
-			break;
-		return answer_trickle(sim, conn, &b, d);
+		return answer_trickle(sim, conn, render_ok(d->request_id, "OK", c->phone, pem,
+							   "VALID"), d);
 	case FAULT_BAD_PEM:
-		envelope_render_ok(&b, d->request_id, "OK", c->phone, bad_pem, "VALID");
+		body = render_ok(d->request_id, "OK", c->phone, bad_pem, "VALID");
 		break;
 	case FAULT_OVERSIZED: {
 		/* A valid envelope padded to SIM_OVERSIZED_BYTES through Message. */
-		struct buf pad;
+		char *pad = sim_xmalloc(SIM_OVERSIZED_BYTES + 1);
+		size_t i;
 
-		buf_init(&pad, SIM_OVERSIZED_BYTES + 1);
-		for (i = 0; i < SIM_OVERSIZED_BYTES / 64; i++)
-			buf_adds(&pad, "0123456789abcdef0123456789abcdef"
-				       "0123456789abcdef0123456789abcdef");
-		envelope_render_ok(&b, d->request_id, buf_str(&pad), c->phone, pem, "VALID");
-		buf_free(&pad);
+		for (i = 0; i < SIM_OVERSIZED_BYTES; i++)
+			pad[i] = "0123456789abcdef"[i % 16];
+		pad[SIM_OVERSIZED_BYTES] = '\0';
+		body = render_ok(d->request_id, pad, c->phone, pem, "VALID");
+		free(pad);
 		break;
 	}
 	case FAULT_MALFORMED:
-		buf_adds(&b, "{not json");
+		body = sim_xstrdup("{not json");
 		break;
 	case FAULT_MISSING_FIELDS:
-		buf_adds(&b, "{\"RequestId\":\"x\",\"Code\":\"OK\"}");
+		body = sim_xstrdup("{\"RequestId\":\"x\",\"Code\":\"OK\"}");
 		break;
 	case FAULT_ERROR:
-		buf_free(&b);
 		return answer_error_fault(sim, conn, d);
 	case FAULT_HTTP500:
-		buf_free(&b);
 		return queue_text(conn, 500, "text/html",
 				  "<html><body><h1>500 Internal Server Error</h1></body></html>\n",
 				  d->request_id);
 	case FAULT_HTTP503:
-		buf_free(&b);
 		return queue_text(conn, 503, "text/html",
 				  "<html><body><h1>503 Service Unavailable</h1></body></html>\n",
 				  d->request_id);
 	case FAULT_HANG:
-		buf_free(&b);
 		sleep_interruptible(sim, (int64_t)SIM_HANG_MS * 1000);
 		return MHD_NO;
 	case FAULT_RESET:
-		buf_free(&b);
 		return MHD_NO;
 	}
-	return queue_buf(conn, MHD_HTTP_OK, CT_JSON, &b, d->ratelimit, d->request_id);
+	return queue_body(conn, MHD_HTTP_OK, CT_JSON, body, d->ratelimit, d->request_id);
 }
 
 /* Latency plus seeded jitter, drawn under the lock, slept outside it. */
@@ -1389,7 +1131,7 @@ static enum MHD_Result api_reject(struct sim *sim, struct MHD_Connection *conn,
 		request_id = rid;
 	}
 	if (sim->verbose)
-		log_info("sim_reject", "code=%s status=%u", v->code, v->http_status);
+		sim_log(SIM_LOG_INFO, "sim_reject", "code=%s status=%u", v->code, v->http_status);
 	return queue_error(conn, v->http_status, request_id, v->code, v->message, NULL);
 }
 
@@ -1410,7 +1152,7 @@ static enum MHD_Result handle_api(struct sim *sim, struct MHD_Connection *conn,
 		return MHD_NO;
 	memset(&c, 0, sizeof(c));
 	memset(&v, 0, sizeof(v));
-	if (buf_error(&rq->body)) {
+	if (rq->body.error) {
 		reject(&v, 400, "InvalidParameter", "The request body is too large.");
 		return api_reject(sim, conn, &v, NULL);
 	}
@@ -1425,7 +1167,7 @@ static enum MHD_Result handle_api(struct sim *sim, struct MHD_Connection *conn,
 	authz = header(conn, MHD_HTTP_HEADER_AUTHORIZATION);
 	if (query.overflow || form.overflow || all.overflow)
 		ok = reject(&v, 400, "InvalidParameter", "Too many parameters.");
-	else if (authz && strncmp(authz, V3_PREFIX, strlen(V3_PREFIX)) == 0)
+	else if (authz && strncmp(authz, SIMSIG_V3_PREFIX, strlen(SIMSIG_V3_PREFIX)) == 0)
 		ok = verify_v3(sim, conn, method, authz, &query, &all, &rq->body, time(NULL), &c,
 			       &v);
 	else if (params_get(&all, "Signature"))
@@ -1443,11 +1185,21 @@ static enum MHD_Result handle_api(struct sim *sim, struct MHD_Connection *conn,
 	memset(&d, 0, sizeof(d));
 	if (!decide(sim, &c, &d, &v))
 		return api_reject(sim, conn, &v, d.request_id);
+	/*
+	 * The arrival is counted; the upstream's processing time comes after it
+	 * (throttled and faulted calls included). Slept on this connection's
+	 * own thread, so other connections go on.
+	 */
+	if (d.processing_us > 0) {
+		sleep_interruptible(sim, d.processing_us);
+		if (atomic_load(&sim->stopping))
+			return MHD_NO;
+	}
 	if (sim->verbose) {
-		char masked[LOG_PHONE_MASKED_MAX];
+		char masked[SIM_PHONE_MASKED_MAX];
 
-		log_info("sim_call", "phone=%s sig=v%d outcome=%s",
-			 log_mask_phone(c.phone, masked, sizeof(masked)), (int)c.kind,
+		sim_log(SIM_LOG_INFO, "sim_call", "phone=%s sig=v%d outcome=%s",
+			 sim_mask_phone(c.phone, masked, sizeof(masked)), (int)c.kind,
 			 d.throttled ? "throttled" : fault_mode_name(d.rule.mode));
 	}
 	if (d.throttled)
@@ -1494,7 +1246,7 @@ static int json_int(const cJSON *root, const char *name, int64_t min, int64_t ma
 	if (cJSON_IsString(item)) {
 		uint64_t u;
 
-		if (str_to_u64(item->valuestring, 0, (uint64_t)INT64_MAX, &u) < 0)
+		if (sim_str_to_u64(item->valuestring, 0, (uint64_t)INT64_MAX, &u) < 0)
 			return -EINVAL;
 		d = (double)u;
 	} else if (cJSON_IsNumber(item)) {
@@ -1525,7 +1277,7 @@ static cJSON *parse_body(struct req *rq)
 {
 	cJSON *root;
 
-	if (buf_error(&rq->body) || rq->body.len == 0)
+	if (rq->body.error || rq->body.len == 0)
 		return NULL;
 	root = cJSON_ParseWithLength(rq->body.data, rq->body.len);
 	if (root && !cJSON_IsObject(root)) {
@@ -1541,7 +1293,7 @@ static enum MHD_Result control_add_fault(struct sim *sim, struct MHD_Connection 
 	cJSON *root = parse_body(rq);
 	const cJSON *item;
 	struct fault_rule r;
-	char mode[32] = "", status_text[LIMIT_STATUS_MAX + 1] = "";
+	char mode[32] = "", status_text[SIM_KEY_STATUS_MAX + 1] = "";
 	int64_t count = -1, http_status = 0, time_left = 1000;
 	size_t i;
 	uint64_t id;
@@ -1585,7 +1337,7 @@ static enum MHD_Result control_add_fault(struct sim *sim, struct MHD_Connection 
 		if (!r.code[0])
 			return control_fail(conn, 400, "mode error needs a code");
 		if (!http_status && status_text[0] &&
-		    str_to_u64(status_text, 100, 599, &s) == 0)
+		    sim_str_to_u64(status_text, 100, 599, &s) == 0)
 			http_status = (int64_t)s;
 		r.http_status = (unsigned)http_status;
 	}
@@ -1641,6 +1393,8 @@ static cJSON *config_json(const struct sim *sim)
 	cJSON_AddNumberToObject(o, "quota", sim->config.quota);
 	cJSON_AddNumberToObject(o, "latency_ms", sim->config.latency_ms);
 	cJSON_AddNumberToObject(o, "jitter_ms", sim->config.jitter_ms);
+	cJSON_AddNumberToObject(o, "processing_min_ms", sim->config.processing_min_ms);
+	cJSON_AddNumberToObject(o, "processing_max_ms", sim->config.processing_max_ms);
 	return o;
 }
 
@@ -1649,21 +1403,42 @@ static enum MHD_Result control_config(struct sim *sim, struct MHD_Connection *co
 {
 	cJSON *root;
 	int64_t quota = -1, latency = -1, jitter = -1;
+	unsigned proc_min = 0, proc_max = 0;
+	bool proc_set = false;
 
 	if (set) {
+		const cJSON *proc;
+		int64_t n = 0;
+		int bad = 0;
+
 		root = parse_body(rq);
 		if (!root)
 			return control_fail(conn, 400, "body must be a JSON object");
-		if (json_int(root, "quota", 1, SIM_QUOTA_MAX, &quota) < 0 ||
+		/* "processing_ms": N, or "MIN[:MAX]" as for --processing-ms. */
+		proc = cJSON_GetObjectItemCaseSensitive(root, "processing_ms");
+		if (proc && cJSON_IsString(proc)) {
+			bad = parse_range_ms(proc->valuestring, &proc_min, &proc_max) < 0;
+			proc_set = true;
+		} else if (proc) {
+			bad = json_int(root, "processing_ms", 0, SIM_DELAY_MAX_MS, &n) < 0;
+			proc_min = proc_max = (unsigned)n;
+			proc_set = true;
+		}
+		if (bad || json_int(root, "quota", 1, SIM_QUOTA_MAX, &quota) < 0 ||
 		    json_int(root, "latency_ms", 0, SIM_DELAY_MAX_MS, &latency) < 0 ||
 		    json_int(root, "jitter_ms", 0, SIM_DELAY_MAX_MS, &jitter) < 0) {
 			cJSON_Delete(root);
 			return control_fail(conn, 400, "quota must be 1..100000, "
-					    "latency_ms and jitter_ms 0..60000");
+					    "latency_ms and jitter_ms 0..60000, processing_ms "
+					    "0..60000 or \"MIN:MAX\" with MIN <= MAX");
 		}
 		cJSON_Delete(root);
 	}
 	pthread_mutex_lock(&sim->lock);
+	if (proc_set) {
+		sim->config.processing_min_ms = proc_min;
+		sim->config.processing_max_ms = proc_max;
+	}
 	if (quota >= 0)
 		sim->config.quota = (unsigned)quota;
 	if (latency >= 0)
@@ -1757,7 +1532,7 @@ static enum MHD_Result handle_control(struct sim *sim, struct MHD_Connection *co
 
 	if (!client_is_loopback(conn))
 		return control_fail(conn, 403, "the control API answers loopback clients only");
-	if (buf_error(&rq->body))
+	if (rq->body.error)
 		return control_fail(conn, 413, "body too large");
 	if (strcmp(url, "/_sim/faults") == 0) {
 		if (post)
@@ -1790,10 +1565,10 @@ static enum MHD_Result handle_control(struct sim *sim, struct MHD_Connection *co
 
 static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
-	struct req *rq = xcalloc(1, sizeof(*rq));
+	struct req *rq = sim_xcalloc(1, sizeof(*rq));
 
-	rq->uri = xstrdup(uri ? uri : "/");
-	buf_init(&rq->body, SIM_BODY_MAX_BYTES);
+	rq->uri = sim_xstrdup(uri ? uri : "/");
+	sbuf_init(&rq->body, SIM_BODY_MAX_BYTES);
 	return rq;
 }
 
@@ -1805,7 +1580,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
 	if (!rq)
 		return;
 	free(rq->uri);
-	buf_free(&rq->body);
+	sbuf_free(&rq->body);
 	free(rq);
 	*req_cls = NULL;
 }
@@ -1826,7 +1601,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	}
 	if (*upload_data_size > 0) {
 		/* Past the maximum the sticky error is set and the rest dropped. */
-		buf_add(&rq->body, upload_data, *upload_data_size);
+		sbuf_add(&rq->body, upload_data, *upload_data_size);
 		*upload_data_size = 0;
 		return MHD_YES;
 	}
@@ -1862,9 +1637,9 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 		text[--len] = '\0';
 	/* Expected whenever a reset or hang fault drops a connection. */
 	if (strncmp(text, "Application reported internal error", 35) == 0)
-		log_debug("sim_mhd", "msg=%s", log_quote(text, quoted, sizeof(quoted)));
+		sim_log(SIM_LOG_DEBUG, "sim_mhd", "msg=%s", sim_log_quote(text, quoted, sizeof(quoted)));
 	else
-		log_warn("sim_mhd", "msg=%s", log_quote(text, quoted, sizeof(quoted)));
+		sim_log(SIM_LOG_WARN, "sim_mhd", "msg=%s", sim_log_quote(text, quoted, sizeof(quoted)));
 }
 
 static int pem_filter(const struct dirent *e)
@@ -1878,29 +1653,62 @@ static int pem_filter(const struct dirent *e)
 static int read_file(const char *path, size_t max_bytes, char **ret, size_t *ret_len)
 {
 	FILE *f = fopen(path, "rb");
-	struct buf b;
+	struct sbuf b;
 	char chunk[4096];
 	size_t n;
 	int err = 0;
 
 	if (!f)
 		return -errno;
-	buf_init(&b, max_bytes);
+	sbuf_init(&b, max_bytes);
 	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
-		buf_add(&b, chunk, n);
+		sbuf_add(&b, chunk, n);
 	if (ferror(f))
 		err = -EIO;
 	fclose(f);
-	if (!err)
-		err = buf_error(&b);
+	if (!err && b.error)
+		err = -E2BIG;
 	if (err) {
-		buf_free(&b);
+		sim_wipe(b.data, b.len);
+		sbuf_free(&b);
 		return err;
 	}
-	*ret = buf_steal(&b, ret_len);
-	if (!*ret)
-		*ret = xstrdup("");
+	*ret = sbuf_steal(&b, ret_len);
 	return 0;
+}
+
+/* A PEM "PUBLIC KEY" block that OpenSSL reads as a key, white space around only. */
+static bool pem_is_public_key(const char *pem, size_t len)
+{
+	static const char begin[] = "-----BEGIN PUBLIC KEY-----";
+	size_t skip = 0;
+	EVP_PKEY *pkey = NULL;
+	BIO *bio;
+	char rest[64];
+	int n, i;
+	bool ok = false;
+
+	while (skip < len && (pem[skip] == ' ' || pem[skip] == '\n' || pem[skip] == '\r' ||
+			      pem[skip] == '\t'))
+		skip++;
+	if (len - skip < sizeof(begin) - 1 || memcmp(pem + skip, begin, sizeof(begin) - 1) != 0)
+		return false;
+	bio = BIO_new_mem_buf(pem, (int)len);
+	if (!bio)
+		return false;
+	pkey = PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL);
+	if (pkey) {
+		ok = true;
+		while ((n = BIO_read(bio, rest, (int)sizeof(rest))) > 0) {
+			for (i = 0; i < n; i++) {
+				if (!strchr(" \t\r\n", rest[i]) || rest[i] == '\0')
+					ok = false;
+			}
+		}
+	}
+	EVP_PKEY_free(pkey);
+	BIO_free(bio);
+	return ok;
 }
 
 static int load_keys(struct sim *sim, const char *dir)
@@ -1918,17 +1726,17 @@ static int load_keys(struct sim *sim, const char *dir)
 			SIM_KEYS_MAX, n);
 		err = -EINVAL;
 	}
-	sim->keys = xcalloc((size_t)(n > 0 ? n : 1), sizeof(char *));
+	sim->keys = sim_xcalloc((size_t)(n > 0 ? n : 1), sizeof(char *));
 	for (i = 0; i < n; i++) {
-		char path[4096], fp[LIMIT_SHA256_HEX];
+		char path[4096];
 		size_t len;
 
 		if (!err) {
 			snprintf(path, sizeof(path), "%s/%s", dir, names[i]->d_name);
-			err = read_file(path, LIMIT_PEM_MAX_BYTES, &sim->keys[sim->n_keys], &len);
+			err = read_file(path, SIM_PEM_MAX_BYTES, &sim->keys[sim->n_keys], &len);
 			if (err)
 				fprintf(stderr, "camsim: %s: %s\n", path, strerror(-err));
-			else if (envelope_pem_fingerprint(sim->keys[sim->n_keys++], len, fp) < 0) {
+			else if (!pem_is_public_key(sim->keys[sim->n_keys++], len)) {
 				fprintf(stderr, "camsim: %s: not a PEM public key\n", path);
 				err = -EINVAL;
 			}
@@ -1947,12 +1755,12 @@ static void sim_init(struct sim *sim, const struct sim_config *config, uint64_t 
 	sim->rng = seed;
 	sim->mono0_us = mono_us();
 	sim->wall0_ms = wall_ms();
-	sim->nonces = xcalloc(SIM_NONCE_MAX, sizeof(*sim->nonces));
-	sim->nonce_buckets = xcalloc(SIM_NONCE_BUCKETS, sizeof(*sim->nonce_buckets));
+	sim->nonces = sim_xcalloc(SIM_NONCE_MAX, sizeof(*sim->nonces));
+	sim->nonce_buckets = sim_xcalloc(SIM_NONCE_BUCKETS, sizeof(*sim->nonce_buckets));
 	nonces_clear(sim);
-	sim->served = xcalloc(SIM_QUOTA_MAX, sizeof(*sim->served));
-	sim->arrivals = xcalloc(SIM_ARRIVALS_MAX, sizeof(*sim->arrivals));
-	ctable_init(&sim->phones, SIM_PHONE_SLOTS, LIMIT_PHONE_MAX_DIGITS + 1, SIM_PHONES_MAX);
+	sim->served = sim_xcalloc(SIM_QUOTA_MAX, sizeof(*sim->served));
+	sim->arrivals = sim_xcalloc(SIM_ARRIVALS_MAX, sizeof(*sim->arrivals));
+	ctable_init(&sim->phones, SIM_PHONE_SLOTS, SIM_PHONE_MAX_DIGITS + 1, SIM_PHONES_MAX);
 	ctable_init(&sim->custspaces, SIM_CUSTSPACE_SLOTS, SIM_CUSTSPACE_MAX_LEN + 1,
 		    SIM_CUSTSPACES_MAX);
 }
@@ -1971,9 +1779,9 @@ static void sim_fini(struct sim *sim)
 	ctable_fini(&sim->phones);
 	ctable_fini(&sim->custspaces);
 	if (sim->access_key_secret)
-		mem_wipe(sim->access_key_secret, strlen(sim->access_key_secret));
+		sim_wipe(sim->access_key_secret, strlen(sim->access_key_secret));
 	if (sim->security_token)
-		mem_wipe(sim->security_token, strlen(sim->security_token));
+		sim_wipe(sim->security_token, strlen(sim->security_token));
 	free(sim->access_key_id);
 	free(sim->access_key_secret);
 	free(sim->security_token);
@@ -1991,14 +1799,14 @@ static int load_credential(struct sim *sim)
 				"ALIBABA_CLOUD_ACCESS_KEY_SECRET in the environment\n");
 		return -ENOENT;
 	}
-	if (strlen(id) > LIMIT_ACCESS_KEY_ID_MAX || strlen(secret) > LIMIT_ACCESS_KEY_SECRET_MAX ||
-	    (token && strlen(token) > LIMIT_SECURITY_TOKEN_MAX)) {
+	if (strlen(id) > SIMSIG_ACCESS_KEY_ID_MAX || strlen(secret) > SIM_ACCESS_KEY_SECRET_MAX ||
+	    (token && strlen(token) > SIM_SECURITY_TOKEN_MAX)) {
 		fprintf(stderr, "camsim: credential too long\n");
 		return -EINVAL;
 	}
-	sim->access_key_id = xstrdup(id);
-	sim->access_key_secret = xstrdup(secret);
-	sim->security_token = token && token[0] ? xstrdup(token) : NULL;
+	sim->access_key_id = sim_xstrdup(id);
+	sim->access_key_secret = sim_xstrdup(secret);
+	sim->security_token = token && token[0] ? sim_xstrdup(token) : NULL;
 	return 0;
 }
 
@@ -2011,7 +1819,7 @@ static int parse_listen(const char *s, struct sockaddr_in *ret, char *host, size
 		return -EINVAL;
 	memcpy(host, s, (size_t)(colon - s));
 	host[colon - s] = '\0';
-	if (str_to_u64(colon + 1, 0, 65535, &port) < 0)
+	if (sim_str_to_u64(colon + 1, 0, 65535, &port) < 0)
 		return -EINVAL;
 	memset(ret, 0, sizeof(*ret));
 	ret->sin_family = AF_INET;
@@ -2025,8 +1833,10 @@ static void usage(FILE *f)
 {
 	fputs("usage: camsim [--listen 127.0.0.1:PORT] [--quota N] [--latency-ms N] "
 	      "[--jitter-ms N]\n"
-	      "              [--keys-dir DIR] [--tls-cert FILE --tls-key FILE] [--seed N] "
-	      "[--verbose]\n"
+	      "              [--processing-ms MIN[:MAX]] [--keys-dir DIR] "
+	      "[--tls-cert FILE --tls-key FILE]\n"
+	      "              [--seed N] [--verbose]\n"
+	      "       camsim --self-test VECTORS_DIR\n"
 	      "Credentials: ALIBABA_CLOUD_ACCESS_KEY_ID, ALIBABA_CLOUD_ACCESS_KEY_SECRET,\n"
 	      "ALIBABA_CLOUD_SECURITY_TOKEN (optional) from the environment.\n",
 	      f);
@@ -2037,6 +1847,7 @@ struct options {
 	const char *keys_dir;
 	const char *tls_cert;
 	const char *tls_key;
+	const char *self_test;
 	struct sim_config config;
 	uint64_t seed;
 	bool verbose;
@@ -2049,6 +1860,8 @@ static int parse_options(int argc, char **argv, struct options *o)
 		{ "quota", required_argument, NULL, 'q' },
 		{ "latency-ms", required_argument, NULL, 'L' },
 		{ "jitter-ms", required_argument, NULL, 'j' },
+		{ "processing-ms", required_argument, NULL, 'P' },
+		{ "self-test", required_argument, NULL, 'T' },
 		{ "keys-dir", required_argument, NULL, 'k' },
 		{ "tls-cert", required_argument, NULL, 'c' },
 		{ "tls-key", required_argument, NULL, 'K' },
@@ -2066,19 +1879,27 @@ static int parse_options(int argc, char **argv, struct options *o)
 			o->listen = optarg;
 			break;
 		case 'q':
-			if (str_to_u64(optarg, 1, SIM_QUOTA_MAX, &v) < 0)
+			if (sim_str_to_u64(optarg, 1, SIM_QUOTA_MAX, &v) < 0)
 				goto bad_value;
 			o->config.quota = (unsigned)v;
 			break;
 		case 'L':
-			if (str_to_u64(optarg, 0, SIM_DELAY_MAX_MS, &v) < 0)
+			if (sim_str_to_u64(optarg, 0, SIM_DELAY_MAX_MS, &v) < 0)
 				goto bad_value;
 			o->config.latency_ms = (unsigned)v;
 			break;
 		case 'j':
-			if (str_to_u64(optarg, 0, SIM_DELAY_MAX_MS, &v) < 0)
+			if (sim_str_to_u64(optarg, 0, SIM_DELAY_MAX_MS, &v) < 0)
 				goto bad_value;
 			o->config.jitter_ms = (unsigned)v;
+			break;
+		case 'P':
+			if (parse_range_ms(optarg, &o->config.processing_min_ms,
+					   &o->config.processing_max_ms) < 0)
+				goto bad_value;
+			break;
+		case 'T':
+			o->self_test = optarg;
 			break;
 		case 'k':
 			o->keys_dir = optarg;
@@ -2090,7 +1911,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 			o->tls_key = optarg;
 			break;
 		case 's':
-			if (str_to_u64(optarg, 0, UINT64_MAX, &o->seed) < 0)
+			if (sim_str_to_u64(optarg, 0, UINT64_MAX, &o->seed) < 0)
 				goto bad_value;
 			break;
 		case 'v':
@@ -2136,6 +1957,8 @@ int main(int argc, char **argv)
 
 	if (parse_options(argc, argv, &o) < 0)
 		return 2;
+	if (o.self_test)
+		return selftest_run(o.self_test);
 	if (parse_listen(o.listen, &addr, host, sizeof(host)) < 0) {
 		fprintf(stderr, "camsim: --listen wants IPV4:PORT, got %s\n", o.listen);
 		return 2;
@@ -2189,21 +2012,23 @@ int main(int argc, char **argv)
 	info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
 	printf("camsim listening on %s:%u\n", host, info ? (unsigned)info->port : 0U);
 	fflush(stdout);
-	log_info("sim_start",
-		 "listen=%s:%u keys=%zu quota=%u latency_ms=%u jitter_ms=%u seed=%llu tls=%s",
+	sim_log(SIM_LOG_INFO, "sim_start",
+		 "listen=%s:%u keys=%zu quota=%u latency_ms=%u jitter_ms=%u "
+		 "processing_ms=%u:%u seed=%llu tls=%s",
 		 host, info ? (unsigned)info->port : 0U, sim.n_keys, o.config.quota,
-		 o.config.latency_ms, o.config.jitter_ms, (unsigned long long)o.seed,
+		 o.config.latency_ms, o.config.jitter_ms, o.config.processing_min_ms,
+		 o.config.processing_max_ms, (unsigned long long)o.seed,
 		 cert ? "yes" : "no");
 
 	while (sigwait(&set, &sig) != 0)
 		;
 	atomic_store(&sim.stopping, 1);
 	MHD_stop_daemon(d);
-	log_info("sim_stop", "signal=%d", sig);
+	sim_log(SIM_LOG_INFO, "sim_stop", "signal=%d", sig);
 	rc = 0;
 out_fini:
 	if (key) {
-		mem_wipe(key, strlen(key));
+		sim_wipe(key, strlen(key));
 		free(key);
 	}
 	free(cert);
