@@ -768,10 +768,10 @@ static void on_upstream_done(struct upstream_result *res, void *cls)
 
 	log_mask_phone(f->key.phone, masked, sizeof(masked));
 	metrics_observe_us(METRICS_HIST_UPSTREAM, now_us - f->sent_at_us);
-	limiter_observe_latency(p->limiter, now_us - f->sent_at_us);
+	limiter_observe_arrival(p->limiter, res->wire_delay_us, res->rtt_var_us);
 	if (res->ratelimit_remain >= 0 || res->ratelimit_time_left_ms >= 0)
-		limiter_on_hint(p->limiter, now_us, res->ratelimit_remain,
-				res->ratelimit_time_left_ms);
+		limiter_on_hint(p->limiter, f->sent_at_us + (res->wire_delay_us > 0 ? res->wire_delay_us : 0),
+				res->ratelimit_remain, res->ratelimit_time_left_ms);
 
 	switch (res->outcome) {
 	case UPSTREAM_TIMEOUT:
