@@ -17,12 +17,13 @@
  * where the send-to-wire delay runs from the send decision until the
  * request's bytes were written (connection set-up, TLS handshake, a queued
  * write), the spread is a high rank (~p97) minus the lowest of the last 64,
- * and the RTT variance is the kernel's for the call's connection (a high
- * rank of the last 64). The upstream's processing time and the answer's way
- * back happen after the arrival was counted: they are not an input at all,
- * so an upstream that answers slowly or unevenly costs no quota. Whatever
- * the daemon cannot observe (a gateway queue, a relay in front of the
- * upstream) is what the configured margin is for.
+ * and the RTT variance is the kernel's (tcpi_rttvar) for the connections
+ * the calls opened, read after their handshakes (a high rank of the last
+ * 64; upstream.h says why not later). The upstream's processing time and
+ * the answer's way back happen after the arrival was counted: they are not
+ * an input at all, so an upstream that answers slowly or unevenly costs no
+ * quota. Whatever the daemon cannot observe (a gateway queue, a relay in
+ * front of the upstream) is what the configured margin is for.
  * When the account is throttled anyway (System.LimitControl), the effective
  * rate halves (multiplicative decrease, floor rate/16) and sends pause; a hint
  * with Remain:0 and TimeLeft only pauses sends until the upstream's window
