@@ -551,10 +551,11 @@ void engine_upstream_done(struct engine *e, struct flight *f, const struct engin
 	assert(f->state == FLIGHT_SENDING);
 	assert(e->in_flight > 0);
 	e->in_flight--;
-	if (r->latency_us >= 0)
-		limiter_observe_latency(e->limiter, r->latency_us);
+	limiter_observe_arrival(e->limiter, r->wire_delay_us, r->rtt_var_us);
+	/* A hint describes the upstream's window as of the call's arrival, not its answer. */
 	if (r->ratelimit_remain >= 0 || r->ratelimit_time_left_ms >= 0)
-		limiter_on_hint(e->limiter, now_us, r->ratelimit_remain, r->ratelimit_time_left_ms);
+		limiter_on_hint(e->limiter, f->sent_at_us + (r->wire_delay_us > 0 ? r->wire_delay_us : 0),
+				r->ratelimit_remain, r->ratelimit_time_left_ms);
 
 	switch (r->kind) {
 	case ENGINE_REPLY_ENTRY:

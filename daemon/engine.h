@@ -166,10 +166,17 @@ struct engine_reply {
 	const char *message;
 	const char *request_id;      /* the upstream's, or NULL */
 	const char *stale_reason;    /* detail= of a stale fallback: "upstream-error", ... */
-	/* What the limiter learns (-1 where unknown). */
+	/*
+	 * What the limiter learns (-1 where unknown): rate-limit hints, and
+	 * what moved the call's arrival -- the time from the send decision
+	 * until the request was on the wire, and the connection's TCP RTT
+	 * variance. Never the whole call's latency: the upstream's processing
+	 * time comes after the arrival it counts.
+	 */
 	int64_t ratelimit_remain;
 	int64_t ratelimit_time_left_ms;
-	int64_t latency_us;          /* send to answer */
+	int64_t wire_delay_us;
+	int64_t rtt_var_us;
 };
 
 enum engine_action_kind {

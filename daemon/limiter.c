@@ -17,16 +17,41 @@
  *        min(rate, rate_after_throttle + rate/10 * seconds since throttle)
  *    computed lazily from `now`, so there is no timer and nothing to tick.
  *
- * Jitter estimate (the part of the margin we learn): the latencies of the
- * last LIMITER_LATENCY_WINDOW calls are kept; the jitter is the spread
- * between a high rank (dropping the top n/32 observations, i.e. the two
- * largest of 64, ~p97) and the lowest of them, capped at LIMITER_JITTER_MAX_US.
- * A windowed estimate forgets a slow spell after 64 calls, where a decayed
- * min/max would keep a stale extreme for an arbitrary time; ignoring the
- * top two keeps one timeout from costing the next 64 calls 250 ms each.
- * Latency spread overestimates the spread of one-way arrival delay (a call
- * arrives somewhere inside its round trip), which is the safe side; the
- * residue above the chosen rank is what the configured margin_ms is for.
+ * Arrival estimate (the part of the margin we learn). The upstream counts
+ * a call when its request arrives; what moves that arrival relative to our
+ * send decision (the time limiter_record_send() logs) is
+ *   (a) the send-to-wire delay: from the decision until the request's bytes
+ *       were written (a queue in the multi handle, DNS, TCP connect, the TLS
+ *       handshake, a write the socket could not take at once), and
+ *   (b) the path's one-way delay after that.
+ * The upstream's processing time and the answer's way back come after the
+ * arrival and say nothing about it, so they are never observed at all (the
+ * API does not take them). Each finished call reports (a) and the kernel's
+ * RTT variance for its connection (struct tcp_info tcpi_rttvar, a smoothed
+ * mean deviation of round trips). The last LIMITER_ARRIVAL_WINDOW of each
+ * are kept, and
+ *     learned = spread(wire delays) + LIMITER_RTT_VAR_FACTOR * high(rtt var)
+ * capped at LIMITER_LEARNED_MAX_US, where spread is a high rank minus the
+ * lowest and high is that rank (the rank drops the top n/32 observations,
+ * i.e. the two largest of 64, ~p97).
+ *  - The spread, not the level, matters: a constant delay moves every
+ *    arrival alike and keeps the spacing. The dangerous case is the oldest
+ *    call of a window arriving late (a new connection's handshake) while a
+ *    later one arrives early (a reused connection), and that difference is
+ *    at most the spread.
+ *  - Why 2 x rttvar: two calls' one-way delays, each varying with about
+ *    half a round trip's variance, differ by about one round trip's standard
+ *    deviation, ~1.25 mean deviations; two mean deviations cover that to
+ *    ~1.6 sigma alone. The kernel's figure itself overstates the forward
+ *    path's jitter (it includes the way back and the peer's delayed ACKs),
+ *    and the configured margin_ms takes the residue, so more would only
+ *    waste quota; TCP's RTO uses 4x because a spurious retransmission costs
+ *    far more than a wasted slot does here.
+ *  - A window forgets a slow spell after 64 calls, where a decayed min/max
+ *    would keep a stale extreme for an arbitrary time; ignoring the top two
+ *    keeps one slow connection set-up from costing the next 64 calls.
+ *  - What the daemon cannot see (a relay or a gateway queue in front of the
+ *    upstream) is what margin_ms (--rate-margin-ms) is for.
  *
  * Decisions the header leaves open:
  *  - Several throttles answering calls that were all sent before the first
@@ -59,10 +84,12 @@
 
 #define USEC_PER_SEC INT64_C(1000000)
 
-/* Latencies kept for the jitter estimate. */
-#define LIMITER_LATENCY_WINDOW 64
-/* Largest learned jitter added to the window. */
-#define LIMITER_JITTER_MAX_US (250 * INT64_C(1000))
+/* Observations kept for the arrival estimate (each kind). */
+#define LIMITER_ARRIVAL_WINDOW 64
+/* Largest learned part of the margin. */
+#define LIMITER_LEARNED_MAX_US (250 * INT64_C(1000))
+/* How many RTT mean deviations the learned margin adds (see above). */
+#define LIMITER_RTT_VAR_FACTOR 2
 /* Largest pause a single hint can ask for. */
 #define LIMITER_HINT_MAX_MS INT64_C(60000)
 
@@ -78,10 +105,12 @@ struct limiter {
 	size_t log_head;          /* index of the oldest entry */
 	size_t log_count;
 
-	int64_t latency_us[LIMITER_LATENCY_WINDOW];
-	size_t latency_count;
-	size_t latency_next;
-	int64_t jitter_us;
+	struct limiter_samples {
+		int64_t us[LIMITER_ARRIVAL_WINDOW];
+		size_t count;
+		size_t next;
+	} wire_delay, rtt_var;
+	int64_t learned_us;       /* the learned part of the margin */
 
 	int64_t paused_until_us;
 
@@ -254,13 +283,28 @@ int64_t limiter_wait_estimate_us(struct limiter *l, int64_t now_us, uint64_t ahe
 	return first_us + (int64_t)ahead * spacing_us;
 }
 
-static void update_jitter(struct limiter *l)
+static void samples_add(struct limiter_samples *s, int64_t v)
 {
-	int64_t sorted[LIMITER_LATENCY_WINDOW];
-	size_t n = l->latency_count, i, j, high;
-	int64_t jitter;
+	s->us[s->next] = v;
+	s->next = (s->next + 1) % LIMITER_ARRIVAL_WINDOW;
+	if (s->count < LIMITER_ARRIVAL_WINDOW)
+		s->count++;
+}
 
-	memcpy(sorted, l->latency_us, n * sizeof(sorted[0]));
+/*
+ * The high rank (dropping the top n/32) of the samples, and their lowest.
+ * Both 0 when there are none.
+ */
+static void samples_rank(const struct limiter_samples *s, int64_t *ret_high, int64_t *ret_low)
+{
+	int64_t sorted[LIMITER_ARRIVAL_WINDOW];
+	size_t n = s->count, i, j;
+
+	if (n == 0) {
+		*ret_high = *ret_low = 0;
+		return;
+	}
+	memcpy(sorted, s->us, n * sizeof(sorted[0]));
 	for (i = 1; i < n; i++) {
 		int64_t v = sorted[i];
 
@@ -268,20 +312,35 @@ static void update_jitter(struct limiter *l)
 			sorted[j] = sorted[j - 1];
 		sorted[j] = v;
 	}
-	high = n - 1 - n / 32;
-	jitter = sorted[high] - sorted[0];
-	l->jitter_us = jitter < LIMITER_JITTER_MAX_US ? jitter : LIMITER_JITTER_MAX_US;
+	*ret_high = sorted[n - 1 - n / 32];
+	*ret_low = sorted[0];
 }
 
-void limiter_observe_latency(struct limiter *l, int64_t latency_us)
+static void update_learned(struct limiter *l)
 {
-	if (latency_us < 0)
-		latency_us = 0;
-	l->latency_us[l->latency_next] = latency_us;
-	l->latency_next = (l->latency_next + 1) % LIMITER_LATENCY_WINDOW;
-	if (l->latency_count < LIMITER_LATENCY_WINDOW)
-		l->latency_count++;
-	update_jitter(l);
+	int64_t wire_high, wire_low, var_high, var_low, learned;
+
+	samples_rank(&l->wire_delay, &wire_high, &wire_low);
+	samples_rank(&l->rtt_var, &var_high, &var_low);
+	/* Each term is at most a minute (see limiter_observe_arrival): no overflow. */
+	learned = (wire_high - wire_low) + LIMITER_RTT_VAR_FACTOR * var_high;
+	l->learned_us = learned < LIMITER_LEARNED_MAX_US ? learned : LIMITER_LEARNED_MAX_US;
+}
+
+/* Observations past this are clamped: far beyond the cap anyway. */
+#define LIMITER_OBSERVATION_MAX_US (60 * USEC_PER_SEC)
+
+void limiter_observe_arrival(struct limiter *l, int64_t wire_delay_us, int64_t rtt_var_us)
+{
+	if (wire_delay_us < 0 && rtt_var_us < 0)
+		return;
+	if (wire_delay_us >= 0)
+		samples_add(&l->wire_delay, wire_delay_us < LIMITER_OBSERVATION_MAX_US ?
+					    wire_delay_us : LIMITER_OBSERVATION_MAX_US);
+	if (rtt_var_us >= 0)
+		samples_add(&l->rtt_var, rtt_var_us < LIMITER_OBSERVATION_MAX_US ?
+					 rtt_var_us : LIMITER_OBSERVATION_MAX_US);
+	update_learned(l);
 }
 
 void limiter_on_throttle(struct limiter *l, int64_t now_us)
@@ -304,14 +363,14 @@ void limiter_on_throttle(struct limiter *l, int64_t now_us)
 	l->paused_until_us = max64(l->paused_until_us, now_us + pause_us);
 }
 
-void limiter_on_hint(struct limiter *l, int64_t now_us, int64_t remain, int64_t time_left_ms)
+void limiter_on_hint(struct limiter *l, int64_t at_us, int64_t remain, int64_t time_left_ms)
 {
 	if (time_left_ms < 0)
 		return;
 	if (time_left_ms > LIMITER_HINT_MAX_MS)
 		time_left_ms = LIMITER_HINT_MAX_MS;
 	l->hint_known = true;
-	l->hint_reset_at_us = now_us + time_left_ms * 1000;
+	l->hint_reset_at_us = at_us + time_left_ms * 1000;
 	if (remain == 0 && time_left_ms > 0)
 		l->paused_until_us = max64(l->paused_until_us,
 					   l->hint_reset_at_us + limiter_margin_us(l));
@@ -324,7 +383,7 @@ double limiter_effective_rate(struct limiter *l, int64_t now_us)
 
 int64_t limiter_margin_us(const struct limiter *l)
 {
-	return (int64_t)l->margin_ms * 1000 + l->jitter_us;
+	return (int64_t)l->margin_ms * 1000 + l->learned_us;
 }
 
 uint64_t limiter_throttles(const struct limiter *l)

@@ -8,8 +8,22 @@
  *  2. a log of the last floor(rate) send times: a new call waits until the
  *     oldest of them is more than 1 s + margin old. This bounds every sliding
  *     second by construction whatever the burst, and the margin absorbs
- *     network jitter (the upstream counts arrivals, not our sends): margin =
- *     configured margin + the observed spread of call latencies.
+ *     what moves a call's arrival at the upstream (which counts arrivals,
+ *     not our sends).
+ * The margin (the arrival estimator):
+ *     margin = configured margin_ms
+ *            + min(250 ms, spread of recent send-to-wire delays
+ *                          + 2 x recent TCP RTT variance)
+ * where the send-to-wire delay runs from the send decision until the
+ * request's bytes were written (connection set-up, TLS handshake, a queued
+ * write), the spread is a high rank (~p97) minus the lowest of the last 64,
+ * and the RTT variance is the kernel's (tcpi_rttvar) for the connections
+ * the calls opened, read after their handshakes (a high rank of the last
+ * 64; upstream.h says why not later). The upstream's processing time and
+ * the answer's way back happen after the arrival was counted: they are not
+ * an input at all, so an upstream that answers slowly or unevenly costs no
+ * quota. Whatever the daemon cannot observe (a gateway queue, a relay in
+ * front of the upstream) is what the configured margin is for.
  * When the account is throttled anyway (System.LimitControl), the effective
  * rate halves (multiplicative decrease, floor rate/16) and sends pause; a hint
  * with Remain:0 and TimeLeft only pauses sends until the upstream's window
@@ -47,16 +61,28 @@ void limiter_record_send(struct limiter *l, int64_t now_us);
  */
 int64_t limiter_wait_estimate_us(struct limiter *l, int64_t now_us, uint64_t ahead);
 
-/* A completed call took latency_us: feeds the jitter margin. */
-void limiter_observe_latency(struct limiter *l, int64_t latency_us);
+/*
+ * A finished call's arrival evidence: wire_delay_us from its send decision
+ * until its request was written, rtt_var_us the TCP RTT variance of its
+ * connection; either negative when unknown (the request never went out, a
+ * UNIX socket, no TCP_INFO), both negative: no-op. Feeds the learned part
+ * of the margin (see above); whole call latency must not be passed here.
+ */
+void limiter_observe_arrival(struct limiter *l, int64_t wire_delay_us, int64_t rtt_var_us);
 /* The upstream answered System.LimitControl at now_us. */
 void limiter_on_throttle(struct limiter *l, int64_t now_us);
-/* A rate-limit hint arrived (-1 for an absent field). */
-void limiter_on_hint(struct limiter *l, int64_t now_us, int64_t remain, int64_t time_left_ms);
+/*
+ * A rate-limit hint arrived (-1 for an absent field). The upstream measured
+ * TimeLeft when the call arrived, so at_us is that call's arrival as far as
+ * the daemon knows it: its send decision + its wire delay, not the time the
+ * answer came back (which would add the upstream's processing time to every
+ * Remain:0 pause).
+ */
+void limiter_on_hint(struct limiter *l, int64_t at_us, int64_t remain, int64_t time_left_ms);
 
 /* Current effective calls per second (after back-off). */
 double limiter_effective_rate(struct limiter *l, int64_t now_us);
-/* Current total margin added to the window, in microseconds. */
+/* Current total margin added to the window (configured + learned), in microseconds. */
 int64_t limiter_margin_us(const struct limiter *l);
 /*
  * Calls still allowed in the current one-second window (0 while paused):

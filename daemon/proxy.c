@@ -268,7 +268,8 @@ static void start_call(struct proxy *p, struct flight *f, int64_t quota_wait_us,
 			.message = "could not start the upstream call",
 			.ratelimit_remain = -1,
 			.ratelimit_time_left_ms = -1,
-			.latency_us = -1,
+			.wire_delay_us = -1,
+			.rtt_var_us = -1,
 		};
 
 		engine_upstream_done(p->engine, f, &r, now_us, now_s);
@@ -386,7 +387,8 @@ static void on_upstream_done(struct upstream_result *res, void *cls)
 		.code = "Proxy.UpstreamError",
 		.ratelimit_remain = res->ratelimit_remain,
 		.ratelimit_time_left_ms = res->ratelimit_time_left_ms,
-		.latency_us = now_us - f->sent_at_us,
+		.wire_delay_us = res->wire_delay_us,
+		.rtt_var_us = res->rtt_var_us,
 	};
 	struct cache_entry *entry = NULL;
 	struct envelope_reply r;

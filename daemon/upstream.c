@@ -32,6 +32,30 @@
  * file must be readable at upstream_new() time, so a typo fails start-up
  * instead of every call.
  *
+ * Arrival evidence (wire_delay_us, rtt_var_us in the result, for the
+ * limiter): the transfer's start time is taken in upstream_start(), i.e. at
+ * the send decision. CURLOPT_PREREQFUNCTION runs once the connection is
+ * ready (connected, TLS done) right before the request is sent, and the
+ * debug callback (CURLOPT_VERBOSE, output to our callback only, never to
+ * stderr) sees CURLINFO_HEADER_OUT / CURLINFO_DATA_OUT after each write of
+ * request bytes succeeded; the later of the two is when the request was on
+ * the wire. libcurl's own timers do not serve: PRETRANSFER ends before the
+ * request is written, STARTTRANSFER includes the server's processing, and
+ * POSTTRANSFER (last byte sent) only exists from curl 8.10.
+ *
+ * The RTT variance (getsockopt TCP_INFO, tcpi_rttvar) is read in the
+ * PREREQFUNCTION of a transfer that opened its connection, i.e. right after
+ * the TCP (and TLS) handshake, whose RTT samples the peer's kernel answers
+ * at once. It is deliberately not read later: on a request/response
+ * connection every later RTT sample the client's kernel takes times the
+ * peer's ACK of our request, which the peer delays (up to its delayed-ACK
+ * timer, 40..200 ms) or piggybacks on the answer, so the kernel's figure
+ * then measures the upstream's processing time, the very thing the limiter
+ * must not count (seen with a 20-400 ms upstream on loopback: tcpi_rttvar
+ * grew from ~20 us to 2-13 ms). A reused connection reports -1 (no new
+ * evidence). The socket is found among those this transfer opened
+ * (CURLOPT_SOCKOPTFUNCTION; two with happy eyeballs) by its local port.
+ *
  * Not done here: signing (signer), retries and back-off (proxy), logging
  * (the caller logs the result's error text), curl_global_cleanup() (libcurl
  * stays initialised for the life of the process; curl_global_init() runs
@@ -50,6 +74,10 @@
 #include <strings.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 
 #include <curl/curl.h>
 
@@ -77,6 +105,12 @@ struct transfer {
 	int64_t ratelimit_remain;
 	int64_t ratelimit_time_left_ms;
 	struct timespec started;
+	int64_t started_us;           /* the send decision, monotonic */
+	int64_t ready_us;             /* PREREQFUNCTION ran: about to write; 0: not yet */
+	int64_t written_us;           /* last request bytes written; 0: none seen */
+	curl_socket_t opened[2];      /* sockets this transfer opened, last two */
+	unsigned n_opened;
+	int64_t rtt_var_us;           /* from the fresh connection, or -1 */
 	char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -106,6 +140,14 @@ static double seconds_since(const struct timespec *t0)
 
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	return (double)(now.tv_sec - t0->tv_sec) + (double)(now.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+static int64_t mono_us(void)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (int64_t)now.tv_sec * 1000000 + now.tv_nsec / 1000;
 }
 
 /* ---- rate-limit hints ---- */
@@ -189,6 +231,70 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *userdata)
 	if (time_left_ms > t->ratelimit_time_left_ms)
 		t->ratelimit_time_left_ms = time_left_ms;
 	return n;
+}
+
+/* A socket for a new connection of this transfer (not yet connected). */
+static int on_sockopt(void *userdata, curl_socket_t fd, curlsocktype purpose)
+{
+	struct transfer *t = userdata;
+
+	if (purpose == CURLSOCKTYPE_IPCXN)
+		t->opened[t->n_opened++ % 2] = fd;
+	return CURL_SOCKOPT_OK;
+}
+
+/* tcpi_rttvar of a TCP socket whose local port is local_port, or -1. */
+static int64_t socket_rtt_var_us(curl_socket_t fd, int local_port)
+{
+	struct sockaddr_storage local;
+	socklen_t local_len = sizeof(local);
+	struct tcp_info info;
+	socklen_t len = sizeof(info);
+	int port;
+
+	if (getsockname(fd, (struct sockaddr *)&local, &local_len) != 0)
+		return -1;
+	if (local.ss_family == AF_INET)
+		port = ntohs(((struct sockaddr_in *)&local)->sin_port);
+	else if (local.ss_family == AF_INET6)
+		port = ntohs(((struct sockaddr_in6 *)&local)->sin6_port);
+	else
+		return -1; /* a UNIX socket has no RTT */
+	if (port != local_port)
+		return -1;
+	memset(&info, 0, sizeof(info));
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0 ||
+	    len < offsetof(struct tcp_info, tcpi_rttvar) + sizeof(info.tcpi_rttvar))
+		return -1;
+	return (int64_t)info.tcpi_rttvar;
+}
+
+/* The connection is ready and the request is about to be sent. */
+static int on_prereq(void *userdata, char *conn_primary_ip, char *conn_local_ip,
+		     int conn_primary_port, int conn_local_port)
+{
+	struct transfer *t = userdata;
+	unsigned i, n = t->n_opened < 2 ? t->n_opened : 2;
+
+	t->ready_us = mono_us();
+	/* Only a connection this transfer opened has handshake samples alone. */
+	for (i = 0; i < n && t->rtt_var_us < 0; i++)
+		t->rtt_var_us = socket_rtt_var_us(t->opened[i], conn_local_port);
+	return CURL_PREREQFUNC_OK;
+}
+
+/*
+ * Called (CURLOPT_VERBOSE) for everything curl would print; only the
+ * request's own bytes matter, reported after each successful write. The
+ * data (headers with the signature) is not looked at.
+ */
+static int on_debug(CURL *easy, curl_infotype type, char *data, size_t size, void *userdata)
+{
+	struct transfer *t = userdata;
+
+	if (type == CURLINFO_HEADER_OUT || type == CURLINFO_DATA_OUT)
+		t->written_us = mono_us();
+	return 0;
 }
 
 /* ---- setup and teardown ---- */
@@ -403,6 +509,13 @@ static CURLcode transfer_setup(struct upstream *u, struct transfer *t, size_t bo
 	SET(CURLOPT_HEADERFUNCTION, on_header);
 	SET(CURLOPT_HEADERDATA, t);
 	SET(CURLOPT_PRIVATE, t);
+	SET(CURLOPT_SOCKOPTFUNCTION, on_sockopt);
+	SET(CURLOPT_SOCKOPTDATA, t);
+	SET(CURLOPT_PREREQFUNCTION, on_prereq);
+	SET(CURLOPT_PREREQDATA, t);
+	SET(CURLOPT_DEBUGFUNCTION, on_debug);
+	SET(CURLOPT_DEBUGDATA, t);
+	SET(CURLOPT_VERBOSE, 1L);
 	SET(CURLOPT_TCP_KEEPALIVE, 1L);
 	SET(CURLOPT_SHARE, u->share);
 #undef SET
@@ -423,6 +536,7 @@ int upstream_start(struct upstream *u, const struct signer_request *req, void *c
 	t->cookie = cookie;
 	t->ratelimit_remain = -1;
 	t->ratelimit_time_left_ms = -1;
+	t->rtt_var_us = -1;
 	buf_init(&t->response, LIMIT_UPSTREAM_BODY_MAX_BYTES);
 
 	base_len = strlen(u->base_url);
@@ -460,6 +574,7 @@ int upstream_start(struct upstream *u, const struct signer_request *req, void *c
 	if (transfer_setup(u, t, body_len) != CURLE_OK)
 		goto out_free;
 	clock_gettime(CLOCK_MONOTONIC, &t->started);
+	t->started_us = (int64_t)t->started.tv_sec * 1000000 + t->started.tv_nsec / 1000;
 	if (curl_multi_add_handle(u->multi, t->easy) != CURLM_OK)
 		goto out_free;
 
@@ -485,11 +600,17 @@ static void copy_text(char *dst, size_t dst_size, const char *s)
 /* Fill res from a finished transfer. */
 static void transfer_result(struct transfer *t, CURLcode code, struct upstream_result *res)
 {
+	int64_t on_wire_us = t->written_us > t->ready_us ? t->written_us : t->ready_us;
+
 	memset(res, 0, sizeof(*res));
 	res->cookie = t->cookie;
 	res->ratelimit_remain = t->ratelimit_remain;
 	res->ratelimit_time_left_ms = t->ratelimit_time_left_ms;
 	res->elapsed_s = seconds_since(&t->started);
+	res->wire_delay_us = -1;
+	if (on_wire_us > 0)
+		res->wire_delay_us = on_wire_us > t->started_us ? on_wire_us - t->started_us : 0;
+	res->rtt_var_us = t->rtt_var_us;
 
 	if (code == CURLE_OK) {
 		long status = 0;

@@ -43,6 +43,20 @@ struct upstream_result {
 	int64_t ratelimit_remain;
 	int64_t ratelimit_time_left_ms;
 	double elapsed_s;             /* from upstream_start() to completion */
+	/*
+	 * What moved the request's arrival, for the limiter: wire_delay_us
+	 * from upstream_start() (the send decision) until the request's last
+	 * byte was written to the connection (queueing in the multi handle,
+	 * DNS, connect, TLS handshake, a write the socket took in parts); the
+	 * upstream's processing and the answer are not in it. -1 when the
+	 * request never went out. rtt_var_us: the kernel's TCP RTT variance
+	 * (tcp_info tcpi_rttvar) of a connection this transfer opened, read
+	 * right after its handshake (later RTT samples time the upstream's
+	 * delayed ACK, i.e. its processing); -1 for a reused connection or
+	 * when unknown (not TCP).
+	 */
+	int64_t wire_delay_us;
+	int64_t rtt_var_us;
 };
 
 struct upstream;

@@ -1,10 +1,20 @@
 """make bench-quota: how well camskeyd uses the upstream quota under a backlog.
 
 Runs the real daemon against the simulator (strict 5/s sliding window) with a
-backlog of cold keys from concurrent callers, without and with network jitter,
-and prints upstream calls per second, utilization (calls/s / rate), the most
-calls the simulator saw in any sliding second, throttles, and the daemon's
-thread count and RSS with 5,000 callers waiting. Not a pass/fail test.
+backlog of cold keys from concurrent callers and prints upstream calls per
+second, utilization (calls/s / rate), the most calls the simulator saw in any
+sliding second, throttles, and the daemon's thread count and RSS with 5,000
+callers waiting. Scenarios:
+
+  jitter      the simulator's own arrival jitter, 0 and 0-30 ms;
+  processing  a delaying relay (tests/bench/relay.py) in front of the
+              simulator: answers take a uniform 20-400 ms (processing time,
+              after the arrival was counted); then the same plus an arrival
+              delay of 5-35 ms the daemon cannot see, with --rate-margin-ms 40;
+  waiting     5,000 callers waiting on a hanging upstream.
+
+BENCH_ONLY=processing (a comma-separated list) runs only those. Not a
+pass/fail test.
 """
 import os
 import resource
@@ -14,12 +24,15 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
 import camtest  # noqa: E402
-from camtest import Daemon, Sim, key_path, parallel, request  # noqa: E402
+from camtest import Daemon, Relay, Sim, key_path, parallel, request  # noqa: E402
 
 RATE = 5
 KEYS = int(os.environ.get("BENCH_KEYS", "300"))
 CALLERS = 64
 WAITERS = int(os.environ.get("BENCH_WAITERS", "5000"))
+ONLY = [w for w in os.environ.get("BENCH_ONLY", "").split(",") if w]
+PROCESSING_MS = (20, 400)
+HIDDEN_ARRIVAL_MS = (5, 35)
 
 
 def proc_status(pid):
@@ -31,11 +44,19 @@ def proc_status(pid):
     return int(out["Threads"]), int(out["VmRSS"].split()[0])
 
 
-def backlog(jitter_ms):
+def backlog(jitter_ms, up_ms=None, down_ms=None, margin_ms=None, series=0):
+    """The backlog; with up_ms/down_ms through a relay holding requests/answers."""
     sim = Sim(quota=RATE, jitter_ms=jitter_ms)
-    d = Daemon(sim.url, ["--rate", str(RATE), "--max-wait-ms", "600000", "--queue-max", "100000",
-                         "--no-access-log"])
-    phones = ["8615%09d" % (100000000 + jitter_ms * 1000 + i) for i in range(KEYS)]
+    upstream = sim.url
+    if up_ms or down_ms:
+        upstream = Relay(sim.port, up_ms=up_ms or (0, 0), down_ms=down_ms or (0, 0)).url
+    args = ["--rate", str(RATE), "--max-wait-ms", "600000", "--queue-max", "100000",
+            "--no-access-log"]
+    if margin_ms is not None:
+        args += ["--rate-margin-ms", str(margin_ms)]
+    d = Daemon(upstream, args)
+    phones = ["8615%09d" % (100000000 + series * 100000 + jitter_ms * 1000 + i)
+              for i in range(KEYS)]
     next_key = [0]
     import threading
     lock = threading.Lock()
@@ -62,10 +83,12 @@ def backlog(jitter_ms):
     else:
         rate = s["calls"] / elapsed
     throttles = d.metric("camskeyd_upstream_throttles_total")
+    margin_s = d.metric("camskeyd_limiter_margin_seconds")
     camtest.cleanup()
     return {"jitter_ms": jitter_ms, "answered": ok, "calls": s["calls"], "elapsed_s": elapsed,
             "rate": rate, "utilization": rate / RATE, "max_sliding": s["max_in_sliding_second"],
-            "sim_throttled": s["throttled"], "throttles": throttles, "arrivals": len(arrivals)}
+            "sim_throttled": s["throttled"], "throttles": throttles, "arrivals": len(arrivals),
+            "margin_s": margin_s}
 
 
 def waiting_connections():
@@ -101,27 +124,59 @@ def waiting_connections():
             "kib_per_waiter": (rss1 - rss0) / max(1, waiting)}
 
 
+def wanted(name):
+    return not ONLY or name in ONLY
+
+
+def print_processing(label, r):
+    print("backlog %d keys, %d callers, %s: %d/%d answered in %.1fs; upstream %.2f calls/s "
+          "(utilization %.3f of --rate %d); max arrivals in any sliding second %d; "
+          "System.LimitControl %d (daemon saw %d); margin at the end %.0f ms"
+          % (KEYS, CALLERS, label, r["answered"], KEYS, r["elapsed_s"], r["rate"],
+             r["utilization"], RATE, r["max_sliding"], r["sim_throttled"], int(r["throttles"]),
+             1000 * (r["margin_s"] or 0)), flush=True)
+
+
 def main():
     results = []
-    for jitter in (0, 30):
-        r = backlog(jitter)
+    summary = []
+    if wanted("jitter"):
+        for jitter in (0, 30):
+            r = backlog(jitter)
+            results.append(r)
+            print("backlog %d keys, %d callers, jitter 0-%d ms: %d/%d answered in %.1fs; upstream "
+                  "%.2f calls/s (utilization %.1f%% of %d/s); max in any sliding second %d; "
+                  "System.LimitControl %d"
+                  % (KEYS, CALLERS, jitter, r["answered"], KEYS, r["elapsed_s"], r["rate"],
+                     100 * r["utilization"], RATE, r["max_sliding"], r["sim_throttled"]),
+                  flush=True)
+        summary.append("utilization %.1f%% (no jitter), %.1f%% (0-30 ms jitter)"
+                       % (100 * results[0]["utilization"], 100 * results[1]["utilization"]))
+    if wanted("processing"):
+        r = backlog(0, down_ms=PROCESSING_MS, series=1)
         results.append(r)
-        print("backlog %d keys, %d callers, jitter 0-%d ms: %d/%d answered in %.1fs; upstream "
-              "%.2f calls/s (utilization %.1f%% of %d/s); max in any sliding second %d; "
-              "System.LimitControl %d"
-              % (KEYS, CALLERS, jitter, r["answered"], KEYS, r["elapsed_s"], r["rate"],
-                 100 * r["utilization"], RATE, r["max_sliding"], r["sim_throttled"]), flush=True)
-    w = waiting_connections()
-    print("%d waiting connections: threads %d idle -> %d waiting; RSS %.1f MiB -> %.1f MiB "
-          "(%.1f KiB per waiting caller); all %d departures noticed"
-          % (WAITERS, w["threads_idle"], w["threads_waiting"], w["rss_idle_kib"] / 1024,
-             w["rss_waiting_kib"] / 1024, w["kib_per_waiter"], int(w["gone"])), flush=True)
-    print("summary: utilization %.1f%% (no jitter), %.1f%% (0-30 ms jitter); max sliding second "
-          "%d/%d; throttles %d; threads %d at %d waiting; %.1f KiB per waiter"
-          % (100 * results[0]["utilization"], 100 * results[1]["utilization"],
-             max(r["max_sliding"] for r in results), RATE,
-             sum(r["sim_throttled"] for r in results), w["threads_waiting"], WAITERS,
-             w["kib_per_waiter"]))
+        print_processing("processing %d-%d ms" % PROCESSING_MS, r)
+        summary.append("utilization %.3f (processing %d-%d ms)"
+                       % ((r["utilization"],) + PROCESSING_MS))
+        r = backlog(0, up_ms=HIDDEN_ARRIVAL_MS, down_ms=PROCESSING_MS, margin_ms=40, series=2)
+        results.append(r)
+        print_processing("processing %d-%d ms + unseen arrival delay %d-%d ms, "
+                         "--rate-margin-ms 40" % (PROCESSING_MS + HIDDEN_ARRIVAL_MS), r)
+        summary.append("utilization %.3f, throttles %d (+ unseen arrival delay %d-%d ms)"
+                       % ((r["utilization"], r["sim_throttled"]) + HIDDEN_ARRIVAL_MS))
+    if results:
+        summary.append("max sliding second %d/%d; throttles %d"
+                       % (max(r["max_sliding"] for r in results), RATE,
+                          sum(r["sim_throttled"] for r in results)))
+    if wanted("waiting"):
+        w = waiting_connections()
+        print("%d waiting connections: threads %d idle -> %d waiting; RSS %.1f MiB -> %.1f MiB "
+              "(%.1f KiB per waiting caller); all %d departures noticed"
+              % (WAITERS, w["threads_idle"], w["threads_waiting"], w["rss_idle_kib"] / 1024,
+                 w["rss_waiting_kib"] / 1024, w["kib_per_waiter"], int(w["gone"])), flush=True)
+        summary.append("threads %d at %d waiting; %.1f KiB per waiter"
+                       % (w["threads_waiting"], WAITERS, w["kib_per_waiter"]))
+    print("summary: " + "; ".join(summary))
 
 
 if __name__ == "__main__":

@@ -219,6 +219,27 @@ class Sim(Process):
         return self.control("POST", "/_sim/reset")
 
 
+RELAY = os.path.join(ROOT, "tests", "bench", "relay.py")
+
+
+class Relay(Process):
+    """tests/bench/relay.py in front of a port: holds requests up_ms (MIN, MAX)
+    on their way in (an arrival delay the client cannot see) and answers
+    down_ms on their way back (as if the server took that long)."""
+
+    def __init__(self, target_port, up_ms=(0, 0), down_ms=(0, 0), seed=1):
+        d = tmpdir()
+        argv = [sys.executable, RELAY, "--target", "127.0.0.1:%d" % target_port,
+                "--up-delay-ms", "%g:%g" % tuple(up_ms),
+                "--down-delay-ms", "%g:%g" % tuple(down_ms), "--seed", str(seed)]
+        super().__init__(argv, dict(os.environ), os.path.join(d, "relay.log"))
+        line = Sim._readline(self, 10.0)
+        if not line.startswith("relay listening on "):
+            raise AssertionError("relay did not start: %r\n%s" % (line, self.logs()))
+        self.port = int(line.rsplit(":", 1)[1])
+        self.url = "http://127.0.0.1:%d" % self.port
+
+
 class Daemon(Process):
     """build/camskeyd against an upstream URL, on a free port, with its own cache."""
 

@@ -1,7 +1,8 @@
 /*
  * test_limiter.c -- unit tests for the upstream call limiter: spacing, the
  * sliding-second bound under randomized drivers, utilization under backlog,
- * back-off and recovery, hints, the jitter margin, wait estimates, reload.
+ * back-off and recovery, hints, the arrival margin (what widens it and what
+ * must not: processing time), wait estimates, reload.
  *
  * Time is simulated: every test drives `now` by hand. Randomized tests use
  * one seed, printed, taken from $TEST_SEED when set.
@@ -101,7 +102,7 @@ TEST(log_of_last_n_sends_bounds_every_sliding_second_whatever_the_burst)
 
 /*
  * A driver that sometimes sends as early as allowed and sometimes lets a
- * random time pass and sends only if allowed then, with occasional latency
+ * random time pass and sends only if allowed then, with occasional arrival
  * observations, hints and throttles.
  */
 static void drive_randomly(struct limiter *l, int64_t start, int64_t duration,
@@ -129,7 +130,7 @@ static void drive_randomly(struct limiter *l, int64_t start, int64_t duration,
 		sends[count++] = now;
 		dice = rng_below(1000);
 		if (dice < 300)
-			limiter_observe_latency(l, 20 * MS + rng_below(40 * MS));
+			limiter_observe_arrival(l, rng_below(40 * MS), rng_below(5 * MS));
 		else if (dice < 310)
 			limiter_on_hint(l, now + 30 * MS, rng_below(3), rng_below(1000));
 		else if (dice < 313)
@@ -281,60 +282,318 @@ TEST(throttle_pause_follows_a_longer_hinted_window)
 	limiter_free(l);
 }
 
-TEST(latency_spread_raises_margin_and_arrivals_stay_within_quota)
+/* Sort in place (insertion sort: the arrays here are small or nearly sorted). */
+static void sort_times(int64_t *t, size_t n)
 {
-	struct limiter *l = limiter_with(5, 3, 10);
-	int64_t *arrivals = xcalloc(MAX_SENDS, sizeof(*arrivals));
-	int64_t now = T0, jitter;
-	size_t count = 0, at = 0, i, j;
-	int i64;
+	size_t i, j;
 
-	harness_rng_reset(7);
-	for (i64 = 0; i64 < 64; i64++)
-		limiter_observe_latency(l, rng_below(30 * MS + 1));
-	jitter = limiter_margin_us(l) - 10 * MS;
-	CHECK(jitter >= 25 * MS);
-	CHECK(jitter <= 30 * MS);
+	for (i = 1; i < n; i++) {
+		int64_t v = t[i];
 
+		for (j = i; j > 0 && t[j - 1] > v; j--)
+			t[j] = t[j - 1];
+		t[j] = v;
+	}
+}
+
+/*
+ * One backlogged call's path, as the daemon sees it: sent at the limiter's
+ * decision, on the wire wire_us later (where the upstream counts it, plus
+ * hidden_us the daemon cannot see), answered processing_us after that; the
+ * daemon observes the call (wire delay, RTT variance) when the answer comes.
+ */
+struct call_model {
+	int64_t wire_min_us, wire_max_us;      /* uniform */
+	unsigned handshake_every;              /* every k-th call: handshake_us */
+	int64_t handshake_us;
+	int64_t rtt_var_us;                    /* reported; -1 unknown */
+	int64_t hidden_max_us;                 /* uniform 0..max, not observed */
+	int64_t processing_min_us, processing_max_us;
+};
+
+struct pending_call {
+	int64_t answer_at_us;
+	int64_t wire_us;
+};
+
+#define PENDING_MAX 1024
+
+struct backlog_run {
+	size_t sends;
+	int64_t *send_us;         /* each send decision */
+	int64_t *margin_us;       /* the margin in force at that send */
+	int64_t *arrival_us;      /* where the upstream counted it, sorted */
+	int64_t max_margin_us;
+};
+
+static int64_t uniform(int64_t lo, int64_t hi)
+{
+	return hi > lo ? lo + rng_below(hi - lo + 1) : lo;
+}
+
+/* Drive a backlog for duration_us from T0; fills run (arrays of MAX_SENDS). */
+static void run_backlog(struct limiter *l, const struct call_model *m, int64_t duration_us,
+			struct backlog_run *run)
+{
+	struct pending_call pending[PENDING_MAX];
+	size_t n_pending = 0, count = 0, i;
+	int64_t now = T0;
+
+	run->max_margin_us = 0;
 	while (count < MAX_SENDS) {
-		int64_t latency = rng_below(30 * MS + 1);
+		int64_t at = limiter_next_send_us(l, now);
+		size_t first = n_pending;
 
-		now = limiter_next_send_us(l, now);
-		if (now >= T0 + 60 * SEC)
+		/* The earliest answer due before that send is observed first. */
+		for (i = 0; i < n_pending; i++) {
+			if (pending[i].answer_at_us <= at &&
+			    (first == n_pending || pending[i].answer_at_us < pending[first].answer_at_us))
+				first = i;
+		}
+		if (first < n_pending) {
+			if (pending[first].answer_at_us > now)
+				now = pending[first].answer_at_us;
+			limiter_observe_arrival(l, pending[first].wire_us, m->rtt_var_us);
+			pending[first] = pending[--n_pending];
+			continue;
+		}
+		now = at;
+		if (now >= T0 + duration_us)
 			break;
 		limiter_record_send(l, now);
-		arrivals[count++] = now + latency;
-		limiter_observe_latency(l, latency);
-	}
-	CHECK(count >= 250);
-	/* The upstream sees arrivals in arrival order. */
-	for (i = 1; i < count; i++) {
-		int64_t v = arrivals[i];
+		{
+			int64_t wire = uniform(m->wire_min_us, m->wire_max_us);
 
-		for (j = i; j > 0 && arrivals[j - 1] > v; j--)
-			arrivals[j] = arrivals[j - 1];
-		arrivals[j] = v;
+			if (m->handshake_every && count % m->handshake_every == 0)
+				wire = m->handshake_us;
+			run->send_us[count] = now;
+			run->margin_us[count] = limiter_margin_us(l);
+			if (run->margin_us[count] > run->max_margin_us)
+				run->max_margin_us = run->margin_us[count];
+			run->arrival_us[count] = now + wire + uniform(0, m->hidden_max_us);
+			REQUIRE(n_pending < PENDING_MAX);
+			pending[n_pending].wire_us = wire;
+			pending[n_pending].answer_at_us =
+				now + wire + uniform(m->processing_min_us, m->processing_max_us);
+			n_pending++;
+		}
+		count++;
 	}
-	if (!window_holds(arrivals, count, 5, &at)) {
-		fprintf(stderr, "  seed %" PRIu64 ": arrival %zu at %" PRId64 " and %zu at %" PRId64 "\n",
-			harness_seed, at, arrivals[at] - T0, at + 5, arrivals[at + 5] - T0);
-		CHECK(0);
-	}
-	free(arrivals);
+	run->sends = count;
+	sort_times(run->arrival_us, count);
+}
+
+static void backlog_run_init(struct backlog_run *run)
+{
+	run->send_us = xcalloc(MAX_SENDS, sizeof(int64_t));
+	run->margin_us = xcalloc(MAX_SENDS, sizeof(int64_t));
+	run->arrival_us = xcalloc(MAX_SENDS, sizeof(int64_t));
+}
+
+static void backlog_run_free(struct backlog_run *run)
+{
+	free(run->send_us);
+	free(run->margin_us);
+	free(run->arrival_us);
+}
+
+TEST(processing_time_spread_moves_nothing)
+{
+	/* Answers take 20..400 ms; the request is on the wire after 150 us. */
+	static const struct call_model m = {
+		.wire_min_us = 150, .wire_max_us = 150, .rtt_var_us = 0,
+		.processing_min_us = 20 * MS, .processing_max_us = 400 * MS,
+	};
+	struct limiter *l = limiter_with(5, 1, 20);
+	struct backlog_run run;
+
+	backlog_run_init(&run);
+	harness_rng_reset(11);
+	run_backlog(l, &m, 60 * SEC, &run);
+	CHECK(run.max_margin_us == 20 * MS);
+	CHECK(limiter_margin_us(l) == 20 * MS);
+	CHECK((double)run.sends / 60.0 >= 0.97 * 5);
+	backlog_run_free(&run);
 	limiter_free(l);
 }
 
-TEST(jitter_is_capped_and_forgets_old_latencies)
+TEST(a_constant_wire_delay_however_long_moves_nothing)
+{
+	struct limiter *l = limiter_with(5, 1, 20);
+	int i;
+
+	/* Every call waits 300 ms for its connection: all arrive equally late. */
+	for (i = 0; i < 200; i++)
+		limiter_observe_arrival(l, 300 * MS, -1);
+	CHECK(limiter_margin_us(l) == 20 * MS);
+	/* Unknown values are no evidence either way. */
+	limiter_observe_arrival(l, -1, -1);
+	limiter_observe_arrival(l, -1, 0);
+	CHECK(limiter_margin_us(l) == 20 * MS);
+	limiter_free(l);
+}
+
+TEST(handshake_spread_widens_the_margin_by_the_handshake_time)
+{
+	struct limiter *l = limiter_with(5, 1, 20);
+	int i;
+
+	/* Every 8th call opens a connection: 80 ms of TCP + TLS handshake. */
+	for (i = 0; i < 64; i++)
+		limiter_observe_arrival(l, 100 + (i % 8 == 0 ? 80 * MS : 0), -1);
+	CHECK(limiter_margin_us(l) == 20 * MS + 80 * MS);
+	limiter_free(l);
+}
+
+TEST(send_time_spread_widens_the_margin_by_about_its_range)
+{
+	struct limiter *l = limiter_with(5, 1, 10);
+	int64_t learned;
+	int i;
+
+	harness_rng_reset(7);
+	for (i = 0; i < 64; i++)
+		limiter_observe_arrival(l, rng_below(30 * MS + 1), -1);
+	learned = limiter_margin_us(l) - 10 * MS;
+	CHECK(learned >= 25 * MS);
+	CHECK(learned <= 30 * MS);
+	limiter_free(l);
+}
+
+TEST(rtt_variance_widens_the_margin_by_twice_its_value)
+{
+	struct limiter *l = limiter_with(5, 1, 20);
+	int i;
+
+	for (i = 0; i < 64; i++)
+		limiter_observe_arrival(l, 100, 5 * MS);
+	CHECK(limiter_margin_us(l) == 20 * MS + 2 * 5 * MS);
+	/* With a wire-delay spread, the two add up. */
+	for (i = 0; i < 64; i++)
+		limiter_observe_arrival(l, i % 2 ? 100 + 30 * MS : 100, 5 * MS);
+	CHECK(limiter_margin_us(l) == 20 * MS + 30 * MS + 10 * MS);
+	limiter_free(l);
+}
+
+TEST(one_slow_connection_set_up_in_a_window_is_ignored)
+{
+	struct limiter *l = limiter_with(5, 1, 20);
+	int i;
+
+	for (i = 0; i < 64; i++)
+		limiter_observe_arrival(l, i == 10 ? 900 * MS : 100, -1);
+	CHECK(limiter_margin_us(l) == 20 * MS);
+	limiter_free(l);
+}
+
+TEST(learned_margin_is_capped_and_forgets_old_observations)
 {
 	struct limiter *l = limiter_with(5, 1, 0);
 	int i;
 
 	for (i = 0; i < 64; i++)
-		limiter_observe_latency(l, (i % 2) ? 5 * SEC : 0);
+		limiter_observe_arrival(l, (i % 2) ? 5 * SEC : 0, INT64_MAX);
 	CHECK(limiter_margin_us(l) == 250 * MS);
 	for (i = 0; i < 64; i++)
-		limiter_observe_latency(l, 40 * MS + i % 3);
+		limiter_observe_arrival(l, 40 * MS + i % 3, 0);
 	CHECK(limiter_margin_us(l) <= 2);
+	limiter_free(l);
+}
+
+/* 1 when every n+1 consecutive sends span more than 1 s + the margin then. */
+static int windows_hold_with_margin(const struct backlog_run *run, size_t n, size_t *ret_at)
+{
+	size_t i;
+
+	for (i = 0; i + n < run->sends; i++) {
+		if (run->send_us[i + n] - run->send_us[i] <= SEC + run->margin_us[i + n]) {
+			*ret_at = i;
+			return 0;
+		}
+	}
+	return 1;
+}
+
+TEST(backlog_with_wire_delay_spread_keeps_every_sliding_second_at_rate)
+{
+	/*
+	 * Sends take 0..30 ms to get on the wire, every 16th 60 ms (a new
+	 * connection). More than two slow ones per 64 calls, so the estimator's
+	 * rank sees them; a rarer tail is the configured margin's job.
+	 */
+	static const struct call_model m = {
+		.wire_min_us = 0, .wire_max_us = 30 * MS, .handshake_every = 16,
+		.handshake_us = 60 * MS, .rtt_var_us = 2 * MS,
+		.processing_min_us = 20 * MS, .processing_max_us = 400 * MS,
+	};
+	static const unsigned bursts[] = { 1, 3 };
+	struct backlog_run run;
+	size_t b, at = 0;
+
+	backlog_run_init(&run);
+	for (b = 0; b < sizeof(bursts) / sizeof(bursts[0]); b++) {
+		struct limiter *l = limiter_with(5, bursts[b], 10);
+
+		harness_rng_reset(21 + b);
+		run_backlog(l, &m, 60 * SEC, &run);
+		CHECK(run.sends >= 250);
+		CHECK(run.max_margin_us >= 10 * MS + 60 * MS);
+		if (!windows_hold_with_margin(&run, 5, &at)) {
+			fprintf(stderr, "  seed %" PRIu64 " burst %u: send %zu at %" PRId64
+				" and %zu at %" PRId64 ", margin %" PRId64 "\n", harness_seed,
+				bursts[b], at, run.send_us[at] - T0, at + 5,
+				run.send_us[at + 5] - T0, run.margin_us[at + 5]);
+			CHECK(0);
+		}
+		/* Where the upstream counts them, too. */
+		if (!window_holds(run.arrival_us, run.sends, 5, &at)) {
+			fprintf(stderr, "  seed %" PRIu64 " burst %u: arrival %zu at %" PRId64
+				" and %zu at %" PRId64 "\n", harness_seed, bursts[b], at,
+				run.arrival_us[at] - T0, at + 5, run.arrival_us[at + 5] - T0);
+			CHECK(0);
+		}
+		limiter_free(l);
+	}
+	backlog_run_free(&run);
+}
+
+TEST(unseen_arrival_delay_within_the_configured_margin_stays_within_quota)
+{
+	/* A relay the daemon cannot see holds each request 0..30 ms more. */
+	static const struct call_model m = {
+		.wire_min_us = 100, .wire_max_us = 100, .rtt_var_us = 0,
+		.hidden_max_us = 30 * MS,
+		.processing_min_us = 20 * MS, .processing_max_us = 400 * MS,
+	};
+	struct limiter *l = limiter_with(5, 1, 40);
+	struct backlog_run run;
+	size_t at = 0;
+
+	backlog_run_init(&run);
+	harness_rng_reset(31);
+	run_backlog(l, &m, 60 * SEC, &run);
+	CHECK(limiter_margin_us(l) == 40 * MS);
+	CHECK(window_holds(run.arrival_us, run.sends, 5, &at));
+	CHECK((double)run.sends / 60.0 >= 0.95 * 5);
+	backlog_run_free(&run);
+	limiter_free(l);
+}
+
+TEST(backlog_with_zero_spread_uses_at_least_97_percent_of_the_quota)
+{
+	static const struct call_model m = {
+		.wire_min_us = 2 * MS, .wire_max_us = 2 * MS, .rtt_var_us = -1,
+		.processing_min_us = 50 * MS, .processing_max_us = 50 * MS,
+	};
+	struct limiter *l = limiter_with(5, 1, 20);
+	struct backlog_run run;
+
+	backlog_run_init(&run);
+	harness_rng_reset(41);
+	run_backlog(l, &m, 60 * SEC, &run);
+	CHECK((double)run.sends / 60.0 >= 0.97 * 5);
+	CHECK(run.sends <= 5 * 60 + 5);
+	backlog_run_free(&run);
 	limiter_free(l);
 }
 
@@ -442,8 +701,16 @@ int main(void)
 	RUN(hint_remain_zero_pauses_for_time_left);
 	RUN(hint_with_quota_left_or_absent_fields_changes_nothing);
 	RUN(throttle_pause_follows_a_longer_hinted_window);
-	RUN(latency_spread_raises_margin_and_arrivals_stay_within_quota);
-	RUN(jitter_is_capped_and_forgets_old_latencies);
+	RUN(processing_time_spread_moves_nothing);
+	RUN(a_constant_wire_delay_however_long_moves_nothing);
+	RUN(handshake_spread_widens_the_margin_by_the_handshake_time);
+	RUN(send_time_spread_widens_the_margin_by_about_its_range);
+	RUN(rtt_variance_widens_the_margin_by_twice_its_value);
+	RUN(one_slow_connection_set_up_in_a_window_is_ignored);
+	RUN(learned_margin_is_capped_and_forgets_old_observations);
+	RUN(backlog_with_wire_delay_spread_keeps_every_sliding_second_at_rate);
+	RUN(unseen_arrival_delay_within_the_configured_margin_stays_within_quota);
+	RUN(backlog_with_zero_spread_uses_at_least_97_percent_of_the_quota);
 	RUN(wait_estimate_is_monotonic_and_about_two_seconds_for_ten_ahead_at_rate_5);
 	RUN(wait_estimate_matches_a_backlogged_schedule);
 	RUN(reconfigure_from_5_to_2_lowers_throughput_and_keeps_the_bound);

@@ -3,7 +3,8 @@
  *
  * The server is one thread with a blocking socket on 127.0.0.1 (port 0),
  * one connection at a time, answering each request per the test's mode:
- * a canned response (keep-alive), close without answering, or stall.
+ * a canned response (keep-alive, optionally after processing_ms), close
+ * without answering, or stall.
  * It records the first request it received and counts accepts and
  * requests. Every wait is bounded (the server thread gives up after
  * SERVER_MAX_S; clients poll at most CLIENT_MAX_MS).
@@ -42,6 +43,7 @@ struct server {
 	enum server_mode mode;
 	const char *response;
 	size_t response_len;
+	unsigned processing_ms;     /* SERVER_RESPOND: wait this long first */
 	/* Written by the server thread, read after pthread_join(). */
 	int accepts;
 	int requests;
@@ -142,6 +144,14 @@ static void *server_main(void *arg)
 				memmove(buf, buf + req, len - req);
 				len -= req;
 				if (s->mode == SERVER_RESPOND) {
+					if (s->processing_ms) {
+						struct timespec d = {
+							.tv_sec = s->processing_ms / 1000,
+							.tv_nsec = (long)(s->processing_ms % 1000) * 1000000,
+						};
+
+						nanosleep(&d, NULL);
+					}
 					send_all(conn, s->response, s->response_len);
 				} else if (s->mode == SERVER_CLOSE) {
 					close(conn);
@@ -159,13 +169,15 @@ static void *server_main(void *arg)
 	return NULL;
 }
 
-static int server_start(struct server *s, enum server_mode mode, const char *response,
-			size_t response_len)
+/* A server that answers processing_ms after each request. */
+static int server_start_slow(struct server *s, enum server_mode mode, const char *response,
+			     size_t response_len, unsigned processing_ms)
 {
 	struct sockaddr_in a = { .sin_family = AF_INET };
 	socklen_t alen = sizeof(a);
 
 	memset(s, 0, sizeof(*s));
+	s->processing_ms = processing_ms;
 	s->mode = mode;
 	s->response = response;
 	s->response_len = response_len;
@@ -178,6 +190,12 @@ static int server_start(struct server *s, enum server_mode mode, const char *res
 		return -1;
 	s->port = ntohs(a.sin_port);
 	return pthread_create(&s->thread, NULL, server_main, s) == 0 ? 0 : -1;
+}
+
+static int server_start(struct server *s, enum server_mode mode, const char *response,
+			size_t response_len)
+{
+	return server_start_slow(s, mode, response, response_len, 0);
 }
 
 static void server_stop(struct server *s)
@@ -203,6 +221,7 @@ struct got {
 	char error[256];
 	int64_t remain, time_left_ms;
 	double elapsed_s;
+	int64_t wire_delay_us, rtt_var_us;
 };
 
 static void on_done(struct upstream_result *res, void *cls)
@@ -221,6 +240,8 @@ static void on_done(struct upstream_result *res, void *cls)
 	g->remain = res->ratelimit_remain;
 	g->time_left_ms = res->ratelimit_time_left_ms;
 	g->elapsed_s = res->elapsed_s;
+	g->wire_delay_us = res->wire_delay_us;
+	g->rtt_var_us = res->rtt_var_us;
 }
 
 static void wait_done(struct upstream *u, struct got *g, int want)
@@ -510,6 +531,8 @@ TEST(refused_connection_is_a_network_error)
 	REQUIRE(g.n == 1);
 	CHECK(g.outcome == UPSTREAM_NETWORK);
 	CHECK(g.error[0] != '\0');
+	/* The request never went out: no arrival evidence. */
+	CHECK(g.wire_delay_us == -1);
 	upstream_free(u);
 	free(g.body);
 }
@@ -534,6 +557,85 @@ TEST(sequential_requests_reuse_one_connection)
 	upstream_free(u);
 	server_stop(&s);
 	CHECK(s.requests == 2);
+	CHECK(s.accepts == 1);
+	free(g.body);
+}
+
+TEST(wire_delay_excludes_the_servers_processing_time)
+{
+	struct server s;
+	struct upstream *u;
+	struct request r;
+	struct got g = { 0 };
+
+	REQUIRE(server_start_slow(&s, SERVER_RESPOND, ok_response, strlen(ok_response), 300) == 0);
+	u = new_client(s.port, 3000, NULL);
+	REQUIRE(u);
+	make_request(&r, u);
+	REQUIRE(upstream_start(u, &r.req, NULL) == 0);
+	wait_done(u, &g, 1);
+	REQUIRE(g.n == 1);
+	CHECK(g.outcome == UPSTREAM_HTTP && g.status == 200);
+	CHECK(g.elapsed_s >= 0.3);
+	/* On the wire long before the answer: a fraction of the whole call. */
+	CHECK(g.wire_delay_us >= 0);
+	CHECK((double)g.wire_delay_us * 4 < g.elapsed_s * 1e6);
+	upstream_free(u);
+	server_stop(&s);
+	free(g.body);
+}
+
+TEST(wire_delay_counts_from_the_send_decision_including_a_wait_in_the_queue)
+{
+	struct server s;
+	struct upstream *u;
+	struct request r;
+	struct got g = { 0 };
+	struct timespec queued = { 0, 60 * 1000000 };
+
+	REQUIRE(server_start(&s, SERVER_RESPOND, ok_response, strlen(ok_response)) == 0);
+	u = new_client(s.port, 3000, NULL);
+	REQUIRE(u);
+	make_request(&r, u);
+	REQUIRE(upstream_start(u, &r.req, NULL) == 0);
+	/* The engine is busy for 60 ms before the multi handle runs. */
+	nanosleep(&queued, NULL);
+	wait_done(u, &g, 1);
+	REQUIRE(g.n == 1);
+	CHECK(g.wire_delay_us >= 60 * 1000);
+	CHECK(g.wire_delay_us <= (int64_t)(g.elapsed_s * 1e6));
+	upstream_free(u);
+	server_stop(&s);
+	free(g.body);
+}
+
+TEST(a_fresh_connection_reports_its_rtt_variance_and_a_reused_one_does_not)
+{
+	struct server s;
+	struct upstream *u;
+	struct request r;
+	struct got g = { 0 };
+	int64_t first_rtt_var_us;
+
+	REQUIRE(server_start(&s, SERVER_RESPOND, ok_response, strlen(ok_response)) == 0);
+	u = new_client(s.port, 3000, NULL);
+	REQUIRE(u);
+	make_request(&r, u);
+	REQUIRE(upstream_start(u, &r.req, NULL) == 0);
+	wait_done(u, &g, 1);
+	REQUIRE(g.n == 1);
+	first_rtt_var_us = g.rtt_var_us;
+	CHECK(g.wire_delay_us >= 0);
+	REQUIRE(upstream_start(u, &r.req, NULL) == 0);
+	wait_done(u, &g, 2);
+	REQUIRE(g.n == 2);
+	/* Loopback: a handshake sample of microseconds, far under a second. */
+	CHECK(first_rtt_var_us >= 0 && first_rtt_var_us < 1000000);
+	/* The reused connection's later samples would time the server: none. */
+	CHECK(g.rtt_var_us == -1);
+	CHECK(g.wire_delay_us >= 0);
+	upstream_free(u);
+	server_stop(&s);
 	CHECK(s.accepts == 1);
 	free(g.body);
 }
@@ -705,6 +807,9 @@ int main(void)
 	RUN(body_over_the_limit_is_too_large);
 	RUN(refused_connection_is_a_network_error);
 	RUN(sequential_requests_reuse_one_connection);
+	RUN(wire_delay_excludes_the_servers_processing_time);
+	RUN(wire_delay_counts_from_the_send_decision_including_a_wait_in_the_queue);
+	RUN(a_fresh_connection_reports_its_rtt_variance_and_a_reused_one_does_not);
 	RUN(free_with_a_transfer_in_flight_calls_no_callback);
 	RUN(wakeup_from_another_thread_ends_a_long_poll);
 	RUN(host_header_comes_from_the_base_url);
