@@ -50,13 +50,13 @@ Q := @
 endif
 
 # The daemon's modules; main.o is linked only into the binary.
-LIB_OBJS := mem buf span log config signer envelope route cache flight limiter queue engine \
+LIB_OBJS := mem buf span log config signer verify envelope route cache flight limiter queue engine \
 	upstream metrics notify http proxy cli
 LIB_O    := $(addprefix $(BUILD)/daemon/,$(addsuffix .o,$(LIB_OBJS)))
 MAIN_O   := $(BUILD)/daemon/main.o
 LIB_A    := $(BUILD)/libcamskeyd.a
 
-UNIT_TESTS := buf span log config signer envelope route cache limiter queue flight upstream metrics \
+UNIT_TESTS := buf span log config signer verify envelope route cache limiter queue flight upstream metrics \
 	docs
 UNIT_BINS  := $(addprefix $(BUILD)/tests/test_,$(UNIT_TESTS))
 SIM        := $(BUILD)/camsim
