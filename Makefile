@@ -50,13 +50,13 @@ Q := @
 endif
 
 # The daemon's modules; main.o is linked only into the binary.
-LIB_OBJS := mem hex buf span netaddr log cams config signer envelope route cache cache_store cache_mem flight limiter queue engine \
+LIB_OBJS := mem hex buf span netaddr log cams config signer verify envelope route cache cache_store cache_mem flight limiter queue engine \
 	upstream clients metrics notify http proxy cli
 LIB_O    := $(addprefix $(BUILD)/daemon/,$(addsuffix .o,$(LIB_OBJS)))
 MAIN_O   := $(BUILD)/daemon/main.o
 LIB_A    := $(BUILD)/libcamskeyd.a
 
-UNIT_TESTS := hex buf span netaddr log config signer envelope route cache cache_store cache_mem limiter queue flight engine upstream \
+UNIT_TESTS := hex buf span netaddr log config signer verify envelope route cache cache_store cache_mem limiter queue flight engine upstream \
 	metrics clients docs
 UNIT_BINS  := $(addprefix $(BUILD)/tests/test_,$(UNIT_TESTS))
 SIM        := $(BUILD)/camsim
@@ -111,8 +111,23 @@ DEB_PKGS := build-essential pkg-config libmicrohttpd-dev libcurl4-openssl-dev li
 BENCH_PKGS := nginx-light wrk
 FUZZ_PKGS := clang libclang-rt-14-dev
 
+# The official Node SDK as a test client (tests/sdk/call.js): npm ci from the
+# npm registry only, when node_modules is missing or older than the lock file.
+SDK_DIR   := tests/sdk
+SDK_STAMP := $(SDK_DIR)/node_modules/.package-lock.json
+
 deps:
 	@tests/install-deps.sh $(DEB_PKGS)
+	@$(MAKE) --no-print-directory sdk-deps
+
+sdk-deps: $(SDK_STAMP)
+
+$(SDK_STAMP): $(SDK_DIR)/package.json $(SDK_DIR)/package-lock.json
+	@command -v npm >/dev/null 2>&1 || tests/install-deps.sh nodejs npm
+	@$(if $(Q),echo "  NPM     $(SDK_DIR) (npm ci)")
+	$(Q)cd $(SDK_DIR) && npm ci --no-audit --no-fund --registry=https://registry.npmjs.org/ \
+		--loglevel=error >/dev/null
+	$(Q)touch $@
 
 deps-bench:
 	@tests/install-deps.sh $(DEB_PKGS) $(BENCH_PKGS)
@@ -173,6 +188,6 @@ clean:
 
 .SECONDARY:
 
-.PHONY: all deps deps-bench demo check unit bench bench-quota soak lint install uninstall clean
+.PHONY: all deps sdk-deps deps-bench demo check unit bench bench-quota soak lint install uninstall clean
 
 -include $(wildcard $(BUILD)/daemon/*.d $(BUILD)/tests/*/*.d)

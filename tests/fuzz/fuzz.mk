@@ -23,7 +23,7 @@ ifeq ($(.DEFAULT_GOAL),)
 .DEFAULT_GOAL := all
 endif
 
-FUZZ_TARGETS ?= route config envelope signer
+FUZZ_TARGETS ?= route config envelope signer verify
 
 # ---- the replay programs (normal compiler and flags) ------------------------
 
@@ -50,7 +50,7 @@ FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_DIR     := build/fuzz
 # The modules the targets reach (upstream for upstream_parse_ratelimit).
-FUZZ_MODULES := mem buf span config signer envelope route upstream
+FUZZ_MODULES := mem buf span config signer verify envelope route upstream
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 FUZZ_CFLAGS  := $(WARN) -O1 -g $(FUZZ_SAN) -fsanitize=fuzzer-no-link -pthread $(PKG_CFLAGS) \
 	-MMD -MP
