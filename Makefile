@@ -50,13 +50,13 @@ Q := @
 endif
 
 # The daemon's modules; main.o is linked only into the binary.
-LIB_OBJS := mem hex buf span netaddr log cams config signer verify envelope route cache cache_store cache_mem flight limiter queue engine \
+LIB_OBJS := mem hex buf span netaddr log cams config signer verify keyring envelope route cache cache_store cache_mem flight limiter queue engine \
 	upstream clients metrics notify http proxy cli
 LIB_O    := $(addprefix $(BUILD)/daemon/,$(addsuffix .o,$(LIB_OBJS)))
 MAIN_O   := $(BUILD)/daemon/main.o
 LIB_A    := $(BUILD)/libcamskeyd.a
 
-UNIT_TESTS := hex buf span netaddr log config signer verify envelope route cache cache_store cache_mem limiter queue flight engine upstream \
+UNIT_TESTS := hex buf span netaddr log config signer verify keyring envelope route cache cache_store cache_mem limiter queue flight engine upstream \
 	metrics clients docs
 UNIT_BINS  := $(addprefix $(BUILD)/tests/test_,$(UNIT_TESTS))
 SIM        := $(BUILD)/camsim
@@ -125,7 +125,7 @@ sdk-deps: $(SDK_STAMP)
 $(SDK_STAMP): $(SDK_DIR)/package.json $(SDK_DIR)/package-lock.json
 	@command -v npm >/dev/null 2>&1 || tests/install-deps.sh nodejs npm
 	@$(if $(Q),echo "  NPM     $(SDK_DIR) (npm ci)")
-	$(Q)cd $(SDK_DIR) && npm ci --no-audit --no-fund --registry=https://registry.npmjs.org/ \
+	$(Q)cd $(SDK_DIR) && npm ci --no-audit --no-fund \
 		--loglevel=error >/dev/null
 	$(Q)touch $@
 

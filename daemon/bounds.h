@@ -27,6 +27,13 @@
 /* Query arguments in one request: a lookup takes at most three. */
 #define LIMIT_QUERY_ARGS_MAX 64
 
+/*
+ * The drop-in SDK endpoint: a GetPhoneEncryptionPublicKey body is under
+ * 200 bytes; headers an SDK sends, about 15.
+ */
+#define LIMIT_SDK_BODY_MAX_BYTES 8192
+#define LIMIT_SDK_HEADERS_MAX 128
+
 /* Upstream response body: a CAMS answer is about 1 KiB. */
 #define LIMIT_UPSTREAM_BODY_MAX_BYTES (64 * 1024)
 

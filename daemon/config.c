@@ -227,6 +227,8 @@ enum client_key {
 	CLIENT_KEY_TOKEN,
 	CLIENT_KEY_WEIGHT,
 	CLIENT_KEY_MAX_WAIT,
+	CLIENT_KEY_ACCESS_KEY_ID,
+	CLIENT_KEY_ACCESS_KEY_SECRET_FILE,
 	N_CLIENT_KEYS,
 };
 
@@ -234,7 +236,38 @@ static const char *const client_key_names[N_CLIENT_KEYS] = {
 	"token-sha256",
 	"weight",
 	"max-wait-ms",
+	"access-key-id",
+	"access-key-secret-file",
 };
+
+/* An AccessKey ID camskeyd issues: 1 to 128 of A-Z a-z 0-9 . _ - */
+static bool valid_access_key_id(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > LIMIT_ACCESS_KEY_ID_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '_' || c == '-'))
+			return false;
+	}
+	return true;
+}
+
+/* An absolute path, or a plain name under $CREDENTIALS_DIRECTORY. */
+static bool valid_secret_file(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > CONFIG_PATH_MAX)
+		return false;
+	if (s[0] == '/')
+		return true;
+	return strchr(s, '/') == NULL && strcmp(s, ".") != 0 && strcmp(s, "..") != 0;
+}
 
 #define CLIENT_WEIGHT_MAX 1000
 #define CLIENT_MAX_WAIT_MS_MAX 600000
@@ -937,6 +970,27 @@ static int set_client_value(struct config_client *c, enum client_key k, const ch
 		}
 		c->max_wait_ms = u;
 		return 0;
+	case CLIENT_KEY_ACCESS_KEY_ID:
+		/* Empty: no key pair (what --print-config writes for none). */
+		if (value[0] && !valid_access_key_id(value)) {
+			buf_printf(reason, "must be 1 to %d characters of A-Z a-z 0-9 . _ -, got ",
+				   LIMIT_ACCESS_KEY_ID_MAX);
+			add_quoted(reason, value, strlen(value));
+			return -EINVAL;
+		}
+		span_copy(span_cstr(value), c->access_key_id, sizeof(c->access_key_id));
+		return 0;
+	case CLIENT_KEY_ACCESS_KEY_SECRET_FILE:
+		if (value[0] && !valid_secret_file(value)) {
+			buf_printf(reason, "must be an absolute path, or a file name under "
+				   "$CREDENTIALS_DIRECTORY (no '/'), of at most %d bytes; got ",
+				   CONFIG_PATH_MAX);
+			add_quoted(reason, value, strlen(value));
+			return -EINVAL;
+		}
+		span_copy(span_cstr(value), c->access_key_secret_file,
+			  sizeof(c->access_key_secret_file));
+		return 0;
 	case N_CLIENT_KEYS:
 		break;
 	}
@@ -1371,8 +1425,33 @@ int config_validate(const struct config *cfg, struct buf *err)
 				   c->max_wait_ms);
 			errors++;
 		}
+		if (!c->access_key_id[0] != !c->access_key_secret_file[0]) {
+			buf_printf(err, "[client \"%s\"] %s: a key pair needs both access-key-id "
+				   "and access-key-secret-file\n", c->name,
+				   c->access_key_id[0] ? "access-key-secret-file" : "access-key-id");
+			errors++;
+		}
+		if (c->access_key_id[0] && !valid_access_key_id(c->access_key_id)) {
+			buf_printf(err, "[client \"%s\"] access-key-id: must be 1 to %d characters "
+				   "of A-Z a-z 0-9 . _ -\n", c->name, LIMIT_ACCESS_KEY_ID_MAX);
+			errors++;
+		}
+		if (c->access_key_secret_file[0] && !valid_secret_file(c->access_key_secret_file)) {
+			buf_printf(err, "[client \"%s\"] access-key-secret-file: must be an absolute "
+				   "path or a file name under $CREDENTIALS_DIRECTORY\n", c->name);
+			errors++;
+		}
 		if (c->token_sha256[0])
 			any_token = true;
+		for (unsigned j = 0; j < i; j++) {
+			if (c->access_key_id[0] &&
+			    strcmp(cfg->clients[j].access_key_id, c->access_key_id) == 0) {
+				buf_printf(err, "[client \"%s\"] access-key-id: the same AccessKey ID as "
+					   "[client \"%s\"]; a key pair must name one client\n",
+					   c->name, cfg->clients[j].name);
+				errors++;
+			}
+		}
 		for (unsigned j = 0; j < i; j++) {
 			if (strcmp(cfg->clients[j].name, c->name) == 0) {
 				buf_printf(err, "[client \"%s\"]: duplicate client\n", c->name);
@@ -1447,6 +1526,8 @@ void config_print(const struct config *cfg, FILE *out)
 		fprintf(out, "token-sha256 = \"%s\"\n", c->token_sha256);
 		fprintf(out, "weight = %u\n", c->weight);
 		fprintf(out, "max-wait-ms = %" PRIu64 "\n", c->max_wait_ms);
+		fprintf(out, "access-key-id = \"%s\"\n", c->access_key_id);
+		fprintf(out, "access-key-secret-file = \"%s\"\n", c->access_key_secret_file);
 	}
 	buf_free(&value);
 }

@@ -24,12 +24,21 @@
 #include "bounds.h"
 
 #define CONFIG_MAX_CLIENTS 64
+#define CONFIG_PATH_MAX 1024
 
 struct config_client {
 	char name[LIMIT_CLIENT_NAME_MAX + 1];
 	char token_sha256[65];  /* lower-case hex SHA-256 of the bearer token, or "" */
 	unsigned weight;        /* fair-share weight, 1..1000, default 1 */
 	uint64_t max_wait_ms;   /* 0 = the global max-wait-ms */
+	/*
+	 * The key pair the team's SDK signs with on the drop-in endpoint:
+	 * the AccessKey ID, and where its secret is (an absolute path to a
+	 * file readable by its owner only, or a name under
+	 * $CREDENTIALS_DIRECTORY). Both or neither; "" when none.
+	 */
+	char access_key_id[LIMIT_ACCESS_KEY_ID_MAX + 1];
+	char access_key_secret_file[CONFIG_PATH_MAX + 1];
 };
 
 enum config_signature {

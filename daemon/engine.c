@@ -81,6 +81,7 @@ void engine_answer_error(struct engine_answer *a, enum engine_outcome outcome, i
 	envelope_render_error(&b, request_id && *request_id ? request_id : fallback_id, code,
 			      message);
 	a->body = buf_steal(&b, &a->body_len);
+	snprintf(a->code, sizeof(a->code), "%s", code);
 	a->outcome = outcome;
 	a->http_status = http_status;
 	a->retry_after_s = retry_after_s;
@@ -93,6 +94,7 @@ void engine_answer_entry(struct engine_answer *a, enum engine_outcome outcome,
 {
 	engine_answer_clear(a);
 	a->entry = e;
+	snprintf(a->code, sizeof(a->code), "%s", e->code);
 	a->outcome = outcome;
 	a->http_status = e->http_status;
 	a->retry_after_s = 0;

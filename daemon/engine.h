@@ -92,6 +92,7 @@ struct engine_answer {
 	char *body;                 /* an error envelope when entry is NULL; malloc'd */
 	size_t body_len;
 	char cache_status[96];      /* RFC 9211 value after "camskeyd; " */
+	char code[LIMIT_CODE_MAX + 1]; /* the envelope's Code ("OK" for a key) */
 	int retry_after_s;          /* > 0: send Retry-After */
 	int64_t age_s;              /* Age when entry != NULL */
 };

@@ -39,6 +39,7 @@
 #include "clients.h"
 #include "clock.h"
 #include "envelope.h"
+#include "keyring.h"
 #include "hex.h"
 #include "log.h"
 #include "mem.h"
@@ -46,6 +47,7 @@
 #include "netaddr.h"
 #include "route.h"
 #include "span.h"
+#include "verify.h"
 
 /*
  * libmicrohttpd's per-connection pool holds the read buffer and a record
@@ -85,6 +87,10 @@ struct http {
 	int64_t head_timeout_us;        /* connection-timeout */
 	pthread_mutex_t conns_mu;       /* the list below */
 	struct http_conn conns;         /* circular list head */
+	/* The drop-in endpoint: the teams' key pairs (swapped on reload) and the nonces seen. */
+	pthread_mutex_t keyring_mu;     /* keyring: swapped and searched under it */
+	struct keyring *keyring;
+	struct verify_nonces *nonces;
 };
 
 /* One per request; allocated after the headers, freed on completion. */
@@ -108,6 +114,10 @@ struct http_request {
 	unsigned client_id;             /* when client_known */
 	bool client_known;              /* a configured client: by token or by name */
 	char if_none_match[160];        /* "" if absent or too long to match */
+	/* ROUTE_SDK: the request body, read whole before anything else */
+	struct buf body;
+	bool body_started;
+	bool body_too_large;
 };
 
 /*
@@ -152,7 +162,9 @@ static enum MHD_Result queue_body(struct http_request *hr, int status, const cha
 	}
 	if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
 		MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW,
-					hr->route == ROUTE_KEY ? "GET, HEAD, DELETE" : "GET, HEAD");
+					hr->route == ROUTE_KEY   ? "GET, HEAD, DELETE"
+					: hr->route == ROUTE_SDK ? "POST, GET"
+								 : "GET, HEAD");
 	if (status == MHD_HTTP_UNAUTHORIZED)
 		MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
 					"Bearer realm=\"camskeyd\"");
@@ -173,6 +185,53 @@ static enum MHD_Result queue_error(struct http_request *hr, int status, const ch
 	envelope_render_error(&b, hr->preq.call.request_id, code, message);
 	body = buf_steal(&b, &len);
 	return queue_body(hr, status, "application/json", body, len, 0);
+}
+
+/* ---- the drop-in endpoint's answers (Alibaba's style) ---------------------------- */
+
+#define SDK_CONTENT_TYPE "application/json;charset=utf-8"
+
+/* Headers an official SDK reads: its request id, and on 503 the wait in ms. */
+static void add_sdk_headers(struct MHD_Response *r, const struct http_request *hr,
+			    int retry_after_s)
+{
+	char num[24];
+
+	MHD_add_response_header(r, "x-acs-request-id", hr->preq.call.request_id);
+	if (retry_after_s > 0) {
+		snprintf(num, sizeof(num), "%d", retry_after_s * 1000);
+		MHD_add_response_header(r, "x-acs-retry-after", num);
+	}
+}
+
+/* An error envelope as Alibaba answers it: JSON, x-acs-request-id. */
+static enum MHD_Result queue_sdk_error(struct http_request *hr, int status, const char *code,
+				       const char *message, bool close_connection)
+{
+	struct MHD_Response *r;
+	enum MHD_Result ret;
+	struct buf b;
+	size_t len;
+	char *body;
+
+	buf_init(&b, LIMIT_BODY_MAX_BYTES);
+	envelope_render_error(&b, hr->preq.call.request_id, code, message);
+	body = buf_steal(&b, &len);
+	r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+	if (!r) {
+		free(body);
+		return MHD_NO;
+	}
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, SDK_CONTENT_TYPE);
+	add_common_headers(r, hr);
+	add_sdk_headers(r, hr, 0);
+	if (close_connection)
+		MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+	snprintf(hr->preq.call.answer.code, sizeof(hr->preq.call.answer.code), "%s", code);
+	hr->status = status;
+	ret = MHD_queue_response(hr->connection, (unsigned)status, r);
+	MHD_destroy_response(r);
+	return ret;
 }
 
 static void unref_entry(void *cls)
@@ -214,7 +273,9 @@ static enum MHD_Result queue_proxy_answer(struct http_request *hr)
 		if (!r)
 			return MHD_NO;
 		if (status != MHD_HTTP_NOT_MODIFIED)
-			MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+			MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+						hr->route == ROUTE_SDK ? SDK_CONTENT_TYPE
+								       : "application/json");
 		if (e->etag[0]) {
 			snprintf(value, sizeof(value), "\"%s\"", e->etag);
 			MHD_add_response_header(r, MHD_HTTP_HEADER_ETAG, value);
@@ -222,12 +283,29 @@ static enum MHD_Result queue_proxy_answer(struct http_request *hr)
 		snprintf(value, sizeof(value), "%" PRId64, a->age_s);
 		MHD_add_response_header(r, MHD_HTTP_HEADER_AGE, value);
 	} else {
+		if (hr->route == ROUTE_SDK && a->outcome == ENGINE_OUTCOME_UPSTREAM_ERROR &&
+		    strncmp(a->code, "Proxy.", 6) != 0) {
+			/*
+			 * The upstream refused camskeyd's own request (its
+			 * credential, clock or signing): passing that Code
+			 * through would make a team doubt its own key pair.
+			 */
+			char message[LIMIT_CODE_MAX + 160];
+
+			snprintf(message, sizeof(message),
+				 "the upstream refused camskeyd's own request (%s); tell the camskeyd operator",
+				 a->code);
+			engine_answer_error(a, a->outcome, a->http_status, NULL,
+					    hr->preq.call.request_id, "Proxy.UpstreamCredentialError",
+					    message, 0, a->cache_status);
+		}
 		r = MHD_create_response_from_buffer(a->body_len, a->body, MHD_RESPMEM_MUST_FREE);
 		if (!r)
 			return MHD_NO;
 		a->body = NULL;
 		a->body_len = 0;
-		MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+		MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+					hr->route == ROUTE_SDK ? SDK_CONTENT_TYPE : "application/json");
 	}
 	if (a->cache_status[0]) {
 		snprintf(value, sizeof(value), "camskeyd; %s", a->cache_status);
@@ -248,6 +326,8 @@ static enum MHD_Result queue_proxy_answer(struct http_request *hr)
 		MHD_add_response_header(r, "RateLimit", value);
 	}
 	add_common_headers(r, hr);
+	if (hr->route == ROUTE_SDK)
+		add_sdk_headers(r, hr, a->retry_after_s);
 	hr->status = status;
 	ret = MHD_queue_response(hr->connection, (unsigned)status, r);
 	MHD_destroy_response(r);
@@ -428,6 +508,29 @@ static enum MHD_Result bad_request(struct http_request *hr, const struct route_e
 	return queue_error(hr, MHD_HTTP_BAD_REQUEST, err->code, err->message);
 }
 
+/*
+ * The lookup of pr->call.key, whichever door it came through: answered
+ * from the cache now, or suspended until the engine answers.
+ */
+static enum MHD_Result start_lookup(struct http_request *hr)
+{
+	struct proxy_request *pr = &hr->preq;
+	const union MHD_ConnectionInfo *ci;
+
+	pr->on_done = on_proxy_done;
+	pr->cls = hr;
+	ci = MHD_get_connection_info(hr->connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+	pr->fd = ci ? ci->connect_fd : -1;
+	if (proxy_lookup(hr->h->proxy, pr, clock_mono_us(), (int64_t)time(NULL)) == PROXY_ANSWERED)
+		return queue_proxy_answer(hr);
+	client_name_fill(hr);
+	pr->call.client = hr->client_known ? hr->client_id : clients_id(hr->client_name);
+	hr->state = HR_SUSPENDED;
+	MHD_suspend_connection(hr->connection);
+	proxy_submit(hr->h->proxy, pr);
+	return MHD_YES;
+}
+
 static enum MHD_Result handle_key(struct http_request *hr, const struct http_snapshot *s,
 				  const char *method)
 {
@@ -438,7 +541,6 @@ static enum MHD_Result handle_key(struct http_request *hr, const struct http_sna
 	struct key_args ka;
 	struct key_headers kh;
 	uint32_t max_wait_ms = s->default_max_wait_ms;
-	const union MHD_ConnectionInfo *ci;
 	const struct clients_snapshot *cs = clients_current();
 
 	/*
@@ -506,19 +608,130 @@ static enum MHD_Result handle_key(struct http_request *hr, const struct http_sna
 	pr->max_age_s = cc.max_age_s > 0 ? cc.max_age_s : -1;
 	pr->call.no_stale = cc.no_stale;
 	pr->only_if_cached = cc.only_if_cached;
-	pr->on_done = on_proxy_done;
-	pr->cls = hr;
-	ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
-	pr->fd = ci ? ci->connect_fd : -1;
+	return start_lookup(hr);
+}
 
-	if (proxy_lookup(hr->h->proxy, pr, clock_mono_us(), (int64_t)time(NULL)) == PROXY_ANSWERED)
-		return queue_proxy_answer(hr);
-	client_name_fill(hr);
-	pr->call.client = hr->client_known ? hr->client_id : clients_id(hr->client_name);
-	hr->state = HR_SUSPENDED;
-	MHD_suspend_connection(c);
-	proxy_submit(hr->h->proxy, pr);
+/* ---- the drop-in endpoint for the official SDKs ------------------------------------ */
+
+/* Pairs of a request (query or headers), with lengths, bounded. */
+struct sdk_pairs {
+	struct verify_pair *v;
+	size_t n, cap;
+	bool overflow;
+};
+
+static enum MHD_Result collect_pair(void *cls, enum MHD_ValueKind kind, const char *key,
+				    size_t key_size, const char *value, size_t value_size)
+{
+	struct sdk_pairs *p = cls;
+
+	if (p->n == p->cap) {
+		p->overflow = true;
+		return MHD_NO;
+	}
+	p->v[p->n].name = key;
+	p->v[p->n].name_len = key_size;
+	p->v[p->n].value = value;
+	p->v[p->n].value_len = value ? value_size : 0;
+	p->n++;
 	return MHD_YES;
+}
+
+/* verify_request()'s lookup of a team's secret: the keyring, then the client's id. */
+static int sdk_find_secret(void *cls, const char *access_key_id, size_t len, char *ret_secret,
+			   size_t cap, unsigned *ret_client_id)
+{
+	struct http *h = cls;
+	char name[LIMIT_CLIENT_NAME_MAX + 1];
+	const char *found = NULL;
+	int rc;
+
+	pthread_mutex_lock(&h->keyring_mu);
+	rc = keyring_find(h->keyring, access_key_id, len, ret_secret, cap, &found);
+	if (rc == 0)
+		snprintf(name, sizeof(name), "%s", found);
+	pthread_mutex_unlock(&h->keyring_mu);
+	if (rc < 0)
+		return rc;
+	if (clients_configured(clients_current(), name, ret_client_id) < 0)
+		*ret_client_id = clients_id(name);
+	return 0;
+}
+
+/*
+ * POST / (or GET /): a GetPhoneEncryptionPublicKey call an official SDK
+ * signed with a team's key pair. Verified before any cache or quota work,
+ * then looked up exactly like the REST endpoint's key.
+ */
+static enum MHD_Result handle_sdk(struct http_request *hr, const struct http_snapshot *s,
+				  const char *method)
+{
+	struct MHD_Connection *c = hr->connection;
+	struct verify_pair query[LIMIT_QUERY_ARGS_MAX + 1], headers[LIMIT_SDK_HEADERS_MAX + 1];
+	struct sdk_pairs q = { query, 0, LIMIT_QUERY_ARGS_MAX + 1, false };
+	struct sdk_pairs hd = { headers, 0, LIMIT_SDK_HEADERS_MAX + 1, false };
+	const struct clients_snapshot *cs = clients_current();
+	struct verify_input in;
+	struct verify_result vr;
+	struct verify_error verr;
+	struct route_error rerr;
+	const char *name;
+	int rc;
+
+	if (hr->body_too_large) {
+		hr->preq.call.answer.outcome = ENGINE_OUTCOME_BAD_REQUEST;
+		return queue_sdk_error(hr, MHD_HTTP_BAD_REQUEST, "Proxy.RequestTooLarge",
+				       "the request body is over 8192 bytes; camskeyd serves only "
+				       "GetPhoneEncryptionPublicKey", true);
+	}
+	MHD_get_connection_values_n(c, MHD_GET_ARGUMENT_KIND, collect_pair, &q);
+	MHD_get_connection_values_n(c, MHD_HEADER_KIND, collect_pair, &hd);
+	memset(&in, 0, sizeof(in));
+	in.method = method;
+	in.path = "/";
+	in.query = query;
+	in.n_query = q.n;
+	in.headers = headers;
+	in.n_headers = hd.n;
+	in.body = hr->body_started ? buf_str(&hr->body) : "";
+	in.body_len = hr->body_started ? hr->body.len : 0;
+	in.now_wall_s = (int64_t)time(NULL);
+	in.find_secret = sdk_find_secret;
+	in.find_secret_cls = hr->h;
+	in.nonces = hr->h->nonces;
+	rc = verify_request(&in, &vr, &verr);
+	if (rc < 0) {
+		/* A refused signature is the caller's to fix, and cost nothing upstream. */
+		hr->preq.call.answer.outcome = verr.http_status == MHD_HTTP_NOT_FOUND ||
+							       verr.http_status == MHD_HTTP_BAD_REQUEST
+						       ? ENGINE_OUTCOME_UNAUTHORIZED
+						       : ENGINE_OUTCOME_BAD_REQUEST;
+		if (rc != -EACCES)
+			return queue_sdk_error(hr, MHD_HTTP_INTERNAL_SERVER_ERROR, "Proxy.InternalError",
+					       "the request could not be verified", false);
+		return queue_sdk_error(hr, verr.http_status, verr.code, verr.message, false);
+	}
+	memset(&hr->preq.call.key, 0, sizeof(hr->preq.call.key));
+	if (route_set_phone(vr.phone_number, vr.phone_number_len, &hr->preq.call.key, &rerr) < 0 ||
+	    (vr.has_cust_space_id &&
+	     route_set_cust_space_id(vr.cust_space_id, vr.cust_space_id_len, &hr->preq.call.key,
+				     &rerr) < 0)) {
+		hr->preq.call.answer.outcome = ENGINE_OUTCOME_BAD_REQUEST;
+		return queue_sdk_error(hr, MHD_HTTP_BAD_REQUEST, rerr.code, rerr.message, false);
+	}
+	/* The key pair names the client: fair share, wait limit and metrics. */
+	hr->client_id = vr.client_id;
+	hr->client_known = true;
+	name = clients_name(vr.client_id);
+	snprintf(hr->client_name, sizeof(hr->client_name), "%s", name ? name : "-");
+	hr->preq.call.max_wait_ms = clients_max_wait_ms(cs, vr.client_id)
+					    ? (uint32_t)clients_max_wait_ms(cs, vr.client_id)
+					    : s->default_max_wait_ms;
+	hr->preq.no_cache = false;
+	hr->preq.max_age_s = -1;
+	hr->preq.call.no_stale = false;
+	hr->preq.only_if_cached = false;
+	return start_lookup(hr);
 }
 
 static enum MHD_Result handle_text(struct http_request *hr, int status, const char *type,
@@ -640,14 +853,44 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
 
 		hr->headers_seen = true;
 		hr->method = method;
-		mark_head_done(connection);
 		MHD_get_connection_values(connection, MHD_HEADER_KIND, add_header_size,
 					  &header_bytes);
 		hr->headers_too_large = header_bytes > LIMIT_HEADERS_MAX_BYTES;
+		if (hr->route != ROUTE_SDK) {
+			mark_head_done(connection);
+			return MHD_YES;
+		}
+		/*
+		 * The SDK endpoint reads a body: its deadline is the head's
+		 * (connection-timeout covers the whole request). A request
+		 * with both Content-Length and Transfer-Encoding is refused
+		 * and its connection closed, so nothing can be smuggled
+		 * behind it (RFC 9112 section 6.1).
+		 */
+		if (MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
+						MHD_HTTP_HEADER_CONTENT_LENGTH) &&
+		    MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
+						MHD_HTTP_HEADER_TRANSFER_ENCODING)) {
+			hr->route_done = true;
+			hr->preq.call.answer.outcome = ENGINE_OUTCOME_BAD_REQUEST;
+			return queue_sdk_error(hr, MHD_HTTP_BAD_REQUEST, "Proxy.AmbiguousLength",
+					       "a request may not carry both Content-Length and "
+					       "Transfer-Encoding", true);
+		}
 		return MHD_YES;
 	}
 	if (*upload_data_size) {
-		/* Discard any request body; nothing here takes one. */
+		if (hr->route == ROUTE_SDK && !hr->route_done) {
+			if (!hr->body_started) {
+				buf_init(&hr->body, LIMIT_SDK_BODY_MAX_BYTES);
+				hr->body_started = true;
+			}
+			if (!hr->body_too_large)
+				buf_add(&hr->body, upload_data, *upload_data_size);
+			if (buf_error(&hr->body))
+				hr->body_too_large = true;
+		}
+		/* Other routes take no body: discard it. */
 		*upload_data_size = 0;
 		return MHD_YES;
 	}
@@ -688,6 +931,12 @@ static enum MHD_Result route_request(struct http_request *hr, const struct http_
 		if (!is_get && strcmp(method, MHD_HTTP_METHOD_DELETE) != 0)
 			break;
 		return handle_key(hr, s, method);
+	case ROUTE_SDK:
+		mark_head_done(hr->connection); /* the whole request, body included, is in */
+		if (strcmp(method, MHD_HTTP_METHOD_POST) != 0 && strcmp(method, MHD_HTTP_METHOD_GET) != 0)
+			return queue_sdk_error(hr, MHD_HTTP_METHOD_NOT_ALLOWED, "Proxy.MethodNotAllowed",
+					       "the SDK endpoint takes POST (or GET)", false);
+		return handle_sdk(hr, s, method);
 	case ROUTE_HEALTHZ:
 		if (!is_get)
 			break;
@@ -776,12 +1025,12 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **co
 		return;
 	*con_cls = NULL;
 	count_outcome(hr->preq.call.answer.outcome);
-	if (hr->route == ROUTE_KEY)
+	if (hr->route == ROUTE_KEY || hr->route == ROUTE_SDK)
 		metrics_observe_us(METRICS_HIST_REQUEST, clock_mono_us() - hr->started_us);
 	if (log_access_enabled() && log_enabled(LOG_LEVEL_INFO)) {
 		char masked[LOG_PHONE_MASKED_MAX];
 
-		if (hr->route == ROUTE_KEY)
+		if (hr->route == ROUTE_KEY || hr->route == ROUTE_SDK)
 			client_name_fill(hr);
 		char cs[120];
 
@@ -789,6 +1038,7 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **co
 			 "request_id=%s method=%s route=%s phone=%s client=%s status=%d cache=%s duration_ms=%.3f%s",
 			 hr->preq.call.request_id, hr->method,
 			 hr->route == ROUTE_KEY      ? "key"
+			 : hr->route == ROUTE_SDK    ? "sdk"
 			 : hr->route == ROUTE_HEALTHZ ? "healthz"
 			 : hr->route == ROUTE_READYZ  ? "readyz"
 			 : hr->route == ROUTE_METRICS ? "metrics"
@@ -802,6 +1052,8 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **co
 			 toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted=1");
 	}
 	proxy_request_clear(&hr->preq);
+	if (hr->body_started)
+		buf_free(&hr->body);
 	free(hr);
 }
 
@@ -921,6 +1173,8 @@ int http_new(const struct config *cfg, struct proxy *proxy, struct http **ret, c
 	h->listen_fd = -1;
 	h->head_timeout_us = (int64_t)cfg->connection_timeout_s * 1000000;
 	pthread_mutex_init(&h->conns_mu, NULL);
+	pthread_mutex_init(&h->keyring_mu, NULL);
+	h->nonces = verify_nonces_new(VERIFY_NONCES_DEFAULT_CAPACITY);
 	h->conns.next = h->conns.prev = &h->conns;
 	if (RAND_bytes((unsigned char *)&h->id_seed, sizeof(h->id_seed)) != 1)
 		h->id_seed = (uint64_t)time(NULL) ^ (uint64_t)getpid();
@@ -1027,6 +1281,9 @@ fail:
 		unlink(h->unix_path);
 	free(atomic_load(&h->snapshot));
 	pthread_mutex_destroy(&h->conns_mu);
+	pthread_mutex_destroy(&h->keyring_mu);
+	keyring_free(h->keyring);
+	verify_nonces_free(h->nonces);
 	free(h);
 	return -EINVAL;
 }
@@ -1037,6 +1294,18 @@ void http_reconfigure(struct http *h, const struct config *cfg)
 
 	s->older = atomic_load(&h->snapshot);
 	atomic_store(&h->snapshot, s);
+}
+
+void http_set_keyring(struct http *h, struct keyring *k)
+{
+	struct keyring *old;
+
+	pthread_mutex_lock(&h->keyring_mu);
+	old = h->keyring;
+	h->keyring = k;
+	pthread_mutex_unlock(&h->keyring_mu);
+	/* No lookup holds it now: it is searched only under the mutex. */
+	keyring_free(old);
 }
 
 void http_quiesce(struct http *h)
@@ -1087,6 +1356,9 @@ void http_free(struct http *h, unsigned wait_ms)
 	if (h->unix_path[0])
 		unlink(h->unix_path);
 	pthread_mutex_destroy(&h->conns_mu);
+	pthread_mutex_destroy(&h->keyring_mu);
+	keyring_free(h->keyring);
+	verify_nonces_free(h->nonces);
 	s = atomic_load(&h->snapshot);
 	while (s) {
 		struct http_snapshot *older = s->older;

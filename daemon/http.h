@@ -18,6 +18,7 @@
 #include "proxy.h"
 
 struct http;
+struct keyring;
 
 /*
  * Bind cfg->listen (or take the socket systemd passed: LISTEN_FDS) and start
@@ -27,6 +28,12 @@ int http_new(const struct config *cfg, struct proxy *proxy, struct http **ret, c
 	     size_t errbuf_size);
 /* New tokens, clients, limits for requests that start from now on. */
 void http_reconfigure(struct http *h, const struct config *cfg);
+/*
+ * The teams' key pairs the SDK endpoint verifies against, from now on:
+ * takes k (NULL: none), frees the previous keyring (its secrets wiped).
+ * Any thread.
+ */
+void http_set_keyring(struct http *h, struct keyring *k);
 /*
  * End connections whose request head is later than connection-timeout
  * (slowloris). Call a few times a second (main's loop). Any thread.

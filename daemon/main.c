@@ -29,6 +29,7 @@
 #include "clock.h"
 #include "config.h"
 #include "http.h"
+#include "keyring.h"
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
@@ -121,8 +122,9 @@ static int reload(struct daemon_state *d, int argc, char **argv)
 	struct config next;
 	enum config_mode mode;
 	struct signer_source src;
+	struct keyring *keys = NULL;
 	struct buf err, kept;
-	char errbuf[256], line[1024];
+	char errbuf[1400], line[1500];
 	int first_arg, rc;
 
 	notify_send("RELOADING=1");
@@ -135,6 +137,14 @@ static int reload(struct daemon_state *d, int argc, char **argv)
 
 		log_error("reload_refused", "reason=%s",
 			  log_quote(one_line(buf_str(&err), line, sizeof(line)), q, sizeof(q)));
+		goto out;
+	}
+	rc = keyring_load(&next, getenv("CREDENTIALS_DIRECTORY"), &keys, errbuf, sizeof(errbuf));
+	if (rc < 0) {
+		char q[300];
+
+		log_error("reload_refused", "reason=%s",
+			  log_quote(one_line(errbuf, line, sizeof(line)), q, sizeof(q)));
 		goto out;
 	}
 	signer_source_from(&next, &src);
@@ -161,6 +171,8 @@ static int reload(struct daemon_state *d, int argc, char **argv)
 			 CLIENTS_MAX);
 	proxy_reconfigure(d->proxy, &next);
 	http_reconfigure(d->http, &next);
+	http_set_keyring(d->http, keys);
+	keys = NULL;
 	/* The modules copied what they keep; the old strings may go. */
 	config_free(&d->cfg);
 	d->cfg = next;
@@ -170,6 +182,7 @@ static int reload(struct daemon_state *d, int argc, char **argv)
 out:
 	if (rc < 0)
 		config_free(&next);
+	keyring_free(keys);
 	buf_free(&err);
 	buf_free(&kept);
 	notify_send("READY=1");
@@ -186,7 +199,8 @@ static int serve(struct daemon_state *d, int argc, char **argv)
 		.max_entries = d->cfg.max_entries,
 		.hot_entries = d->cfg.hot_entries,
 	};
-	char errbuf[512], keyid[LIMIT_ACCESS_KEY_ID_MAX + 1];
+	char errbuf[1400], keyid[LIMIT_ACCESS_KEY_ID_MAX + 1];
+	struct keyring *keys = NULL;
 	sigset_t sigs;
 	uint64_t watchdog_us;
 	int64_t next_ping_us = 0, next_status_us = 0;
@@ -214,6 +228,11 @@ static int serve(struct daemon_state *d, int argc, char **argv)
 		fprintf(stderr, "camskeyd: credentials: %s\n", errbuf);
 		goto out;
 	}
+	rc = keyring_load(&d->cfg, getenv("CREDENTIALS_DIRECTORY"), &keys, errbuf, sizeof(errbuf));
+	if (rc < 0) {
+		fprintf(stderr, "camskeyd: %s\n", errbuf);
+		goto out_signer;
+	}
 	rc = cache_open(&co, &d->cache, errbuf, sizeof(errbuf));
 	if (rc < 0) {
 		fprintf(stderr, "camskeyd: cache: %s\n", errbuf);
@@ -229,6 +248,8 @@ static int serve(struct daemon_state *d, int argc, char **argv)
 		fprintf(stderr, "camskeyd: %s\n", errbuf);
 		goto out_proxy;
 	}
+	http_set_keyring(d->http, keys);
+	keys = NULL;
 	rc = proxy_start(d->proxy);
 	if (rc < 0) {
 		fprintf(stderr, "camskeyd: cannot start the engine thread\n");
@@ -287,6 +308,7 @@ out_proxy:
 out_cache:
 	cache_close(d->cache);
 out_signer:
+	keyring_free(keys);
 	signer_free(d->signer);
 out:
 	notify_fini();

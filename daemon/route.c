@@ -70,7 +70,6 @@ int route_parse_path(const char *path, size_t len, enum route_kind *ret_kind,
 		     struct cams_key *ret_key, struct route_error *ret_err)
 {
 	struct span p = span_make(path, len), phone, rest;
-	size_t i;
 
 	if (span_eq(p, "/healthz")) {
 		*ret_kind = ROUTE_HEALTHZ;
@@ -84,6 +83,10 @@ int route_parse_path(const char *path, size_t len, enum route_kind *ret_kind,
 		*ret_kind = ROUTE_METRICS;
 		return 0;
 	}
+	if (span_eq(p, "/")) {
+		*ret_kind = ROUTE_SDK;
+		return 0;
+	}
 	*ret_kind = ROUTE_NOT_FOUND;
 	if (!span_starts_with(p, ROUTE_KEY_PREFIX))
 		return 0;
@@ -92,16 +95,23 @@ int route_parse_path(const char *path, size_t len, enum route_kind *ret_kind,
 	if (!span_split(rest, '/', &phone, &rest) || !span_eq(rest, ROUTE_KEY_SUFFIX + 1))
 		return 0;
 	*ret_kind = ROUTE_KEY;
-	if (phone.len < LIMIT_PHONE_MIN_DIGITS || phone.len > LIMIT_PHONE_MAX_DIGITS)
+	memset(ret_key, 0, sizeof(*ret_key));
+	return route_set_phone(phone.p, phone.len, ret_key, ret_err);
+}
+
+int route_set_phone(const char *value, size_t len, struct cams_key *key,
+		    struct route_error *ret_err)
+{
+	if (len < LIMIT_PHONE_MIN_DIGITS || len > LIMIT_PHONE_MAX_DIGITS)
 		return fail(ret_err, "InvalidParameter.PhoneNumber",
 			    "PhoneNumber must be 5 to 20 digits with the country code, e.g. 8613912345678");
-	for (i = 0; i < phone.len; i++) {
-		if (phone.p[i] < '0' || phone.p[i] > '9')
+	for (size_t i = 0; i < len; i++) {
+		if (value[i] < '0' || value[i] > '9')
 			return fail(ret_err, "InvalidParameter.PhoneNumber",
 				    "PhoneNumber must contain digits only (no '+', spaces, dashes or NUL bytes)");
 	}
-	memset(ret_key, 0, sizeof(*ret_key));
-	span_copy(phone, ret_key->phone, sizeof(ret_key->phone));
+	memcpy(key->phone, value, len);
+	key->phone[len] = '\0';
 	return 0;
 }
 

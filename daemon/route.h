@@ -20,6 +20,7 @@ enum route_kind {
 	ROUTE_HEALTHZ,
 	ROUTE_READYZ,
 	ROUTE_METRICS,
+	ROUTE_SDK,      /* / : the drop-in endpoint for the official SDKs */
 };
 
 #define ROUTE_KEY_PREFIX "/v1/phone-numbers/"
@@ -68,6 +69,13 @@ enum route_param route_key_param(const char *name, size_t len, struct route_erro
 
 /* Fill ret_err for a parameter given more than once. Returns -EINVAL. */
 int route_duplicate_param(enum route_param param, struct route_error *ret_err);
+
+/*
+ * Validate PhoneNumber (5..20 ASCII digits; len bytes of value, NUL bytes
+ * included and refused) into key->phone. 0 or -EINVAL.
+ */
+int route_set_phone(const char *value, size_t len, struct cams_key *key,
+		    struct route_error *ret_err);
 
 /*
  * Validate CustSpaceId ([A-Za-z0-9._~-], 1..64 bytes; len bytes of value,

@@ -551,7 +551,7 @@ static int cred_set(char *dst, size_t dst_size, struct span value, const char *w
  * caller wipes and frees it). 0, -ENOENT (absent), -EPERM (group/other may
  * read or write), -EINVAL (not a regular file, too large) or -errno.
  */
-static int read_private_file(const char *path, size_t max_bytes, char **ret_data,
+int signer_read_private_file(const char *path, size_t max_bytes, char **ret_data,
 			     size_t *ret_len, char *errbuf, size_t errbuf_size)
 {
 	struct stat st;
@@ -620,7 +620,7 @@ out_close:
 	return r;
 }
 
-static void free_file_data(char *data, size_t max_bytes)
+void signer_free_private_file(char *data, size_t max_bytes)
 {
 	if (!data)
 		return;
@@ -645,11 +645,11 @@ static int load_dir_value(const char *dir, const char *name, char *dst, size_t d
 		errbuf_printf(errbuf, errbuf_size, "credentials directory path too long");
 		return -EINVAL;
 	}
-	r = read_private_file(path, SIGNER_CRED_FILE_MAX, &data, &len, errbuf, errbuf_size);
+	r = signer_read_private_file(path, SIGNER_CRED_FILE_MAX, &data, &len, errbuf, errbuf_size);
 	if (r)
 		return r;
 	r = cred_set(dst, dst_size, span_make(data, len), name, path, errbuf, errbuf_size);
-	free_file_data(data, SIGNER_CRED_FILE_MAX);
+	signer_free_private_file(data, SIGNER_CRED_FILE_MAX);
 	return r;
 }
 
@@ -772,12 +772,12 @@ static int load_file(const char *path, struct signer_cred *c, char *errbuf, size
 	size_t len = 0;
 	int r;
 
-	r = read_private_file(path, LIMIT_CONFIG_FILE_MAX_BYTES, &data, &len, errbuf,
+	r = signer_read_private_file(path, LIMIT_CONFIG_FILE_MAX_BYTES, &data, &len, errbuf,
 			      errbuf_size);
 	if (r)
 		return r;
 	r = parse_cred_file(path, data, len, c, errbuf, errbuf_size);
-	free_file_data(data, LIMIT_CONFIG_FILE_MAX_BYTES);
+	signer_free_private_file(data, LIMIT_CONFIG_FILE_MAX_BYTES);
 	return r;
 }
 

@@ -100,6 +100,9 @@ static void fuzz_path(const char *path, size_t n)
 	case ROUTE_METRICS:
 		FUZZ_ASSERT(n == 8 && memcmp(path, "/metrics", 8) == 0);
 		break;
+	case ROUTE_SDK:
+		FUZZ_ASSERT(n == 1 && path[0] == '/');
+		break;
 	case ROUTE_NOT_FOUND:
 		FUZZ_ASSERT(!valid);
 		break;

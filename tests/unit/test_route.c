@@ -123,6 +123,8 @@ TEST(fixed_routes_are_recognised)
 	CHECK(route("/healthz", &kind, &key, &err) == 0 && kind == ROUTE_HEALTHZ);
 	CHECK(route("/readyz", &kind, &key, &err) == 0 && kind == ROUTE_READYZ);
 	CHECK(route("/metrics", &kind, &key, &err) == 0 && kind == ROUTE_METRICS);
+	/* The drop-in endpoint of the official SDKs: the bare root. */
+	CHECK(route("/", &kind, &key, &err) == 0 && kind == ROUTE_SDK);
 }
 
 TEST(fixed_routes_match_exactly)
@@ -133,8 +135,23 @@ TEST(fixed_routes_match_exactly)
 	CHECK(not_found("/metrics/x"));
 	CHECK(not_found("metrics"));
 	CHECK(not_found("/readyz?x=1"));
-	CHECK(not_found("/"));
+	CHECK(not_found("//"));
 	CHECK(not_found(""));
+}
+
+TEST(phone_from_an_sdk_parameter_is_taken_whole)
+{
+	struct cams_key key;
+	struct route_error err;
+
+	memset(&key, 0, sizeof(key));
+	CHECK(route_set_phone("8613912345678", 13, &key, &err) == 0);
+	CHECK_STR(key.phone, "8613912345678");
+	CHECK(route_set_phone("86139\0" "12345678", 14, &key, &err) < 0);
+	CHECK_STR(err.code, "InvalidParameter.PhoneNumber");
+	CHECK(route_set_phone("+8613912345678", 14, &key, &err) < 0);
+	CHECK(route_set_phone("8613", 4, &key, &err) < 0);
+	CHECK(route_set_phone("861391234567812345678", 21, &key, &err) < 0);
 }
 
 TEST(key_path_yields_phone_and_empty_cust_space_id)
@@ -601,5 +618,6 @@ int main(void)
 	RUN(cache_control_tolerates_spaces_and_tabs_around_directives);
 	RUN(cache_control_combines_several_directives);
 	RUN(cache_control_ignores_unknown_directives);
+	RUN(phone_from_an_sdk_parameter_is_taken_whole);
 	return harness_done();
 }
