@@ -95,10 +95,19 @@ int route_parse_path(const char *path, size_t len, enum route_kind *ret_kind,
 	if (!span_split(rest, '/', &phone, &rest) || !span_eq(rest, ROUTE_KEY_SUFFIX + 1))
 		return 0;
 	*ret_kind = ROUTE_KEY;
-	memset(ret_key, 0, sizeof(*ret_key));
-	return route_set_phone(phone.p, phone.len, ret_key, ret_err);
+	{
+		struct cams_key key;
+
+		/* ret_key stays untouched unless the phone is valid. */
+		memset(&key, 0, sizeof(key));
+		if (route_set_phone(phone.p, phone.len, &key, ret_err) < 0)
+			return -EINVAL;
+		*ret_key = key;
+	}
+	return 0;
 }
 
+/* Leaves key untouched on failure. */
 int route_set_phone(const char *value, size_t len, struct cams_key *key,
 		    struct route_error *ret_err)
 {
