@@ -18,6 +18,7 @@
 #include "http.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <grp.h>
 #include <inttypes.h>
@@ -706,9 +707,8 @@ static enum MHD_Result handle_sdk(struct http_request *hr, const struct http_sna
 							       verr.http_status == MHD_HTTP_BAD_REQUEST
 						       ? ENGINE_OUTCOME_UNAUTHORIZED
 						       : ENGINE_OUTCOME_BAD_REQUEST;
-		if (rc != -EACCES)
-			return queue_sdk_error(hr, MHD_HTTP_INTERNAL_SERVER_ERROR, "Proxy.InternalError",
-					       "the request could not be verified", false);
+		/* -EINVAL would be this file's bug (an input verify_request calls malformed). */
+		assert(rc == -EACCES);
 		return queue_sdk_error(hr, verr.http_status, verr.code, verr.message, false);
 	}
 	memset(&hr->preq.call.key, 0, sizeof(hr->preq.call.key));
