@@ -62,9 +62,11 @@ def test_processing_time_does_not_widen_the_send_spacing():
         assert s["calls"] == KEYS, s["calls"]
         assert s["throttled"] == 0, s
         assert s["max_in_sliding_second"] <= 5, s["max_in_sliding_second"]
-    # Margin learned from whole call latencies made this ~1.25 (and more with
-    # Remain:0 hints anchored at the answer instead of the arrival).
-    assert slow_ms / fast_ms < 1.05, (fast_ms, slow_ms)
+    # Margin learned from whole call latencies made this 1.36 (and hints
+    # anchored at the answer instead of the arrival add more); a loaded
+    # machine's scheduling delays alone have moved it to 1.13, so the bound
+    # is between the two. The margin check below is the exact one.
+    assert slow_ms / fast_ms < 1.2, (fast_ms, slow_ms)
     # The margin itself moved by less than half its configured part.
     assert slow_margin - fast_margin < MARGIN_MS / 2000.0, (fast_margin, slow_margin)
 

@@ -870,7 +870,8 @@ TEST(example_configuration_parses_cleanly_when_uncommented)
 	}
 	CHECK(parse(&cfg, buf_str(&text), &err) == 0);
 	CHECK_STR(buf_str(&err), "");
-	CHECK(cfg.n_clients == 1);
+	/* A bearer-token client and an SDK key-pair client. */
+	CHECK(cfg.n_clients == 2);
 	buf_free(&err);
 	buf_free(&text);
 	config_free(&cfg);
