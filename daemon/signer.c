@@ -1174,3 +1174,9 @@ void signer_request_free(struct signer_request *r)
 	r->body_len = 0;
 	r->headers = NULL;
 }
+
+int signer_read_private_file(const char *path, size_t max_bytes, char **ret_data,
+			     size_t *ret_len, char *errbuf, size_t errbuf_size)
+{
+	return read_private_file(path, max_bytes, ret_data, ret_len, errbuf, errbuf_size);
+}

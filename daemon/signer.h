@@ -132,4 +132,16 @@ int signer_sign_request(struct signer *s, enum signer_kind kind, const char *hos
 			struct signer_request *ret);
 void signer_request_free(struct signer_request *r);
 
+/*
+ * The credential file rules, for other secrets (the Redis password): read
+ * the whole of path, which must be a regular file that neither group nor
+ * others may read or write, into a new buffer of max_bytes + 1 bytes
+ * (NUL-terminated; the caller wipes all max_bytes + 1 with mem_wipe and
+ * frees it). 0, -ENOENT (absent), -EPERM (too open), -EINVAL (not a
+ * regular file, larger than max_bytes) or -errno, with errbuf set except
+ * for -ENOENT. Never logs.
+ */
+int signer_read_private_file(const char *path, size_t max_bytes, char **ret_data,
+			     size_t *ret_len, char *errbuf, size_t errbuf_size);
+
 #endif
