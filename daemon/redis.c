@@ -953,6 +953,7 @@ int redis_grant(struct redis *r, const struct redis_grant_request *req, int64_t 
 	struct redis_cmd *c;
 
 	if (!cb || !req->rate || req->rate > 1000 || !req->window_ms || !req->spacing_us ||
+	    (uint64_t)req->spacing_us > (uint64_t)req->window_ms * 1000 ||
 	    !req->max_pending || !name_ok(req->host_id) ||
 	    key_names(req->scope, kg, sizeof(kg), km, sizeof(km)) < 0)
 		return -EINVAL;

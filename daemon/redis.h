@@ -143,7 +143,7 @@ struct redis_grant_request {
 	const char *host_id;      /* this host, same alphabet */
 	unsigned rate;            /* grants per window, 1..1000 */
 	unsigned window_ms;       /* 1000 + the margin */
-	unsigned spacing_us;      /* >= 1: no two grants closer */
+	unsigned spacing_us;      /* 1..window: no two grants closer */
 	unsigned max_pending;     /* not-yet-due grants this host may hold, >= 1 */
 	unsigned horizon_ms;      /* longest delay granted; lost state waits
 	                             window + horizon */

@@ -12,8 +12,8 @@
 -- client read it from INFO server on this connection (a script cannot run
 -- INFO).
 --
--- grant: ARGV[3] rate (grants per window, >= 1), ARGV[4] window_us (1 s plus
---   the margin), ARGV[5] spacing_us (>= 1), ARGV[6] host id, ARGV[7]
+-- grant: ARGV[3] rate (grants per window, 1..1000), ARGV[4] window_us (1 s
+--   plus the margin), ARGV[5] spacing_us (1..window_us), ARGV[6] host id, ARGV[7]
 --   max_pending (not-yet-due grants one host may hold, >= 1), ARGV[8]
 --   horizon_us (the longest delay ever granted).
 --   Returns {1, delay_us, pending, slot_us}: send after delay_us (on the
@@ -108,7 +108,7 @@ local host = ARGV[6]
 local max_pending = tonumber(ARGV[7])
 local horizon_us = tonumber(ARGV[8])
 if not rate or rate < 1 or rate > 1000 or not window_us or window_us < 1 or
-	not spacing_us or spacing_us < 1 or not host or host == '' or
+	not spacing_us or spacing_us < 1 or spacing_us > window_us or not host or host == '' or
 	not max_pending or max_pending < 1 or not horizon_us or horizon_us < 0 then
 	return redis.error_reply('ERR camskeyd limiter: bad arguments')
 end

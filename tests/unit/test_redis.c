@@ -5,12 +5,15 @@
  * and stopped by PID (also on failure: atexit and signal handlers); every
  * loop is bounded in count and time.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <hiredis/hiredis.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -72,9 +75,45 @@ static redisContext *control(const char *path)
 	return c;
 }
 
-/* Start redis-server on path (password NULL: none). The PID, or -1. */
-static pid_t start_server(const char *path, const char *password)
+static redisContext *tcp_control(int port)
 {
+	struct timeval tv = { 1, 0 };
+	redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
+
+	if (c && c->err) {
+		redisFree(c);
+		return NULL;
+	}
+	if (c)
+		redisSetTimeout(c, tv);
+	return c;
+}
+
+/* A loopback TCP port free right now (bind to 0, read it, close). */
+static int free_port(void)
+{
+	struct sockaddr_in sa;
+	socklen_t len = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
+
+	if (fd < 0)
+		return -1;
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+	    getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
+		port = ntohs(sa.sin_port);
+	close(fd);
+	return port;
+}
+
+/* Start redis-server on path, or on 127.0.0.1:tcp_port when tcp_port > 0
+ * (password NULL: none). The PID, or -1. */
+static pid_t start_server_on(const char *path, int tcp_port, const char *password)
+{
+	char port_s[16];
+
 	char logfile[400];
 	pid_t pid;
 	int slot = -1;
@@ -95,12 +134,18 @@ static pid_t start_server(const char *path, const char *password)
 		int n = 0;
 
 		argv[n++] = redis_bin;
+		snprintf(port_s, sizeof(port_s), "%d", tcp_port > 0 ? tcp_port : 0);
 		argv[n++] = "--port";
-		argv[n++] = "0";
-		argv[n++] = "--unixsocket";
-		argv[n++] = path;
-		argv[n++] = "--unixsocketperm";
-		argv[n++] = "700";
+		argv[n++] = port_s;
+		if (tcp_port > 0) {
+			argv[n++] = "--bind";
+			argv[n++] = "127.0.0.1";
+		} else {
+			argv[n++] = "--unixsocket";
+			argv[n++] = path;
+			argv[n++] = "--unixsocketperm";
+			argv[n++] = "700";
+		}
 		argv[n++] = "--save";
 		argv[n++] = "";
 		argv[n++] = "--appendonly";
@@ -120,7 +165,7 @@ static pid_t start_server(const char *path, const char *password)
 	servers[slot] = pid;
 	/* Wait (bounded: 5 s) until it answers. */
 	for (int i = 0; i < 100; i++) {
-		redisContext *c = control(path);
+		redisContext *c = tcp_port > 0 ? tcp_control(tcp_port) : control(path);
 
 		if (c) {
 			redisReply *rep = redisCommand(c, "PING");
@@ -136,6 +181,11 @@ static pid_t start_server(const char *path, const char *password)
 	}
 	stop_server(pid);
 	return -1;
+}
+
+static pid_t start_server(const char *path, const char *password)
+{
+	return start_server_on(path, 0, password);
 }
 
 static int64_t redis_time_us(const char *path)
@@ -221,9 +271,9 @@ static bool wait_ready(struct redis *r, int ms)
 	return redis_state(r) == REDIS_STATE_READY;
 }
 
-static struct redis *client(const char *path, const char *password, unsigned cmd_ms)
+static struct redis *client_url(const char *url, const char *password, unsigned cmd_ms)
 {
-	char url[400], err[256];
+	char err[256];
 	struct redis_options o = {
 		.url = url,
 		.password = password,
@@ -235,12 +285,19 @@ static struct redis *client(const char *path, const char *password, unsigned cmd
 	};
 	struct redis *r = NULL;
 
-	snprintf(url, sizeof(url), "unix://%s", path);
 	if (redis_new(&o, &r, err, sizeof(err)) < 0) {
 		fprintf(stderr, "  redis_new: %s\n", err);
 		return NULL;
 	}
 	return r;
+}
+
+static struct redis *client(const char *path, const char *password, unsigned cmd_ms)
+{
+	char url[400];
+
+	snprintf(url, sizeof(url), "unix://%s", path);
+	return client_url(url, password, cmd_ms);
 }
 
 struct answer {
@@ -679,6 +736,45 @@ TEST(a_killed_server_gives_errors_backs_off_and_a_new_server_is_found)
 	redis_free(r);
 }
 
+TEST(a_numeric_tcp_address_with_a_database_connects_and_grants)
+{
+	struct redis_grant_request q = req_for("scope-tcp", "hostA", 100);
+	struct redis *r;
+	struct answer a;
+	char url[64];
+	pid_t pid;
+	int port;
+
+	NEED_SERVER();
+	port = free_port();
+	REQUIRE(port > 0);
+	pid = start_server_on(NULL, port, NULL);
+	REQUIRE(pid > 0);
+	snprintf(url, sizeof(url), "redis://127.0.0.1:%d/3", port);
+	r = client_url(url, NULL, 1000);
+	REQUIRE(r);
+	CHECK(wait_ready(r, 2000));
+	CHECK(grant_sync(r, &q, &a) == 0);
+	CHECK(a.grant.verdict == REDIS_GRANT_REFUSED_HORIZON); /* new scope: lost state */
+	{
+		/* The script ran in database 3. */
+		redisContext *c = tcp_control(port);
+		redisReply *rep;
+
+		REQUIRE(c);
+		rep = redisCommand(c, "SELECT 3");
+		if (rep)
+			freeReplyObject(rep);
+		rep = redisCommand(c, "EXISTS camskeyd:v1:{scope-tcp}:meta");
+		CHECK(rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 1);
+		if (rep)
+			freeReplyObject(rep);
+		redisFree(c);
+	}
+	redis_free(r);
+	stop_server(pid);
+}
+
 TEST(auth_with_a_password_file_and_a_wrong_password_is_refused)
 {
 	char path[400], pw[REDIS_PASSWORD_MAX], err[300];
@@ -782,6 +878,7 @@ int main(void)
 	RUN(a_restarted_server_has_a_new_run_id_and_the_first_grants_wait);
 	RUN(a_stalled_server_times_out_every_pending_command_once_and_reconnects_after_cont);
 	RUN(a_killed_server_gives_errors_backs_off_and_a_new_server_is_found);
+	RUN(a_numeric_tcp_address_with_a_database_connects_and_grants);
 	RUN(auth_with_a_password_file_and_a_wrong_password_is_refused);
 	RUN(a_pause_recorded_by_one_host_delays_the_other_hosts_grants);
 	rc = harness_done();
