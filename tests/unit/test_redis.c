@@ -736,7 +736,7 @@ TEST(a_killed_server_gives_errors_backs_off_and_a_new_server_is_found)
 	redis_free(r);
 }
 
-TEST(a_numeric_tcp_address_with_a_database_connects_and_grants)
+TEST(a_numeric_tcp_address_with_a_database_and_an_acl_user_connects_and_grants)
 {
 	struct redis_grant_request q = req_for("scope-tcp", "hostA", 100);
 	struct redis *r;
@@ -769,8 +769,27 @@ TEST(a_numeric_tcp_address_with_a_database_connects_and_grants)
 		CHECK(rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 1);
 		if (rep)
 			freeReplyObject(rep);
+		/* The ACL user docs/OPERATIONS.md gives is enough for the client. */
+		rep = redisCommand(c, "ACL SETUSER camskeyd on >acl-pw ~camskeyd:* resetchannels "
+				   "-@all +evalsha +script|load +info +ping +select +auth"
+				   " +time +hmget +hset +del +pexpire +zadd +zcard +zrange +zrangebyscore +zremrangebyscore");
+		CHECK(rep && rep->type == REDIS_REPLY_STATUS);
+		if (rep)
+			freeReplyObject(rep);
 		redisFree(c);
 	}
+	redis_free(r);
+	snprintf(url, sizeof(url), "redis://camskeyd@127.0.0.1:%d/3", port);
+	r = client_url(url, "acl-pw", 1000);
+	REQUIRE(r);
+	CHECK(wait_ready(r, 2000));
+	CHECK(grant_sync(r, &q, &a) == 0);
+	if (a.error)
+		fprintf(stderr, "  grant as ACL user: %d %s\n", a.error, a.text);
+	redis_free(r);
+	r = client_url(url, "not-it", 1000);
+	REQUIRE(r);
+	CHECK(!wait_ready(r, 400));
 	redis_free(r);
 	stop_server(pid);
 }
@@ -878,7 +897,7 @@ int main(void)
 	RUN(a_restarted_server_has_a_new_run_id_and_the_first_grants_wait);
 	RUN(a_stalled_server_times_out_every_pending_command_once_and_reconnects_after_cont);
 	RUN(a_killed_server_gives_errors_backs_off_and_a_new_server_is_found);
-	RUN(a_numeric_tcp_address_with_a_database_connects_and_grants);
+	RUN(a_numeric_tcp_address_with_a_database_and_an_acl_user_connects_and_grants);
 	RUN(auth_with_a_password_file_and_a_wrong_password_is_refused);
 	RUN(a_pause_recorded_by_one_host_delays_the_other_hosts_grants);
 	rc = harness_done();
