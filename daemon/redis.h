@@ -3,9 +3,12 @@
  * hiredis 0.14's async API, driven from a poll loop its owner runs.
  *
  * The owner puts redis_fd() with redis_events() in its poll set (the engine
- * thread: curl_multi_poll's extra_fds), calls redis_on_readable() /
- * redis_on_writable() when the fd is ready and redis_tick() at least at
- * redis_next_wake_us(). Time is an argument (monotonic microseconds).
+ * thread: curl_multi_poll's extra_fds, a struct curl_waitfd whose
+ * CURL_WAIT_POLLIN/POLLOUT have poll.h's values), reading both again before
+ * every poll (the fd changes on reconnection; -1 means none), calls
+ * redis_on_readable() (also on POLLERR/POLLHUP) / redis_on_writable() when
+ * the fd is ready and redis_tick() at least at redis_next_wake_us(). Time
+ * is an argument (monotonic microseconds).
  *
  * Connection: redis_new() only parses and copies; the first redis_tick()
  * connects. After the socket connects, a handshake (AUTH if a password is

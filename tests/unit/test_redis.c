@@ -395,22 +395,55 @@ static int cmp_i64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-/* Every window of T_WINDOW_MS holds at most T_RATE slots; spacing holds. */
-static bool slots_within_bound(int64_t *s, int n)
+/* Every window holds at most rate slots; no two closer than spacing. */
+static bool slots_within(int64_t *s, int n, unsigned rate, int64_t window_us, int64_t spacing_us)
 {
 	qsort(s, (size_t)n, sizeof(*s), cmp_i64);
 	for (int i = 0; i + 1 < n; i++)
-		if (s[i + 1] - s[i] < T_SPACING_US) {
+		if (s[i + 1] - s[i] < spacing_us) {
 			fprintf(stderr, "  slots %d,%d only %" PRId64 " us apart\n", i, i + 1,
 				s[i + 1] - s[i]);
 			return false;
 		}
-	for (int i = 0; i + T_RATE < n; i++)
-		if (s[i + T_RATE] - s[i] < (int64_t)T_WINDOW_MS * 1000) {
-			fprintf(stderr, "  %d slots within %" PRId64 " us\n", T_RATE + 1,
-				s[i + T_RATE] - s[i]);
+	for (int i = 0; i + (int)rate < n; i++)
+		if (s[i + rate] - s[i] < window_us) {
+			fprintf(stderr, "  %u slots within %" PRId64 " us\n", rate + 1,
+				s[i + rate] - s[i]);
 			return false;
 		}
+	return true;
+}
+
+static bool slots_within_bound(int64_t *s, int n)
+{
+	return slots_within(s, n, T_RATE, (int64_t)T_WINDOW_MS * 1000, T_SPACING_US);
+}
+
+/*
+ * Independently of the script's own count: when each grant was decided
+ * (its slot minus its delay, Redis time), its host held fewer than
+ * max_pending not-yet-due grants.
+ */
+struct decided {
+	int host;
+	int64_t slot_us, decided_us;
+};
+
+static bool pending_bound_holds(const struct decided *d, int n, unsigned max_pending)
+{
+	for (int i = 0; i < n; i++) {
+		unsigned held = 0;
+
+		for (int k = 0; k < n; k++)
+			if (k != i && d[k].host == d[i].host && d[k].decided_us < d[i].decided_us &&
+			    d[k].slot_us > d[i].decided_us)
+				held++;
+		if (held >= max_pending) {
+			fprintf(stderr, "  host %d held %u not-yet-due grants at a new grant\n",
+				d[i].host, held);
+			return false;
+		}
+	}
 	return true;
 }
 
@@ -521,6 +554,7 @@ TEST(two_hosts_sharing_a_scope_stay_under_rate_and_each_holds_at_most_its_pendin
 	struct redis_grant_request qa = req_for("scope-shared", "hostA", 2);
 	struct redis_grant_request qb = req_for("scope-shared", "hostB", 2);
 	int64_t slots[40];
+	struct decided dec[40];
 	int n = 0, refused_pending = 0;
 	int64_t end;
 
@@ -540,6 +574,9 @@ TEST(two_hosts_sharing_a_scope_stay_under_rate_and_each_holds_at_most_its_pendin
 		if (ans.grant.verdict == REDIS_GRANT_GRANTED) {
 			CHECK(ans.grant.pending <= 2);
 			CHECK(ans.grant.send_at_us == ans.grant.replied_us + ans.grant.delay_us);
+			dec[n].host = i % 2;
+			dec[n].slot_us = ans.grant.slot_redis_us;
+			dec[n].decided_us = ans.grant.slot_redis_us - ans.grant.delay_us;
 			slots[n++] = ans.grant.slot_redis_us;
 		} else {
 			if (ans.grant.verdict == REDIS_GRANT_REFUSED_PENDING) {
@@ -551,9 +588,64 @@ TEST(two_hosts_sharing_a_scope_stay_under_rate_and_each_holds_at_most_its_pendin
 	}
 	CHECK(n == 40);
 	CHECK(refused_pending > 0);
+	CHECK(pending_bound_holds(dec, n, 2));
 	CHECK(slots_within_bound(slots, n));
 	redis_free(a);
 	redis_free(b);
+}
+
+TEST(random_limits_and_three_hosts_never_exceed_the_bound)
+{
+	struct redis *rs[3];
+	struct redis_grant_request q[3];
+	char scope[64], hosts[3][16];
+	int64_t slots[60];
+	struct decided dec[60];
+	unsigned rate, window_ms, spacing_us, pending, horizon_ms;
+	int n = 0;
+	int64_t end;
+
+	NEED_SERVER();
+	ensure_main();
+	REQUIRE(main_pid > 0);
+	harness_rng_reset(14);
+	rate = 1 + (unsigned)(harness_rng_next() % 8);
+	window_ms = 100 + (unsigned)(harness_rng_next() % 201);
+	spacing_us = 1 + (unsigned)(harness_rng_next() % (window_ms * 1000 / rate));
+	pending = 1 + (unsigned)(harness_rng_next() % 3);
+	horizon_ms = window_ms + (unsigned)(harness_rng_next() % 400);
+	snprintf(scope, sizeof(scope), "scope-random-%" PRIu64, harness_seed);
+	printf("# random: rate %u window %u ms spacing %u us pending %u horizon %u ms\n", rate,
+	       window_ms, spacing_us, pending, horizon_ms);
+	for (int h = 0; h < 3; h++) {
+		snprintf(hosts[h], sizeof(hosts[h]), "host%d", h);
+		rs[h] = client(sock_path, NULL, 1000);
+		REQUIRE(rs[h]);
+		REQUIRE(wait_ready(rs[h], 2000));
+		q[h] = (struct redis_grant_request){ .scope = scope, .host_id = hosts[h],
+			.rate = rate, .window_ms = window_ms, .spacing_us = spacing_us,
+			.max_pending = pending, .horizon_ms = horizon_ms };
+	}
+	end = clock_mono_us() + 8 * 1000000;
+	for (int i = 0; i < 5000 && n < 60 && clock_mono_us() < end; i++) {
+		int h = (int)(harness_rng_next() % 3);
+		struct answer ans;
+
+		REQUIRE(grant_sync(rs[h], &q[h], &ans) == 0);
+		if (ans.grant.verdict == REDIS_GRANT_GRANTED) {
+			dec[n].host = h;
+			dec[n].slot_us = ans.grant.slot_redis_us;
+			dec[n].decided_us = ans.grant.slot_redis_us - ans.grant.delay_us;
+			slots[n++] = ans.grant.slot_redis_us;
+		} else {
+			pump_for(&rs[h], 1, 3);
+		}
+	}
+	CHECK(n >= 20);
+	CHECK(pending_bound_holds(dec, n, pending));
+	CHECK(slots_within(slots, n, rate, (int64_t)window_ms * 1000, spacing_us));
+	for (int h = 0; h < 3; h++)
+		redis_free(rs[h]);
 }
 
 TEST(script_flush_is_handled_by_loading_again_and_retrying_once)
@@ -869,6 +961,7 @@ int main(void)
 	int rc;
 
 	signal(SIGPIPE, SIG_IGN);
+	harness_seed_init();
 	for (size_t i = 0; i < sizeof(candidates) / sizeof(candidates[0]); i++)
 		if (access(candidates[i], X_OK) == 0) {
 			redis_bin = candidates[i];
@@ -891,6 +984,7 @@ int main(void)
 	RUN(password_follows_the_credential_file_rules);
 	RUN(grants_are_spaced_and_never_exceed_rate_in_any_window);
 	RUN(two_hosts_sharing_a_scope_stay_under_rate_and_each_holds_at_most_its_pending);
+	RUN(random_limits_and_three_hosts_never_exceed_the_bound);
 	RUN(script_flush_is_handled_by_loading_again_and_retrying_once);
 	RUN(flushall_makes_the_first_grants_wait_a_window_and_the_horizon);
 	RUN(a_state_from_another_run_id_is_forgotten_and_waits);
