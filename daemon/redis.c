@@ -571,6 +571,13 @@ static int64_t elem_int(const redisReply *rep, size_t i, bool *ok)
 	return (int64_t)rep->element[i]->integer;
 }
 
+static void count_reply(struct redis *r, const struct redis_cmd *c)
+{
+	r->stats.replies++;
+	r->stats.rtt_us_last = r->now_us - c->issued_us;
+	r->stats.rtt_us_sum += r->stats.rtt_us_last;
+}
+
 static void deliver_grant(struct redis *r, struct redis_cmd *c, redisReply *reply)
 {
 	struct redis_grant g;
@@ -605,6 +612,7 @@ static void deliver_grant(struct redis *r, struct redis_cmd *c, redisReply *repl
 	g.send_at_us = r->now_us + g.delay_us;
 	c->done = true;
 	cmd_unlink(r, c);
+	count_reply(r, c);
 	c->grant_cb(c->cookie, 0, &g, NULL);
 }
 
@@ -624,6 +632,7 @@ static void deliver_pause(struct redis *r, struct redis_cmd *c, redisReply *repl
 	}
 	c->done = true;
 	cmd_unlink(r, c);
+	count_reply(r, c);
 	c->pause_cb(c->cookie, 0, left, NULL);
 }
 

@@ -108,6 +108,9 @@ struct redis_stats {
 	uint64_t noscript_retries;
 	uint64_t commands;        /* submitted */
 	uint64_t command_errors;  /* callbacks with an error, timeouts included */
+	uint64_t replies;         /* limiter answers delivered */
+	int64_t rtt_us_last;      /* submission to answer, of the last one */
+	int64_t rtt_us_sum;       /* of all `replies` (mean = sum / replies) */
 };
 
 struct redis;

@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <hiredis/hiredis.h>
 #include <poll.h>
 #include <signal.h>
@@ -457,6 +458,8 @@ static pid_t main_pid;
 
 static void ensure_main(void)
 {
+	if (main_pid > 0)
+		kill(main_pid, SIGCONT); /* a test that failed while it was stopped */
 	if (main_pid <= 0 || kill(main_pid, 0) != 0)
 		main_pid = start_server(sock_path, NULL);
 }
@@ -784,6 +787,42 @@ TEST(a_stalled_server_times_out_every_pending_command_once_and_reconnects_after_
 	redis_free(r);
 }
 
+TEST(free_cancels_pending_commands_once_and_the_pending_bound_is_enforced)
+{
+	struct redis *r;
+	struct redis_grant_request q = req_for("scope-free", "hostA", 100);
+	static struct answer ans[REDIS_PENDING_MAX + 1];
+	struct answer extra;
+	struct redis_stats st;
+	int accepted = 0;
+
+	NEED_SERVER();
+	ensure_main();
+	REQUIRE(main_pid > 0);
+	r = client(sock_path, NULL, 5000);
+	REQUIRE(r);
+	REQUIRE(wait_ready(r, 2000));
+	REQUIRE(grant_sync(r, &q, &ans[0]) == 0);
+	redis_get_stats(r, &st);
+	CHECK(st.replies == 1 && st.rtt_us_last >= 0 && st.rtt_us_last < 1000000);
+	REQUIRE(kill(main_pid, SIGSTOP) == 0);
+	memset(ans, 0, sizeof(ans));
+	for (int i = 0; i < REDIS_PENDING_MAX; i++)
+		if (redis_grant(r, &q, clock_mono_us(), on_grant, &ans[i]) == 0)
+			accepted++;
+	CHECK(accepted == REDIS_PENDING_MAX);
+	memset(&extra, 0, sizeof(extra));
+	CHECK(redis_grant(r, &q, clock_mono_us(), on_grant, &extra) == -EAGAIN);
+	pump_for(&r, 1, 50);
+	redis_free(r);
+	for (int i = 0; i < REDIS_PENDING_MAX; i++) {
+		CHECK(ans[i].calls == 1);
+		CHECK(ans[i].error == -ECANCELED);
+	}
+	CHECK(extra.calls == 0);
+	REQUIRE(kill(main_pid, SIGCONT) == 0);
+}
+
 TEST(a_killed_server_gives_errors_backs_off_and_a_new_server_is_found)
 {
 	struct redis *r;
@@ -953,6 +992,14 @@ TEST(a_pause_recorded_by_one_host_delays_the_other_hosts_grants)
 	redis_free(b);
 }
 
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
 int main(void)
 {
 	static const char *candidates[] = { "/usr/bin/redis-server", "/usr/local/bin/redis-server",
@@ -990,18 +1037,14 @@ int main(void)
 	RUN(a_state_from_another_run_id_is_forgotten_and_waits);
 	RUN(a_restarted_server_has_a_new_run_id_and_the_first_grants_wait);
 	RUN(a_stalled_server_times_out_every_pending_command_once_and_reconnects_after_cont);
+	RUN(free_cancels_pending_commands_once_and_the_pending_bound_is_enforced);
 	RUN(a_killed_server_gives_errors_backs_off_and_a_new_server_is_found);
 	RUN(a_numeric_tcp_address_with_a_database_and_an_acl_user_connects_and_grants);
 	RUN(auth_with_a_password_file_and_a_wrong_password_is_refused);
 	RUN(a_pause_recorded_by_one_host_delays_the_other_hosts_grants);
 	rc = harness_done();
 	stop_all();
-	{
-		char cmd[400];
-
-		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
-		if (system(cmd) != 0)
-			fprintf(stderr, "could not remove %s\n", tmpdir);
-	}
+	if (nftw(tmpdir, remove_entry, 8, FTW_DEPTH | FTW_PHYS) != 0)
+		fprintf(stderr, "could not remove %s\n", tmpdir);
 	return rc;
 }
