@@ -24,7 +24,7 @@ SANFLAGS := -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover
 endif
 
 CC      ?= cc
-PKGS    := libmicrohttpd libcurl openssl libcjson sqlite3
+PKGS    := libmicrohttpd libcurl openssl libcjson sqlite3 hiredis
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -38,7 +38,7 @@ else
 OPT := -O1 -g
 HARDEN := -fPIE
 endif
-CPPFLAGS += -D_GNU_SOURCE -iquote daemon
+CPPFLAGS += -D_GNU_SOURCE -iquote daemon -iquote $(BUILD)/gen
 CFLAGS   += $(WARN) $(OPT) $(HARDEN) $(SANFLAGS) -pthread $(PKG_CFLAGS) -MMD -MP
 LDFLAGS  += -pie -Wl,-z,relro,-z,now -pthread $(SANFLAGS)
 LDLIBS   += $(PKG_LIBS) -lm
@@ -51,13 +51,13 @@ endif
 
 # The daemon's modules; main.o is linked only into the binary.
 LIB_OBJS := mem hex buf span netaddr log cams config signer verify keyring envelope route cache cache_store cache_mem flight limiter queue engine \
-	upstream clients metrics notify http proxy cli
+	upstream clients metrics notify http proxy cli redis
 LIB_O    := $(addprefix $(BUILD)/daemon/,$(addsuffix .o,$(LIB_OBJS)))
 MAIN_O   := $(BUILD)/daemon/main.o
 LIB_A    := $(BUILD)/libcamskeyd.a
 
 UNIT_TESTS := hex buf span netaddr log config signer verify keyring envelope route cache cache_store cache_mem limiter queue flight engine upstream \
-	metrics clients docs
+	metrics clients docs redis
 UNIT_BINS  := $(addprefix $(BUILD)/tests/test_,$(UNIT_TESTS))
 SIM        := $(BUILD)/camsim
 
@@ -75,6 +75,22 @@ $(BUILD)/tests/%.o: tests/%.c
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(CPPFLAGS) -Itests/unit $(CFLAGS) -c -o $@ $<
+
+# The shared limiter's Lua script, embedded as a byte array (over C's 4095
+# bytes of string literal) by awk, so no xxd is needed.
+$(BUILD)/gen/redis_limiter_lua.h: daemon/redis_limiter.lua
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  GEN     $@")
+	$(Q)LC_ALL=C awk 'BEGIN { for (i = 1; i < 128; i++) ord[sprintf("%c", i)] = i; \
+		print "/* generated from daemon/redis_limiter.lua: do not edit */"; \
+		print "static const char redis_limiter_lua[] = {" } \
+		{ line = "\t"; for (i = 1; i <= length($$0); i++) { c = substr($$0, i, 1); \
+		  if (!(c in ord)) { print "non-ASCII byte in line " NR > "/dev/stderr"; exit 1 } \
+		  line = line ord[c] ","; if (length(line) > 90) { print line; line = "\t" } } \
+		  print line "10," } \
+		END { print "\t0\n};" }' $< >$@.tmp && mv $@.tmp $@
+
+$(BUILD)/daemon/redis.o: $(BUILD)/gen/redis_limiter_lua.h
 
 $(LIB_A): $(LIB_O)
 	@$(if $(Q),echo "  AR      $@")
@@ -107,7 +123,7 @@ $(BUILD)/tests/test_%: $(BUILD)/tests/unit/test_%.o $(LIB_A)
 
 DEB_PKGS := build-essential pkg-config libmicrohttpd-dev libcurl4-openssl-dev libssl-dev \
 	libcjson-dev libsqlite3-dev python3 curl sqlite3 ca-certificates valgrind openssl \
-	systemd
+	systemd redis-server libhiredis-dev
 BENCH_PKGS := nginx-light wrk
 FUZZ_PKGS := clang libclang-rt-14-dev
 

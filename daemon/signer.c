@@ -1174,3 +1174,4 @@ void signer_request_free(struct signer_request *r)
 	r->body_len = 0;
 	r->headers = NULL;
 }
+

@@ -133,11 +133,13 @@ int signer_sign_request(struct signer *s, enum signer_kind kind, const char *hos
 void signer_request_free(struct signer_request *r);
 
 /*
- * Read a secret file whole: a regular file readable and writable by its
- * owner only (group or others may not even read it), at most max_bytes.
- * 0 with *ret_data (NUL-terminated, free with signer_free_private_file),
- * -ENOENT when it does not exist, or another -errno with errbuf set
- * (naming the file, never its content). Never logs.
+ * Read a secret file whole, under the credential file's rules (also for
+ * the teams' key pairs and the Redis password): a regular file that
+ * neither group nor others may read or write, at most max_bytes. 0 with
+ * *ret_data (NUL-terminated; free with signer_free_private_file, which
+ * wipes it), -ENOENT (absent), -EPERM (too open), -EINVAL (not a regular
+ * file, larger than max_bytes) or -errno, with errbuf set (naming the
+ * file, never its content) except for -ENOENT. Never logs.
  */
 int signer_read_private_file(const char *path, size_t max_bytes, char **ret_data,
 			     size_t *ret_len, char *errbuf, size_t errbuf_size);
