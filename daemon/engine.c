@@ -554,6 +554,7 @@ void engine_upstream_done(struct engine *e, struct flight *f, const struct engin
 	assert(e->in_flight > 0);
 	e->in_flight--;
 	limiter_observe_arrival(e->limiter, r->wire_delay_us, r->rtt_var_us);
+	limiter_place_arrival(e->limiter, f->sent_at_us, r->wire_delay_us);
 	/* A hint describes the upstream's window as of the call's arrival, not its answer. */
 	if (r->ratelimit_remain >= 0 || r->ratelimit_time_left_ms >= 0)
 		limiter_on_hint(e->limiter, f->sent_at_us + (r->wire_delay_us > 0 ? r->wire_delay_us : 0),

@@ -330,6 +330,36 @@ static void update_learned(struct limiter *l)
 /* Observations past this are clamped: far beyond the cap anyway. */
 #define LIMITER_OBSERVATION_MAX_US (60 * USEC_PER_SEC)
 
+void limiter_place_arrival(struct limiter *l, int64_t sent_at_us, int64_t wire_delay_us)
+{
+	size_t i, at = SIZE_MAX;
+
+	if (wire_delay_us <= 0 || sent_at_us < 0)
+		return;
+	/* The log is in order (oldest first) and holds at most floor(rate) entries. */
+	for (i = 0; i < l->log_count; i++) {
+		if (l->log_us[(l->log_head + i) % l->log_cap] == sent_at_us) {
+			at = i;
+			break;
+		}
+	}
+	if (at == SIZE_MAX)
+		return;
+	l->log_us[(l->log_head + at) % l->log_cap] = sat_add(sent_at_us, wire_delay_us);
+	/* Keep it in order: the moved entry only goes later. */
+	for (i = at; i + 1 < l->log_count; i++) {
+		int64_t *a = &l->log_us[(l->log_head + i) % l->log_cap];
+		int64_t *b = &l->log_us[(l->log_head + i + 1) % l->log_cap];
+		int64_t t;
+
+		if (*a <= *b)
+			break;
+		t = *a;
+		*a = *b;
+		*b = t;
+	}
+}
+
 void limiter_observe_arrival(struct limiter *l, int64_t wire_delay_us, int64_t rtt_var_us)
 {
 	if (wire_delay_us < 0 && rtt_var_us < 0)

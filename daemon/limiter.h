@@ -69,6 +69,16 @@ int64_t limiter_wait_estimate_us(struct limiter *l, int64_t now_us, uint64_t ahe
  * of the margin (see above); whole call latency must not be passed here.
  */
 void limiter_observe_arrival(struct limiter *l, int64_t wire_delay_us, int64_t rtt_var_us);
+/*
+ * The call recorded at sent_at_us (limiter_record_send) reached the wire
+ * wire_delay_us later: its entry in the sliding log moves to that arrival,
+ * so the window of the calls after it counts from when the upstream saw it,
+ * not from when it was sent. A call's own delay is known when it completes,
+ * usually long before the rate-th call after it: this covers a first call's
+ * slow connection set-up the learned margin cannot have seen yet. No-op if
+ * the entry has left the log or wire_delay_us <= 0.
+ */
+void limiter_place_arrival(struct limiter *l, int64_t sent_at_us, int64_t wire_delay_us);
 /* The upstream answered System.LimitControl at now_us. */
 void limiter_on_throttle(struct limiter *l, int64_t now_us);
 /*

@@ -313,6 +313,7 @@ struct call_model {
 
 struct pending_call {
 	int64_t answer_at_us;
+	int64_t sent_us;
 	int64_t wire_us;
 };
 
@@ -354,6 +355,8 @@ static void run_backlog(struct limiter *l, const struct call_model *m, int64_t d
 			if (pending[first].answer_at_us > now)
 				now = pending[first].answer_at_us;
 			limiter_observe_arrival(l, pending[first].wire_us, m->rtt_var_us);
+			/* What the engine does with a completed call's own delay. */
+			limiter_place_arrival(l, pending[first].sent_us, pending[first].wire_us);
 			pending[first] = pending[--n_pending];
 			continue;
 		}
@@ -373,6 +376,7 @@ static void run_backlog(struct limiter *l, const struct call_model *m, int64_t d
 			run->arrival_us[count] = now + wire + uniform(0, m->hidden_max_us);
 			REQUIRE(n_pending < PENDING_MAX);
 			pending[n_pending].wire_us = wire;
+			pending[n_pending].sent_us = now;
 			pending[n_pending].answer_at_us =
 				now + wire + uniform(m->processing_min_us, m->processing_max_us);
 			n_pending++;
@@ -512,6 +516,31 @@ static int windows_hold_with_margin(const struct backlog_run *run, size_t n, siz
 		}
 	}
 	return 1;
+}
+
+TEST(a_first_calls_slow_set_up_moves_its_window_to_its_arrival)
+{
+	struct limiter *l = limiter_with(5, 1, 10);
+	int64_t now = T0, sent[6];
+
+	/* Nothing learned yet: the first call takes 60 ms to reach the wire. */
+	for (int i = 0; i < 5; i++) {
+		now = limiter_next_send_us(l, now);
+		sent[i] = now;
+		limiter_record_send(l, now);
+		if (i == 0) {
+			limiter_observe_arrival(l, 60 * MS, -1);
+			limiter_place_arrival(l, sent[0], 60 * MS);
+		}
+	}
+	sent[5] = limiter_next_send_us(l, now);
+	/* The sixth call's window counts from the first call's arrival, not its send. */
+	CHECK(sent[5] > sent[0] + 60 * MS + SEC);
+	/* An entry that left the log, or an unknown delay, moves nothing. */
+	limiter_place_arrival(l, sent[0] - 1, 500 * MS);
+	limiter_place_arrival(l, sent[1], -1);
+	CHECK(limiter_next_send_us(l, now) == sent[5]);
+	limiter_free(l);
 }
 
 TEST(backlog_with_wire_delay_spread_keeps_every_sliding_second_at_rate)
@@ -708,6 +737,7 @@ int main(void)
 	RUN(rtt_variance_widens_the_margin_by_twice_its_value);
 	RUN(one_slow_connection_set_up_in_a_window_is_ignored);
 	RUN(learned_margin_is_capped_and_forgets_old_observations);
+	RUN(a_first_calls_slow_set_up_moves_its_window_to_its_arrival);
 	RUN(backlog_with_wire_delay_spread_keeps_every_sliding_second_at_rate);
 	RUN(unseen_arrival_delay_within_the_configured_margin_stays_within_quota);
 	RUN(backlog_with_zero_spread_uses_at_least_97_percent_of_the_quota);
