@@ -322,7 +322,7 @@ int main(int argc, char **argv)
 		rc = 0;
 		break;
 	case CONFIG_MODE_VERSION:
-		printf("camskeyd %s\n", CAMSKEYD_VERSION);
+		cli_print_version(stdout);
 		rc = 0;
 		break;
 	case CONFIG_MODE_PRINT:
@@ -333,14 +333,32 @@ int main(int argc, char **argv)
 		struct signer_source src;
 		char errbuf[512];
 
+		/*
+		 * The configuration is valid once config_from_argv() passed. The
+		 * credential is reported apart: "not found" still exits 0, so CI
+		 * can check a configuration before any credential is deployed; a
+		 * credential that is there but unusable (mode, format) exits 1.
+		 */
+		printf("configuration ok%s%s\n", d.cfg.config_file ? ": " : "",
+		       d.cfg.config_file ? d.cfg.config_file : "");
 		signer_source_from(&d.cfg, &src);
 		rc = signer_new(&src, &d.signer, errbuf, sizeof(errbuf));
-		if (rc < 0) {
+		if (rc == -ENOENT) {
+			const char *why = errbuf;
+
+			if (strncmp(why, "no credentials found: ", 22) == 0)
+				why += 22;
+			printf("credentials: not found (%s); the daemon will not start without one\n",
+			       why);
+			rc = 0;
+		} else if (rc < 0) {
 			fprintf(stderr, "camskeyd: credentials: %s\n", errbuf);
 			rc = 1;
 		} else {
-			printf("configuration ok%s%s\n", d.cfg.config_file ? ": " : "",
-			       d.cfg.config_file ? d.cfg.config_file : "");
+			char keyid[LIMIT_ACCESS_KEY_ID_MAX + 1];
+
+			signer_access_key_id(d.signer, keyid, sizeof(keyid));
+			printf("credentials: found (AccessKey ID %s)\n", keyid);
 			rc = 0;
 		}
 		signer_free(d.signer);
