@@ -52,7 +52,7 @@ Q := @
 endif
 
 # The daemon's modules; main.o is linked only into the binary.
-LIB_OBJS := mem hex buf span netaddr log cams config signer verify envelope route cache cache_store cache_mem flight limiter queue engine \
+LIB_OBJS := mem hex buf span netaddr log cams config lockfile signer verify envelope route cache cache_store cache_mem flight limiter queue engine \
 	upstream clients metrics notify http proxy cli
 LIB_O    := $(addprefix $(BUILD)/daemon/,$(addsuffix .o,$(LIB_OBJS)))
 MAIN_O   := $(BUILD)/daemon/main.o

@@ -1,7 +1,7 @@
 /*
  * main.c -- options, the init/fini order, signals. Nothing else.
  *
- * Order: config -> log -> notify -> signer (credentials) -> cache -> proxy
+ * Order: config -> log -> notify -> signer (credentials) -> cache lock -> cache -> proxy
  * -> http -> proxy engine start -> READY=1. Fini in exact reverse. Signals
  * are blocked in every thread and taken synchronously here with
  * sigtimedwait(), which also paces the watchdog: the ping is sent only
@@ -29,6 +29,7 @@
 #include "clock.h"
 #include "config.h"
 #include "http.h"
+#include "lockfile.h"
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
@@ -45,6 +46,7 @@
 struct daemon_state {
 	struct config cfg;
 	struct signer *signer;
+	struct lockfile *lock;
 	struct cache *cache;
 	struct proxy *proxy;
 	struct http *http;
@@ -214,10 +216,16 @@ static int serve(struct daemon_state *d, int argc, char **argv)
 		fprintf(stderr, "camskeyd: credentials: %s\n", errbuf);
 		goto out;
 	}
-	rc = cache_open(&co, &d->cache, errbuf, sizeof(errbuf));
+	/* One daemon per database: a second would spend the quota again. */
+	rc = lockfile_acquire(d->cfg.cache, &d->lock, errbuf, sizeof(errbuf));
 	if (rc < 0) {
 		fprintf(stderr, "camskeyd: cache: %s\n", errbuf);
 		goto out_signer;
+	}
+	rc = cache_open(&co, &d->cache, errbuf, sizeof(errbuf));
+	if (rc < 0) {
+		fprintf(stderr, "camskeyd: cache: %s\n", errbuf);
+		goto out_lock;
 	}
 	rc = proxy_new(&d->cfg, d->cache, d->signer, &d->proxy, errbuf, sizeof(errbuf));
 	if (rc < 0) {
@@ -286,6 +294,8 @@ out_proxy:
 	proxy_free(d->proxy);
 out_cache:
 	cache_close(d->cache);
+out_lock:
+	lockfile_release(d->lock);
 out_signer:
 	signer_free(d->signer);
 out:

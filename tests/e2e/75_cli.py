@@ -144,4 +144,20 @@ def test_plain_http_upstream_off_loopback_is_refused_unless_allowed():
     assert r.returncode == 0, r.stderr
 
 
+def test_a_second_daemon_on_the_same_cache_refuses_naming_the_file_and_pid():
+    sim = Sim()
+    d = Daemon(sim.url)
+    r = run(["--listen", "127.0.0.1:%d" % free_port(), "--upstream", sim.url, "--cache", d.cache],
+            timeout=20)
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    want = "camskeyd: cache: %s is in use by another camskeyd (PID %d holds the lock %s.lock)" % (
+        d.cache, d.proc.pid, d.cache)
+    assert want in r.stderr, r.stderr
+    assert d.key(PHONE)[0] == 200  # the first one is untouched
+    # the lock goes with the process, however it ends: a restart after a crash starts
+    d.kill()
+    d2 = Daemon(sim.url, cache=d.cache)
+    assert d2.key(PHONE)[0] == 200
+
+
 camtest.main(globals())
