@@ -172,6 +172,9 @@ static int reload(struct daemon_state *d, int argc, char **argv)
 out:
 	if (rc < 0)
 		config_free(&next);
+	metrics_gauge_set(METRICS_GAUGE_RELOAD_OK, rc < 0 ? 0 : 1);
+	if (rc == 0)
+		metrics_gauge_set(METRICS_GAUGE_RELOAD_TIME_S, (int64_t)time(NULL));
 	buf_free(&err);
 	buf_free(&kept);
 	notify_send("READY=1");
@@ -205,6 +208,10 @@ static int serve(struct daemon_state *d, int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
 	metrics_init();
+	/* The configuration in use was applied now: the reload gauges start so. */
+	metrics_gauge_set(METRICS_GAUGE_START_TIME_S, (int64_t)time(NULL));
+	metrics_gauge_set(METRICS_GAUGE_RELOAD_OK, 1);
+	metrics_gauge_set(METRICS_GAUGE_RELOAD_TIME_S, (int64_t)time(NULL));
 	clients_init();
 	if (clients_publish(&d->cfg) < 0)
 		log_warn("clients_overflow", "max_ids=%d detail=\"some configured clients share the overflow id\"",

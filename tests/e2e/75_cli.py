@@ -160,4 +160,34 @@ def test_a_second_daemon_on_the_same_cache_refuses_naming_the_file_and_pid():
     assert d2.key(PHONE)[0] == 200
 
 
+def test_metrics_show_reload_state_start_time_fds_and_rss():
+    import signal
+    import time
+    sim = Sim()
+    conf = os.path.join(tmpdir(), "c.conf")
+    with open(conf, "w") as f:
+        f.write("rate = 5\n")
+    before = time.time()
+    d = Daemon(sim.url, ["--config", conf])
+    m = d.metrics()
+    assert m[("camskeyd_config_last_reload_successful", ())] == 1, m
+    start = m[("process_start_time_seconds", ())]
+    assert before - 2 <= start <= time.time() + 1, start
+    assert m[("camskeyd_config_last_reload_success_timestamp_seconds", ())] >= start
+    assert 3 <= m[("process_open_fds", ())] < 1000, m[("process_open_fds", ())]
+    assert m[("process_resident_memory_bytes", ())] > 1 << 20
+    with open(conf, "w") as f:
+        f.write("rate = fast\n")
+    d.proc.send_signal(signal.SIGHUP)
+    camtest.wait_until(lambda: d.metric("camskeyd_config_last_reload_successful") == 0, 10,
+                       what="reload refused in the gauge")
+    time.sleep(1.1)
+    with open(conf, "w") as f:
+        f.write("rate = 4\n")
+    d.proc.send_signal(signal.SIGHUP)
+    camtest.wait_until(lambda: d.metric("camskeyd_config_last_reload_successful") == 1, 10,
+                       what="reload applied in the gauge")
+    assert d.metric("camskeyd_config_last_reload_success_timestamp_seconds") > start
+
+
 camtest.main(globals())
