@@ -112,6 +112,8 @@ static const struct choice log_level_choices[] = {
 	/* upstream */ \
 	S(upstream, "upstream", "https://cams.ap-southeast-1.aliyuncs.com", "URL", false, check_url, \
 	  "upstream base URL: https://..., or http://127.0.0.1:PORT for a simulator") \
+	B(allow_insecure_upstream, "allow-insecure-upstream", "no", false, \
+	  "permit a plain http:// upstream that is not a loopback address (the key could be swapped on the way)") \
 	S(upstream_ca, "upstream-ca", "", "FILE", false, NULL, \
 	  "extra CA bundle (PEM) to verify the upstream; empty: the system store only") \
 	E(signature, "signature", "v3", false, signature_choices, \
@@ -332,6 +334,88 @@ static int find_key(const char *name)
 		if (strcmp(key_infos[i].name, name) == 0)
 			return (int)i;
 	return -1;
+}
+
+/*
+ * Levenshtein distance between a and b, for "did you mean". Both are key
+ * names, at most KEY_NAME_MAX bytes (longer ones are never compared).
+ */
+static size_t edit_distance(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+	size_t row[KEY_NAME_MAX + 1];
+
+	if (la > KEY_NAME_MAX || lb > KEY_NAME_MAX)
+		return SIZE_MAX;
+	for (size_t j = 0; j <= lb; j++)
+		row[j] = j;
+	for (size_t i = 1; i <= la; i++) {
+		size_t diag = row[0];
+
+		row[0] = i;
+		for (size_t j = 1; j <= lb; j++) {
+			size_t up = row[j];
+			size_t best = diag + (a[i - 1] == b[j - 1] ? 0 : 1);
+
+			if (up + 1 < best)
+				best = up + 1;
+			if (row[j - 1] + 1 < best)
+				best = row[j - 1] + 1;
+			row[j] = best;
+			diag = up;
+		}
+	}
+	return row[lb];
+}
+
+/*
+ * The name in names[0..n) closest to name, or NULL when none is close
+ * enough to be a likely typo: at most 2 edits, 3 for names over 8 bytes,
+ * and fewer edits than the name has bytes.
+ */
+static const char *closest_name(const char *name, const char *const *names, size_t n)
+{
+	size_t len = strlen(name), limit = len > 8 ? 3 : 2, best = SIZE_MAX;
+	const char *found = NULL;
+
+	for (size_t i = 0; i < n; i++) {
+		size_t d = edit_distance(name, names[i]);
+
+		if (d < best) {
+			best = d;
+			found = names[i];
+		}
+	}
+	return best <= limit && best < len ? found : NULL;
+}
+
+/* The top-level key closest to name (see closest_name), or NULL. */
+static const char *suggest_key(const char *name, bool with_flags)
+{
+	static const char *const flag_names[] = { "config", "check-config", "print-config",
+						  "help", "version" };
+	const char *names[N_KEYS + sizeof(flag_names) / sizeof(flag_names[0])];
+	size_t n = 0;
+
+	for (size_t i = 0; i < N_KEYS; i++)
+		names[n++] = key_infos[i].name;
+	if (with_flags)
+		for (size_t i = 0; i < sizeof(flag_names) / sizeof(flag_names[0]); i++)
+			names[n++] = flag_names[i];
+	return closest_name(name, names, n);
+}
+
+/* ": unknown option" with a "did you mean" when a flag is close; then '\n'. */
+static void add_unknown_option(struct buf *b, const char *name)
+{
+	const char *near = suggest_key(name, true);
+
+	buf_adds(b, ": unknown option");
+	if (strncmp(name, "no-", 3) == 0 && find_key(name + 3) >= 0)
+		buf_printf(b, " (--%s is not a yes/no key)", name + 3);
+	else if (near)
+		buf_printf(b, " (did you mean --%s?)", near);
+	buf_addc(b, '\n');
 }
 
 static void *field_of(struct config *cfg, size_t i)
@@ -1069,11 +1153,20 @@ static void parse_key_line(struct parser *ps, struct span s)
 		}
 	}
 	if (idx < 0) {
-		if (ps->section == SECTION_CLIENT && find_key(name) >= 0)
+		const char *near = NULL;
+
+		if (ps->section == SECTION_CLIENT && find_key(name) >= 0) {
 			buf_adds(&ps->reason, "unknown key in a [client] section (a top-level key "
 				 "goes before the first [client] or after [camskeyd])");
-		else
+		} else {
 			buf_adds(&ps->reason, "unknown key");
+			if (key.len <= KEY_NAME_MAX)
+				near = ps->section == SECTION_CLIENT
+					       ? closest_name(name, client_key_names, N_CLIENT_KEYS)
+					       : suggest_key(name, false);
+			if (near)
+				buf_printf(&ps->reason, " (did you mean \"%s\"?)", near);
+		}
 		key_error(ps, key);
 		return;
 	}
@@ -1211,7 +1304,7 @@ int config_set(struct config *cfg, const char *name, const char *value, struct b
 	if (idx < 0) {
 		buf_adds(err, "command line: --");
 		add_name(err, name, strlen(name));
-		buf_adds(err, ": unknown option\n");
+		add_unknown_option(err, norm);
 		return -EINVAL;
 	}
 	buf_init(&reason, REASON_MAX_BYTES);
@@ -1276,7 +1369,7 @@ int config_from_argv(int argc, char **argv, struct config *cfg, enum config_mode
 			mode = CONFIG_MODE_HELP;
 			goto out_early;
 		}
-		if (strcmp(arg, "--version") == 0) {
+		if (strcmp(arg, "--version") == 0 || strcmp(arg, "-V") == 0) {
 			mode = CONFIG_MODE_VERSION;
 			goto out_early;
 		}
@@ -1311,7 +1404,7 @@ int config_from_argv(int argc, char **argv, struct config *cfg, enum config_mode
 		if (idx < 0 && strcmp(name, "config") != 0) {
 			buf_adds(&argv_err, "command line: --");
 			add_name(&argv_err, body, name_len);
-			buf_adds(&argv_err, ": unknown option\n");
+			add_unknown_option(&argv_err, name);
 			continue;
 		}
 		if (negated) {
@@ -1376,6 +1469,42 @@ out:
 }
 
 /* ---- validation ---------------------------------------------------------- */
+
+/*
+ * Is the upstream URL https://, or http:// to a loopback host (127.0.0.0/8,
+ * [::1], "localhost": the simulator)? The URL already passed check_url.
+ */
+static bool upstream_is_safe(const char *url)
+{
+	char hostport[LIMIT_CONFIG_LINE_MAX + 8];
+	struct netaddr na;
+	struct buf reason;
+	size_t host_len, port_at;
+	const char *host;
+	bool safe;
+
+	if (strncmp(url, "https://", 8) == 0)
+		return true;
+	host = url + 7; /* "http://" */
+	host_len = strcspn(host, "/?#");
+	if (host[0] == '[') {
+		const char *close = memchr(host, ']', host_len);
+
+		if (!close)
+			return false;
+		port_at = (size_t)(close - host) + 1;
+	} else {
+		port_at = strcspn(host, ":/?#");
+	}
+	if (port_at == 9 && strncasecmp(host, "localhost", 9) == 0)
+		return true;
+	/* netaddr_parse wants ADDR:PORT; the port does not matter here. */
+	snprintf(hostport, sizeof(hostport), "%.*s:80", (int)port_at, host);
+	buf_init(&reason, 256);
+	safe = netaddr_parse(hostport, &na, &reason) == 0 && na.is_loopback;
+	buf_free(&reason);
+	return safe;
+}
 
 int config_validate(const struct config *cfg, struct buf *err)
 {
@@ -1482,6 +1611,13 @@ int config_validate(const struct config *cfg, struct buf *err)
 			   cfg->listen);
 		errors++;
 	}
+	if (cfg->upstream && !cfg->allow_insecure_upstream && !upstream_is_safe(cfg->upstream)) {
+		buf_printf(err, "upstream: %s is plain http:// to a host that is not a loopback "
+			   "address: the public keys it returns could be read or swapped on the "
+			   "way; use https://, or set allow-insecure-upstream = yes\n",
+			   cfg->upstream);
+		errors++;
+	}
 	/*
 	 * upstream-connect-timeout-ms above upstream-timeout-ms is not refused:
 	 * the whole-call timeout bounds the connect anyway, and refusing would
@@ -1573,7 +1709,7 @@ void config_usage(FILE *out)
 	usage_line(out, "--check-config", "validate the configuration and exit");
 	usage_line(out, "--print-config", "print the effective configuration as INI and exit");
 	usage_line(out, "-h, --help", "print this help and exit");
-	usage_line(out, "--version", "print the version and exit");
+	usage_line(out, "-V, --version", "print the version, libraries and features, and exit");
 	fprintf(out, "\nConfiguration keys (the same names in the file; flags win over it):\n");
 	for (size_t i = 0; i < N_KEYS; i++) {
 		const struct config_key_info *k = &key_infos[i];

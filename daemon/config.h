@@ -62,6 +62,7 @@ struct config {
 
 	/* upstream */
 	char *upstream;            /* base URL */
+	bool allow_insecure_upstream; /* permit http:// to a non-loopback host */
 	char *upstream_ca;         /* extra CA bundle path, or "" */
 	enum config_signature signature;
 	unsigned upstream_connect_timeout_ms;

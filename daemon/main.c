@@ -1,7 +1,7 @@
 /*
  * main.c -- options, the init/fini order, signals. Nothing else.
  *
- * Order: config -> log -> notify -> signer (credentials) -> cache -> proxy
+ * Order: config -> log -> notify -> signer (credentials) -> cache lock -> cache -> proxy
  * -> http -> proxy engine start -> READY=1. Fini in exact reverse. Signals
  * are blocked in every thread and taken synchronously here with
  * sigtimedwait(), which also paces the watchdog: the ping is sent only
@@ -30,6 +30,7 @@
 #include "config.h"
 #include "http.h"
 #include "keyring.h"
+#include "lockfile.h"
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
@@ -46,6 +47,7 @@
 struct daemon_state {
 	struct config cfg;
 	struct signer *signer;
+	struct lockfile *lock;
 	struct cache *cache;
 	struct proxy *proxy;
 	struct http *http;
@@ -183,6 +185,9 @@ out:
 	if (rc < 0)
 		config_free(&next);
 	keyring_free(keys);
+	metrics_gauge_set(METRICS_GAUGE_RELOAD_OK, rc < 0 ? 0 : 1);
+	if (rc == 0)
+		metrics_gauge_set(METRICS_GAUGE_RELOAD_TIME_S, (int64_t)time(NULL));
 	buf_free(&err);
 	buf_free(&kept);
 	notify_send("READY=1");
@@ -217,6 +222,10 @@ static int serve(struct daemon_state *d, int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
 	metrics_init();
+	/* The configuration in use was applied now: the reload gauges start so. */
+	metrics_gauge_set(METRICS_GAUGE_START_TIME_S, (int64_t)time(NULL));
+	metrics_gauge_set(METRICS_GAUGE_RELOAD_OK, 1);
+	metrics_gauge_set(METRICS_GAUGE_RELOAD_TIME_S, (int64_t)time(NULL));
 	clients_init();
 	if (clients_publish(&d->cfg) < 0)
 		log_warn("clients_overflow", "max_ids=%d detail=\"some configured clients share the overflow id\"",
@@ -233,10 +242,16 @@ static int serve(struct daemon_state *d, int argc, char **argv)
 		fprintf(stderr, "camskeyd: %s\n", errbuf);
 		goto out_signer;
 	}
-	rc = cache_open(&co, &d->cache, errbuf, sizeof(errbuf));
+	/* One daemon per database: a second would spend the quota again. */
+	rc = lockfile_acquire(d->cfg.cache, &d->lock, errbuf, sizeof(errbuf));
 	if (rc < 0) {
 		fprintf(stderr, "camskeyd: cache: %s\n", errbuf);
 		goto out_signer;
+	}
+	rc = cache_open(&co, &d->cache, errbuf, sizeof(errbuf));
+	if (rc < 0) {
+		fprintf(stderr, "camskeyd: cache: %s\n", errbuf);
+		goto out_lock;
 	}
 	rc = proxy_new(&d->cfg, d->cache, d->signer, &d->proxy, errbuf, sizeof(errbuf));
 	if (rc < 0) {
@@ -307,6 +322,8 @@ out_proxy:
 	proxy_free(d->proxy);
 out_cache:
 	cache_close(d->cache);
+out_lock:
+	lockfile_release(d->lock);
 out_signer:
 	keyring_free(keys);
 	signer_free(d->signer);
@@ -344,7 +361,7 @@ int main(int argc, char **argv)
 		rc = 0;
 		break;
 	case CONFIG_MODE_VERSION:
-		printf("camskeyd %s\n", CAMSKEYD_VERSION);
+		cli_print_version(stdout);
 		rc = 0;
 		break;
 	case CONFIG_MODE_PRINT:
@@ -355,14 +372,32 @@ int main(int argc, char **argv)
 		struct signer_source src;
 		char errbuf[512];
 
+		/*
+		 * The configuration is valid once config_from_argv() passed. The
+		 * credential is reported apart: "not found" still exits 0, so CI
+		 * can check a configuration before any credential is deployed; a
+		 * credential that is there but unusable (mode, format) exits 1.
+		 */
+		printf("configuration ok%s%s\n", d.cfg.config_file ? ": " : "",
+		       d.cfg.config_file ? d.cfg.config_file : "");
 		signer_source_from(&d.cfg, &src);
 		rc = signer_new(&src, &d.signer, errbuf, sizeof(errbuf));
-		if (rc < 0) {
+		if (rc == -ENOENT) {
+			const char *why = errbuf;
+
+			if (strncmp(why, "no credentials found: ", 22) == 0)
+				why += 22;
+			printf("credentials: not found (%s); the daemon will not start without one\n",
+			       why);
+			rc = 0;
+		} else if (rc < 0) {
 			fprintf(stderr, "camskeyd: credentials: %s\n", errbuf);
 			rc = 1;
 		} else {
-			printf("configuration ok%s%s\n", d.cfg.config_file ? ": " : "",
-			       d.cfg.config_file ? d.cfg.config_file : "");
+			char keyid[LIMIT_ACCESS_KEY_ID_MAX + 1];
+
+			signer_access_key_id(d.signer, keyid, sizeof(keyid));
+			printf("credentials: found (AccessKey ID %s)\n", keyid);
 			rc = 0;
 		}
 		signer_free(d.signer);

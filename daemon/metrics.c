@@ -8,11 +8,13 @@
  */
 #include "metrics.h"
 
+#include <dirent.h>
 #include <math.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "clients.h"
 #include "span.h"
@@ -107,6 +109,16 @@ static const char *const result_labels[METRICS_RESULT_COUNT] = {
 	  "Entries in the cache database.") \
 	X("camskeyd_ready", GAUGE, "", SRC_GAUGE, METRICS_GAUGE_READY, 0, \
 	  "1 when the daemon is ready to serve.") \
+	X("camskeyd_config_last_reload_successful", GAUGE, "", SRC_GAUGE, METRICS_GAUGE_RELOAD_OK, 0, \
+	  "1 when the last configuration reload was applied, 0 when it was refused.") \
+	X("camskeyd_config_last_reload_success_timestamp_seconds", GAUGE, "", SRC_GAUGE, \
+	  METRICS_GAUGE_RELOAD_TIME_S, 0, "When the configuration was last applied (start or reload), Unix time.") \
+	X("process_start_time_seconds", GAUGE, "", SRC_GAUGE, METRICS_GAUGE_START_TIME_S, 0, \
+	  "Start time of the process since the Unix epoch in seconds.") \
+	X("process_open_fds", GAUGE, "", SRC_PROCESS_FDS, 0, 0, \
+	  "Number of open file descriptors.") \
+	X("process_resident_memory_bytes", GAUGE, "", SRC_PROCESS_RSS, 0, 0, \
+	  "Resident memory size in bytes.") \
 	X("camskeyd_request_duration_seconds", HISTOGRAM, "", SRC_HISTOGRAM, METRICS_HIST_REQUEST, \
 	  0, "Time from request to answer.") \
 	X("camskeyd_quota_wait_seconds", HISTOGRAM, "", SRC_HISTOGRAM, METRICS_HIST_QUOTA_WAIT, 0, \
@@ -124,6 +136,8 @@ enum source {
 	SRC_COUNTER,       /* counters[index] */
 	SRC_GAUGE,         /* gauges[index] */
 	SRC_HISTOGRAM,     /* histograms[index] */
+	SRC_PROCESS_FDS,   /* entries of /proc/self/fd, read when rendered */
+	SRC_PROCESS_RSS,   /* resident pages of /proc/self/statm x page size */
 };
 
 /* What the exposition needs beyond the public metrics_family. */
@@ -284,6 +298,48 @@ static void render_clients(struct buf *out, const char *name, bool depth)
 	}
 }
 
+/* Open descriptors, the one reading this directory included; -1 if unknown. */
+static long process_open_fds(void)
+{
+	DIR *dir = opendir("/proc/self/fd");
+	struct dirent *e;
+	long n = 0;
+
+	if (!dir)
+		return -1;
+	while ((e = readdir(dir)) != NULL)
+		if (e->d_name[0] != '.')
+			n++;
+	closedir(dir);
+	return n - 1; /* not the descriptor of the directory itself */
+}
+
+/* Resident set size in bytes (second field of /proc/self/statm); -1 if unknown. */
+static long long process_rss_bytes(void)
+{
+	char text[128];
+	struct span s, size, rest, resident;
+	uint64_t pages;
+	ssize_t n;
+	FILE *f = fopen("/proc/self/statm", "r");
+
+	if (!f)
+		return -1;
+	n = (ssize_t)fread(text, 1, sizeof(text) - 1, f);
+	fclose(f);
+	if (n <= 0)
+		return -1;
+	text[n] = '\0';
+	s = span_trim(span_cstr(text));
+	if (!span_split(s, ' ', &size, &rest))
+		return -1;
+	if (!span_split(rest, ' ', &resident, &rest))
+		resident = rest;
+	if (span_to_u64(resident, 0, UINT64_MAX / 65536, &pages) < 0)
+		return -1;
+	return (long long)pages * sysconf(_SC_PAGESIZE);
+}
+
 static void render_family(struct buf *out, const struct metrics_family *fam,
 			  const struct family_source *src)
 {
@@ -329,6 +385,12 @@ static void render_family(struct buf *out, const struct metrics_family *fam,
 	}
 	case SRC_HISTOGRAM:
 		render_histogram(out, fam->name, &histograms[src->index]);
+		break;
+	case SRC_PROCESS_FDS:
+		buf_printf(out, "%s %ld\n", fam->name, process_open_fds());
+		break;
+	case SRC_PROCESS_RSS:
+		buf_printf(out, "%s %lld\n", fam->name, process_rss_bytes());
 		break;
 	}
 }

@@ -53,6 +53,9 @@ enum metrics_gauge {
 	METRICS_GAUGE_RATE_MARGIN_US,
 	METRICS_GAUGE_CACHE_ENTRIES,
 	METRICS_GAUGE_READY,
+	METRICS_GAUGE_RELOAD_OK,          /* 1: the last (re)load applied, 0: refused */
+	METRICS_GAUGE_RELOAD_TIME_S,      /* wall clock of the last applied (re)load */
+	METRICS_GAUGE_START_TIME_S,       /* wall clock of the start */
 	METRICS_GAUGE_COUNT,
 };
 

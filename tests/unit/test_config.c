@@ -138,7 +138,7 @@ TEST(table_has_every_key_once_with_descriptions)
 	size_t n, i, j;
 	const struct config_key_info *k = config_keys(&n);
 
-	CHECK(n == 32);
+	CHECK(n == 33);
 	for (i = 0; i < n; i++) {
 		CHECK(k[i].name && k[i].name[0]);
 		CHECK(k[i].description && k[i].description[0]);
@@ -237,6 +237,54 @@ TEST(out_of_range_number_is_refused)
 TEST(unknown_key_is_refused)
 {
 	expect_error("colour = blue\n", "t.conf:1: colour: unknown key\n");
+}
+
+TEST(unknown_key_close_to_a_known_one_gets_a_did_you_mean)
+{
+	expect_error("max-wiat-ms = 5\n",
+		     "t.conf:1: max-wiat-ms: unknown key (did you mean \"max-wait-ms\"?)\n");
+	expect_error("ratte = 2\n", "t.conf:1: ratte: unknown key (did you mean \"rate\"?)\n");
+	expect_error("[client \"a\"]\nweigth = 2\n",
+		     "t.conf:2: [client \"a\"] weigth: unknown key (did you mean \"weight\"?)\n");
+	/* Too far from every key: no guess. */
+	expect_error("xy = 1\n", "t.conf:1: xy: unknown key\n");
+}
+
+TEST(plain_http_upstream_must_be_loopback_unless_allowed)
+{
+	static const char *const ok[] = { "http://127.0.0.1:9000", "http://127.1.2.3",
+					  "http://[::1]:9000/", "http://localhost:9000",
+					  "https://cams.example.com" };
+	static const char *const refused[] = { "http://10.0.0.1:9000", "http://cams.example.com",
+					       "http://[2001:db8::1]:80", "http://127.0.0.1.evil.example" };
+
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		struct config cfg;
+		struct buf err;
+
+		config_init(&cfg);
+		buf_init(&err, 4096);
+		CHECK(config_set(&cfg, "upstream", ok[i], &err) == 0);
+		CHECK(config_validate(&cfg, &err) == 0);
+		CHECK_STR(buf_str(&err), "");
+		buf_free(&err);
+		config_free(&cfg);
+	}
+	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+		struct config cfg;
+		struct buf err;
+
+		config_init(&cfg);
+		buf_init(&err, 4096);
+		CHECK(config_set(&cfg, "upstream", refused[i], &err) == 0);
+		CHECK(config_validate(&cfg, &err) == -EINVAL);
+		CHECK(strstr(buf_str(&err), "allow-insecure-upstream = yes") != NULL);
+		buf_reset(&err);
+		CHECK(config_set(&cfg, "allow-insecure-upstream", "yes", &err) == 0);
+		CHECK(config_validate(&cfg, &err) == 0);
+		buf_free(&err);
+		config_free(&cfg);
+	}
 }
 
 TEST(bad_bool_is_refused)
@@ -596,7 +644,7 @@ TEST(flag_errors_say_command_line)
 	CHECK_STR(buf_str(&err),
 		  "command line: --colour: unknown option\n"
 		  "command line: -x: unknown option\n"
-		  "command line: --no-listen: unknown option\n"
+		  "command line: --no-listen: unknown option (--listen is not a yes/no key)\n"
 		  "command line: --no-access-log: takes no value\n"
 		  "command line: --threads: needs a value\n"
 		  "command line: --rate: must be a number between 0.1 and 1000, got \"fast\"\n");
@@ -924,6 +972,8 @@ int main(void)
 	RUN(bad_number_reports_file_line_key_and_reason);
 	RUN(out_of_range_number_is_refused);
 	RUN(unknown_key_is_refused);
+	RUN(unknown_key_close_to_a_known_one_gets_a_did_you_mean);
+	RUN(plain_http_upstream_must_be_loopback_unless_allowed);
 	RUN(bad_bool_is_refused);
 	RUN(bad_enum_is_refused);
 	RUN(bad_section_is_refused_and_its_keys_skipped);
