@@ -26,6 +26,7 @@
 #include <netinet/in.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -1308,30 +1309,118 @@ void http_set_keyring(struct http *h, struct keyring *k)
 	keyring_free(old);
 }
 
+/*
+ * A connection the kernel had queued when the stop began: answered here,
+ * 503 Proxy.ShuttingDown, once its request head is in. libmicrohttpd cannot
+ * take it (0.9.75 resets connections added to a quiesced daemon), and left
+ * in the queue it would be reset when the socket closes.
+ */
+struct queued_conn {
+	int fd;
+	char tail[4];      /* the last bytes read, to find the end of the head */
+	size_t head_bytes;
+};
+
+#define QUEUED_AT_STOP_MAX 1024
+#define QUEUED_AT_STOP_WAIT_MS 500
+
+static bool head_complete(struct queued_conn *q, const char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		memmove(q->tail, q->tail + 1, 3);
+		q->tail[3] = p[i];
+		if (memcmp(q->tail, "\r\n\r\n", 4) == 0)
+			return true;
+	}
+	return false;
+}
+
+static void answer_queued(struct http *h, struct queued_conn *q)
+{
+	char id[24], body[256], head[512];
+	int body_len, head_len;
+
+	snprintf(id, sizeof(id), "%016" PRIx64,
+		 (uint64_t)(h->id_seed ^ (atomic_fetch_add(&h->id_counter, 1) * 0x9E3779B97F4A7C15ULL)));
+	body_len = snprintf(body, sizeof(body),
+			    "{\"RequestId\":\"%s\",\"Code\":\"Proxy.ShuttingDown\","
+			    "\"Message\":\"the daemon is stopping; retry shortly\"}", id);
+	head_len = snprintf(head, sizeof(head),
+			    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+			    "Content-Length: %d\r\nRetry-After: 1\r\nX-Request-Id: %s\r\n"
+			    "Connection: close\r\n\r\n", body_len, id);
+	/* Small enough for any socket buffer: one write each, no waiting. */
+	if (send(q->fd, head, (size_t)head_len, MSG_NOSIGNAL) == head_len)
+		(void)send(q->fd, body, (size_t)body_len, MSG_NOSIGNAL);
+	shutdown(q->fd, SHUT_WR);
+	count_outcome(ENGINE_OUTCOME_SHUTTING_DOWN);
+}
+
+/* Read each queued connection's head (bounded in time and size) and answer it. */
+static void answer_queued_at_stop(struct http *h, struct queued_conn *qs, size_t n)
+{
+	int64_t deadline = clock_mono_us() + QUEUED_AT_STOP_WAIT_MS * 1000;
+	struct pollfd *pfds = xcalloc(n ? n : 1, sizeof(*pfds));
+	size_t open = n;
+	char buf[4096];
+
+	for (size_t i = 0; i < n; i++) {
+		pfds[i].fd = qs[i].fd;
+		pfds[i].events = POLLIN;
+	}
+	while (open > 0) {
+		int64_t left_ms = (deadline - clock_mono_us()) / 1000;
+
+		if (left_ms <= 0 || poll(pfds, n, (int)left_ms) <= 0)
+			break;
+		for (size_t i = 0; i < n; i++) {
+			ssize_t got;
+
+			if (pfds[i].fd < 0 || !pfds[i].revents)
+				continue;
+			got = recv(pfds[i].fd, buf, sizeof(buf), MSG_DONTWAIT);
+			if (got < 0 && (errno == EAGAIN || errno == EINTR))
+				continue;
+			if (got > 0 && (qs[i].head_bytes += (size_t)got) <= LIMIT_HEADERS_MAX_BYTES +
+									 LIMIT_URI_MAX_BYTES &&
+			    !head_complete(&qs[i], buf, (size_t)got))
+				continue;
+			if (got > 0)
+				answer_queued(h, &qs[i]);
+			pfds[i].fd = -1;
+			open--;
+		}
+	}
+	for (size_t i = 0; i < n; i++)
+		close(qs[i].fd);
+	free(pfds);
+}
+
 void http_quiesce(struct http *h)
 {
-	struct sockaddr_storage ss;
-	socklen_t len;
-	int fd;
+	struct queued_conn *qs;
+	size_t n = 0;
 
 	if (!h || !h->mhd || h->listen_fd < 0)
 		return;
 	MHD_quiesce_daemon(h->mhd);
 	/*
-	 * Connections the kernel already accepted are handed to MHD so they
-	 * get an answer; then the socket closes, so new ones are refused
-	 * rather than queued and reset when the process exits.
+	 * Take what the kernel queued, then close the socket at once, so new
+	 * connections are refused rather than queued and reset at exit.
 	 */
-	for (int i = 0; i < 4096; i++) {
-		len = sizeof(ss);
-		fd = accept4(h->listen_fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	qs = xcalloc(QUEUED_AT_STOP_MAX, sizeof(*qs));
+	while (n < QUEUED_AT_STOP_MAX) {
+		int fd = accept4(h->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
 		if (fd < 0)
 			break;
-		/* MHD owns the socket now, and closes it even on failure. */
-		MHD_add_connection(h->mhd, fd, (struct sockaddr *)&ss, len);
+		qs[n].fd = fd;
+		n++;
 	}
 	close(h->listen_fd);
 	h->listen_fd = -1;
+	answer_queued_at_stop(h, qs, n);
+	free(qs);
 }
 
 void http_free(struct http *h, unsigned wait_ms)

@@ -284,11 +284,30 @@ static void start_call(struct proxy *p, struct flight *f, int64_t quota_wait_us,
 	}
 }
 
+static void count_delta(enum metrics_counter c, uint64_t now, uint64_t *counted)
+{
+	for (; *counted < now; (*counted)++)
+		metrics_count(c);
+}
+
+/* What the engine did, into the metrics: before any answer leaves, so a caller sees it counted. */
+static void sync_engine_counters(struct proxy *p)
+{
+	const struct engine_stats *st = engine_stats(p->engine);
+
+	count_delta(METRICS_THROTTLES, st->throttles, &p->counted.throttles);
+	count_delta(METRICS_RETRIES, st->retries, &p->counted.retries);
+	count_delta(METRICS_FLIGHTS_JOINED, st->joined, &p->counted.joined);
+	count_delta(METRICS_REFRESHES, st->refreshes, &p->counted.refreshes);
+	count_delta(METRICS_CLIENT_GONE, st->departed, &p->counted.departed);
+}
+
 /* Carry out every action the engine has decided, until it has none. */
 static void run_actions(struct proxy *p, int64_t now_us, int64_t now_s)
 {
 	struct engine_action act;
 
+	sync_engine_counters(p);
 	while (engine_next_action(p->engine, &act)) {
 		if (act.kind == ENGINE_ACTION_SEND) {
 			start_call(p, act.flight, act.quota_wait_us, now_us, now_s);
@@ -623,16 +642,9 @@ static bool answered_by_recent_store(struct proxy *p, struct proxy_request *req,
 	return true;
 }
 
-static void count_delta(enum metrics_counter c, uint64_t now, uint64_t *counted)
-{
-	for (; *counted < now; (*counted)++)
-		metrics_count(c);
-}
-
 static void update_gauges(struct proxy *p, int64_t now_us)
 {
 	struct limiter *l = engine_limiter(p->engine);
-	const struct engine_stats *st = engine_stats(p->engine);
 	int64_t next = limiter_next_send_us(l, now_us);
 
 	atomic_store(&p->rl_remaining, limiter_window_remaining(l, now_us));
@@ -646,11 +658,6 @@ static void update_gauges(struct proxy *p, int64_t now_us)
 	metrics_gauge_set(METRICS_GAUGE_RATE_MARGIN_US, limiter_margin_us(l));
 	for (unsigned c = 0; c < QUEUE_MAX_CLIENTS && c < METRICS_MAX_CLIENTS; c++)
 		metrics_client_queue_depth(c, (int64_t)engine_queue_len_client(p->engine, c));
-	count_delta(METRICS_THROTTLES, st->throttles, &p->counted.throttles);
-	count_delta(METRICS_RETRIES, st->retries, &p->counted.retries);
-	count_delta(METRICS_FLIGHTS_JOINED, st->joined, &p->counted.joined);
-	count_delta(METRICS_REFRESHES, st->refreshes, &p->counted.refreshes);
-	count_delta(METRICS_CLIENT_GONE, st->departed, &p->counted.departed);
 }
 
 static void *engine_main(void *arg)

@@ -20,8 +20,8 @@ def test_miss_then_hit_calls_upstream_once():
     assert status2 == 200 and doc2 == doc
     assert hdrs2["cache-status"].startswith("camskeyd; hit; ttl="), hdrs2
     assert sim.stats()["calls"] == 1
-    assert d.metric("camskeyd_requests_total", result="hit") == 1
-    assert d.metric("camskeyd_requests_total", result="miss") == 1
+    assert d.settled_metric("camskeyd_requests_total", 1, result="hit") == 1
+    assert d.settled_metric("camskeyd_requests_total", 1, result="miss") == 1
 
 
 def test_etag_and_if_none_match():

@@ -225,7 +225,7 @@ def test_a_wait_that_cannot_succeed_is_refused_at_once_with_an_honest_retry_afte
           % (elapsed * 1000, position_lo, position_hi - 1, retry_after))
     assert max(1, position_lo - 1) <= retry_after <= position_hi / 1.0 + 2, \
         (retry_after, before, after)
-    assert d.metric("camskeyd_quota_rejected_total") == 1
+    assert d.settled_metric("camskeyd_quota_rejected_total", 1) == 1
     t.join(60)
     assert not t.is_alive()
     assert [r[0] for r in results] == [200] * len(fillers), [r[0] for r in results]

@@ -484,6 +484,10 @@ def test_metrics_parse_strictly_and_counters_move_with_a_miss_and_a_hit():
         return m.get((name, tuple(sorted(labels.items()))), 0.0)
 
     assert d.key()[0] == 200  # miss
+    # Outcomes are counted at the request's teardown, just after the answer left.
+    wait_until(lambda: d.metric("camskeyd_requests_total", result="miss") ==
+               val(m0, "camskeyd_requests_total", result="miss") + 1, 5,
+               what="the miss counted")
     m1 = d.metrics()
     assert val(m1, "camskeyd_requests_total", result="miss") == \
         val(m0, "camskeyd_requests_total", result="miss") + 1
@@ -501,6 +505,9 @@ def test_metrics_parse_strictly_and_counters_move_with_a_miss_and_a_hit():
 
     status, hdrs, _ = d.key()  # hit
     assert hdrs["cache-status"].startswith("camskeyd; hit"), hdrs
+    wait_until(lambda: d.metric("camskeyd_requests_total", result="hit") ==
+               val(m1, "camskeyd_requests_total", result="hit") + 1, 5,
+               what="the hit counted")
     m2 = d.metrics()
     assert val(m2, "camskeyd_requests_total", result="hit") == \
         val(m1, "camskeyd_requests_total", result="hit") + 1

@@ -156,7 +156,7 @@ def test_bearer_tokens_are_required_when_clients_have_them():
     # health and readiness stay open for probes
     assert daemon.get("/healthz")[0] == 200
     # 1 without a token, 7 bad tokens, 1 X-Client-Id, 1 hit without a token
-    assert daemon.metric("camskeyd_unauthorized_total") == 10, daemon.metrics()
+    assert daemon.settled_metric("camskeyd_unauthorized_total", 10) == 10, daemon.metrics()
 
 
 def test_non_loopback_listen_without_tokens_is_refused():

@@ -284,6 +284,18 @@ class Daemon(Process):
         assert status == 200, status
         return parse_metrics(body.decode())
 
+    def settled_metric(self, name, expect, timeout=5.0, **labels):
+        """The metric once it equals expect (a value, or a predicate of it).
+        Request outcomes are counted at each request's teardown, just after
+        its answer went out, so a scrape right after an answer may be early."""
+        test = expect if callable(expect) else (lambda v: v == expect)
+        deadline = time.monotonic() + timeout
+        while True:
+            value = self.metric(name, **labels)
+            if test(value) or time.monotonic() >= deadline:
+                return value
+            time.sleep(0.02)
+
     def metric(self, name, **labels):
         want = tuple(sorted(labels.items()))
         for (n, l), v in self.metrics().items():
