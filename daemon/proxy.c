@@ -417,6 +417,7 @@ static void on_upstream_done(struct upstream_result *res, void *cls)
 	enum envelope_class verdict;
 	enum envelope_outcome outcome;
 	int answer_status;
+	unsigned attempt;
 	bool parsed = false;
 
 	log_mask_phone(f->key.phone, masked, sizeof(masked));
@@ -526,12 +527,15 @@ static void on_upstream_done(struct upstream_result *res, void *cls)
 		break;
 	}
 out:
+	attempt = f->attempts;
+	/* f may be gone after this: the engine finishes flights it answers. */
 	engine_upstream_done(p->engine, f, &reply, now_us, now_s);
+	f = NULL;
 	if (reply.kind == ENGINE_REPLY_THROTTLED) {
 		struct limiter *l = engine_limiter(p->engine);
 
 		log_warn("upstream_throttled", "phone=%s attempt=%u rate=%.2f retry_in_ms=%" PRId64,
-			 masked, f->attempts, limiter_effective_rate(l, now_us),
+			 masked, attempt, limiter_effective_rate(l, now_us),
 			 (limiter_next_send_us(l, now_us) - now_us) / 1000);
 	}
 	cache_entry_unref(entry);
