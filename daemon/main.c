@@ -76,10 +76,12 @@ static void signer_source_from(const struct config *cfg, struct signer_source *s
 static void apply_logging(const struct config *cfg)
 {
 	enum log_level level;
+	enum log_access_mode access;
 
 	if (log_level_from_string(cfg->log_level, &level) == 0)
 		log_set_level(level);
-	log_set_access(cfg->access_log);
+	if (log_access_mode_from_string(cfg->access_log, &access) == 0)
+		log_set_access_mode(access);
 }
 
 /* Let thousands of suspended connections each have a socket. */
@@ -126,6 +128,7 @@ static int reload(struct daemon_state *d, int argc, char **argv)
 	int first_arg, rc;
 
 	notify_send("RELOADING=1");
+	log_flush(); /* lines logged under the old settings go out first */
 	buf_init(&kept, 4096);
 	buf_init(&err, 64 * 1024);
 	config_init(&next);
@@ -202,6 +205,8 @@ static int serve(struct daemon_state *d, int argc, char **argv)
 	sigaddset(&sigs, SIGPIPE);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
+	/* After the mask: the flusher thread must not take the signals. */
+	log_init();
 	metrics_init();
 	clients_init();
 	if (clients_publish(&d->cfg) < 0)
@@ -293,6 +298,8 @@ out:
 	clients_fini();
 	if (exit_code == 0)
 		log_info("stopped", "exit_code=%d", exit_code);
+	/* Every thread that logs has ended: the buffered lines go out now. */
+	log_fini();
 	return exit_code;
 }
 
