@@ -169,8 +169,8 @@ static const struct choice log_level_choices[] = {
 	  "how long past expiry a key may be served when the upstream fails") \
 	U(max_entries, "max-entries", "1000000", "", "N", false, 1, 100000000, \
 	  "cache size bound; the least recently used entries are evicted") \
-	U(hot_entries, "hot-entries", "100000", "", "N", false, 1, 10000000, \
-	  "entries also kept in memory for the fast hit path") \
+	U(hot_entries, "hot-entries", "0", "", "N", false, 0, 100000000, \
+	  "entries kept in memory for the hit path, loaded at start; 0: all of them (max-entries)") \
 	U(refresh_ahead_s, "refresh-ahead", "600", "s", "SECONDS", true, 0, ONE_YEAR_S, \
 	  "refresh keys in use this long before they expire, on spare quota; 0 disables") \
 	/* logging */ \

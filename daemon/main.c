@@ -187,7 +187,9 @@ static int serve(struct daemon_state *d, int argc, char **argv)
 	struct cache_options co = {
 		.path = d->cfg.cache,
 		.max_entries = d->cfg.max_entries,
-		.hot_entries = d->cfg.hot_entries,
+		/* 0, the default: memory holds every entry (max-entries). */
+		.hot_entries = d->cfg.hot_entries ? d->cfg.hot_entries : d->cfg.max_entries,
+		.preload = 1,
 	};
 	char errbuf[512], keyid[LIMIT_ACCESS_KEY_ID_MAX + 1];
 	sigset_t sigs;

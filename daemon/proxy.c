@@ -156,8 +156,9 @@ enum proxy_verdict proxy_lookup(struct proxy *p, struct proxy_request *req, int6
 	req->generation_seen = cache_generation(p->cache);
 
 	rc = cache_lookup(p->cache, &req->call.key, now_s, &e);
-	if (rc == 0)
-		rc = cache_load(p->cache, &req->call.key, now_s, &e); /* for now: disk on this thread */
+	/* Memory holds every row by default: then a memory miss is a real miss. */
+	if (rc == 0 && !cache_whole_in_memory(p->cache))
+		rc = cache_load(p->cache, &req->call.key, now_s, &e); /* disk, on this thread */
 	if (rc < 0)
 		metrics_count(METRICS_CACHE_ERRORS);
 	if (rc == 1) {

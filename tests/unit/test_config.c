@@ -112,7 +112,7 @@ TEST(defaults_are_the_documented_values)
 	CHECK(cfg.stale_while_revalidate_s == 300);
 	CHECK(cfg.stale_if_error_s == 86400);
 	CHECK(cfg.max_entries == 1000000);
-	CHECK(cfg.hot_entries == 100000);
+	CHECK(cfg.hot_entries == 0);
 	CHECK_STR(cfg.log_level, "info");
 	CHECK_STR(cfg.access_log, "misses");
 	CHECK(cfg.n_clients == 0);
