@@ -8,7 +8,10 @@
  * camskeyd spends above this is its own work: routing, validation, the cache
  * lookup, the access log.
  *
- *   bare_mhd PORT BODY_FILE THREADS
+ *   bare_mhd PORT BODY_FILE THREADS [epoll]
+ *
+ * With "epoll", MHD_USE_EPOLL instead of MHD_USE_POLL (make bench shows
+ * both when BENCH_EPOLL=1: what the poll() loop costs at the tail).
  *
  * Prints "ready" on stdout when listening; stops on SIGTERM or SIGINT.
  * Not part of the daemon: it links nothing of it.
@@ -79,9 +82,10 @@ int main(int argc, char **argv)
 	sigset_t set;
 	int sig;
 
-	if (argc != 4 || parse_uint(argv[1], 65535, &port) < 0 ||
-	    parse_uint(argv[3], 64, &threads) < 0 || threads == 0) {
-		fprintf(stderr, "usage: bare_mhd PORT BODY_FILE THREADS\n");
+	if ((argc != 4 && argc != 5) || parse_uint(argv[1], 65535, &port) < 0 ||
+	    parse_uint(argv[3], 64, &threads) < 0 || threads == 0 ||
+	    (argc == 5 && strcmp(argv[4], "epoll") != 0)) {
+		fprintf(stderr, "usage: bare_mhd PORT BODY_FILE THREADS [epoll]\n");
 		return 2;
 	}
 	f = fopen(argv[2], "rb");
@@ -100,8 +104,8 @@ int main(int argc, char **argv)
 	sigaddset(&set, SIGINT);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	d = MHD_start_daemon(
-		MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_ALLOW_SUSPEND_RESUME |
-			MHD_USE_ITC | MHD_USE_ERROR_LOG,
+		MHD_USE_INTERNAL_POLLING_THREAD | (argc == 5 ? MHD_USE_EPOLL : MHD_USE_POLL) |
+			MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC | MHD_USE_ERROR_LOG,
 		(uint16_t)port, NULL, NULL, on_request, NULL,
 		MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)threads,
 		MHD_OPTION_CONNECTION_LIMIT, 8192u,

@@ -27,6 +27,7 @@ THREADS = int(os.environ.get("BENCH_THREADS", "2"))
 DURATION = os.environ.get("BENCH_DURATION", "8s")
 ENTRIES = int(os.environ.get("BENCH_ENTRIES", "1000000"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+EPOLL = os.environ.get("BENCH_EPOLL", "") not in ("", "0")
 
 
 def median(runs):
@@ -138,7 +139,7 @@ def rss_mib(pid):
     return 0.0
 
 
-def start_bare(body):
+def start_bare(body, epoll=False):
     """tests/bench/bare_mhd.c: libmicrohttpd with camskeyd's flags, a constant answer."""
     exe = os.path.join(camtest.BUILD, "tests", "bench", "bare_mhd")
     if not os.path.exists(exe):
@@ -148,7 +149,8 @@ def start_bare(body):
     with open(path, "wb") as f:
         f.write(body)
     port = camtest.free_port()
-    proc = subprocess.Popen([exe, str(port), path, str(THREADS)], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([exe, str(port), path, str(THREADS)] + (["epoll"] if epoll else []),
+                            stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
     camtest._cleanups.append(lambda: (proc.terminate(), proc.wait(timeout=10)))
     assert proc.stdout.readline().strip() == "ready", "bare_mhd did not start"
@@ -201,6 +203,10 @@ def main():
     assert camtest.request(bare_port, "/")[2] == body, "identical bodies"
     targets = daemons + [("bare libmicrohttpd (same flags)", "http://127.0.0.1:%d/" % bare_port),
                          ("nginx (static file)", "http://127.0.0.1:%d/key.json" % nginx_port)]
+    if EPOLL:
+        # The tail question: the same bare server with MHD_USE_EPOLL.
+        targets.append(("bare libmicrohttpd, epoll",
+                        "http://127.0.0.1:%d/" % start_bare(body, epoll=True)))
     print("body %d bytes" % len(body))
     res = alternate(targets)
     quiet = res["camskeyd, --no-access-log"]
@@ -212,8 +218,10 @@ def main():
         print("    %-38s / --no-access-log %.2f   / bare MHD %.2f   / nginx %.2f"
               % (name, res[name]["rps"] / quiet["rps"], res[name]["rps"] / bare["rps"],
                  res[name]["rps"] / nginx["rps"]))
-    print("    p99: camskeyd (default) %.2f ms, bare MHD %.2f ms, nginx %.2f ms"
-          % (res[daemons[0][0]]["p99_ms"], bare["p99_ms"], nginx["p99_ms"]), flush=True)
+    print("    p99: camskeyd (default) %.2f ms, bare MHD %.2f ms, nginx %.2f ms%s"
+          % (res[daemons[0][0]]["p99_ms"], bare["p99_ms"], nginx["p99_ms"],
+             ", bare MHD with epoll %.2f ms" % res["bare libmicrohttpd, epoll"]["p99_ms"]
+             if EPOLL else ""), flush=True)
     camtest.cleanup()
 
     if ENTRIES > 0:
