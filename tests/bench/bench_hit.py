@@ -48,6 +48,7 @@ def wrk(url, script=None):
         return v / 1000 if unit == "us" else (v * 1000 if unit == "s" else v)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {"rps": rps, "p50_ms": pct(50), "p99_ms": pct(99),
+            "requests": int(re.search(r"(\d+) requests in", out).group(1)),
             "non2xx": int(errors.group(1)) if errors else 0}
 
 
@@ -129,6 +130,21 @@ def show(name, r, base=None):
           % (name, r["rps"], r["p50_ms"], r["p99_ms"],
              "   x%.2f" % (r["rps"] / base["rps"]) if base else "",
              "   (%d non-2xx!)" % r["non2xx"] if r["non2xx"] else ""), flush=True)
+
+
+def cpu_s(pid):
+    """The process's user + system CPU time so far (robust to other load, unlike req/s)."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk_cpu(pid, url, script=None):
+    """wrk, plus the daemon's CPU microseconds per request during it."""
+    c0 = cpu_s(pid)
+    r = wrk(url, script)
+    r["cpu_us"] = (cpu_s(pid) - c0) / max(r["requests"], 1) * 1e6
+    return r
 
 
 def rss_mib(pid):
@@ -251,8 +267,8 @@ def main():
         url = "http://127.0.0.1:%d" % d.port
         hot, rnd = [], []
         for _ in range(ROUNDS):
-            hot.append(wrk(url + "/", hot_script))
-            rnd.append(wrk(url + "/", script))
+            hot.append(wrk_cpu(d.proc.pid, url + "/", hot_script))
+            rnd.append(wrk_cpu(d.proc.pid, url + "/", script))
         r1, r2 = median(hot), median(rnd)
         print("  (median of %d alternating runs; hot %s, random %s req/s)"
               % (ROUNDS, " ".join("%.0f" % r["rps"] for r in hot),
@@ -263,6 +279,11 @@ def main():
               % (ready_s, rss_ready, rss_mib(d.proc.pid)))
         print("  random / hot key: %.2f; hot key 1M entries / 1 entry: %.2f"
               % (r2["rps"] / r1["rps"], r1["rps"] / quiet["rps"]))
+        # CPU per request does not move with what else runs on the host.
+        cpu_hot = sorted(r["cpu_us"] for r in hot)[len(hot) // 2]
+        cpu_rnd = sorted(r["cpu_us"] for r in rnd)[len(rnd) // 2]
+        print("  daemon CPU per request (median): hot key %.2f us, random keys %.2f us; "
+              "hot / random cost %.2f" % (cpu_hot, cpu_rnd, cpu_hot / cpu_rnd))
         assert sim.stats()["calls"] == 0, "every request was a hit"
     print("summary: default %.0f req/s (x%.2f of --no-access-log, x%.2f of bare MHD), "
           "nginx %.0f req/s" % (res[daemons[0][0]]["rps"], res[daemons[0][0]]["rps"] / quiet["rps"],
