@@ -57,14 +57,4 @@
 /* SHA-256 in lower-case hex, plus NUL. */
 #define LIMIT_SHA256_HEX 65
 
-/*
- * A hit's time reaches the database's last_used_at (the max-entries LRU)
- * only once it is this much newer than what is there: each such write
- * rewrites the whole ~1.4 KiB row into the WAL, and random keys over a
- * million entries made that ~60,000 row writes a second on the engine
- * thread (240 MB/s of WAL), a third of a 2-core host. Eviction order on
- * disk is then exact to 5 minutes; memory keeps the exact time.
- */
-#define LIMIT_USE_GRANULARITY_S 300
-
 #endif

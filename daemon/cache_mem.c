@@ -150,8 +150,7 @@ static void shard_remember_use(struct shard *s, const struct mem_node *n)
 {
 	int64_t used_s = entry_used(n->e);
 
-	if (used_s < n->persisted_used_s + LIMIT_USE_GRANULARITY_S ||
-	    s->pending_len >= MEM_PENDING_MAX)
+	if (used_s <= n->persisted_used_s || s->pending_len >= MEM_PENDING_MAX)
 		return;
 	if (!s->pending)
 		s->pending = xmalloc(MEM_PENDING_MAX * sizeof(*s->pending));
@@ -370,8 +369,7 @@ void cache_mem_collect_uses(struct cache_mem *m, struct cache_use_list *uses)
 		for (n = s->newest; n; n = n->older) {
 			int64_t used_s = entry_used(n->e);
 
-			/* Coarse on purpose: see LIMIT_USE_GRANULARITY_S. */
-			if (used_s >= n->persisted_used_s + LIMIT_USE_GRANULARITY_S)
+			if (used_s > n->persisted_used_s)
 				cache_use_list_add(uses, &n->e->key, used_s);
 		}
 		for (j = 0; j < s->pending_len; j++)

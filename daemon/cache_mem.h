@@ -11,8 +11,7 @@
  *
  * Recency: hits store the time in the entry; a node also knows the last
  * use that is on disk (persisted_used_s); cache_mem_collect_uses() hands
- * out the ones at least LIMIT_USE_GRANULARITY_S newer (bounds.h: a use
- * rewrites the whole row on disk). A node pushed out of memory with an unflushed use
+ * out the newer ones. A node pushed out of memory with an unflushed use
  * leaves a small, bounded note in its shard so the use is not lost.
  *
  * Callers (cache.c) must call cache_mem_publish() and cache_mem_forget()
@@ -69,10 +68,7 @@ struct cache_entry *cache_mem_offer(struct cache_mem *m, struct cache_entry *e, 
 /* The key is gone (deleted or evicted on disk): drop it and its noted use; bumps the generation. */
 void cache_mem_forget(struct cache_mem *m, const struct cams_key *key);
 
-/*
- * Append uses at least LIMIT_USE_GRANULARITY_S newer than what is on disk,
- * and the notes of nodes pushed out (cleared).
- */
+/* Append uses newer than what is on disk, and the notes of nodes pushed out (cleared). */
 void cache_mem_collect_uses(struct cache_mem *m, struct cache_use_list *uses);
 /* The uses were flushed: nodes still present now know them to be on disk. */
 void cache_mem_mark_persisted(struct cache_mem *m, const struct cache_use_list *uses);

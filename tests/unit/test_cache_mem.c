@@ -241,15 +241,10 @@ TEST(uses_newer_than_disk_are_handed_out_until_marked_persisted)
 	cache_entry_unref(e);
 	cache_mem_collect_uses(m, &uses);
 	CHECK(uses.len == 0);
-	/* Newer, but less than LIMIT_USE_GRANULARITY_S: not worth a row write yet. */
-	CHECK(cache_mem_get(m, &k, 100 + LIMIT_USE_GRANULARITY_S - 1, &got, NULL) == 1);
+	CHECK(cache_mem_get(m, &k, 150, &got, NULL) == 1);
 	cache_entry_unref(got);
 	cache_mem_collect_uses(m, &uses);
-	CHECK(uses.len == 0);
-	CHECK(cache_mem_get(m, &k, 150 + LIMIT_USE_GRANULARITY_S, &got, NULL) == 1);
-	cache_entry_unref(got);
-	cache_mem_collect_uses(m, &uses);
-	CHECK(uses.len == 1 && has_use(&uses, 1, 150 + LIMIT_USE_GRANULARITY_S));
+	CHECK(uses.len == 1 && has_use(&uses, 1, 150));
 	cache_mem_mark_persisted(m, &uses);
 	cache_use_list_free(&uses);
 	cache_mem_collect_uses(m, &uses);
@@ -271,7 +266,7 @@ TEST(the_use_of_an_entry_pushed_out_is_kept_until_collected_or_forgotten)
 	cache_mem_publish(m, e, 100, NULL);
 	cache_entry_unref(e);
 	k = make_key(ids[0]);
-	CHECK(cache_mem_get(m, &k, 170 + LIMIT_USE_GRANULARITY_S, &got, NULL) == 1);
+	CHECK(cache_mem_get(m, &k, 170, &got, NULL) == 1);
 	cache_entry_unref(got);
 	/* Pushed out before any flush: the use is noted, not lost. */
 	e = make_entry(ids[1], 100, 60);
@@ -279,23 +274,23 @@ TEST(the_use_of_an_entry_pushed_out_is_kept_until_collected_or_forgotten)
 	cache_entry_unref(e);
 	CHECK(!present(m, ids[0]));
 	cache_mem_collect_uses(m, &uses);
-	CHECK(has_use(&uses, ids[0], 170 + LIMIT_USE_GRANULARITY_S));
+	CHECK(has_use(&uses, ids[0], 170));
 	cache_use_list_free(&uses);
 	/* Collected once only. */
 	cache_mem_collect_uses(m, &uses);
-	CHECK(!has_use(&uses, ids[0], 170 + LIMIT_USE_GRANULARITY_S));
+	CHECK(!has_use(&uses, ids[0], 170));
 	cache_use_list_free(&uses);
 
 	/* A noted use of a key then deleted is dropped with it. */
 	k = make_key(ids[1]);
-	CHECK(cache_mem_get(m, &k, 180 + LIMIT_USE_GRANULARITY_S, &got, NULL) == 1);
+	CHECK(cache_mem_get(m, &k, 180, &got, NULL) == 1);
 	cache_entry_unref(got);
 	e = make_entry(ids[2], 100, 60);
 	cache_mem_publish(m, e, 100, NULL);
 	cache_entry_unref(e);
 	cache_mem_forget(m, &k);
 	cache_mem_collect_uses(m, &uses);
-	CHECK(!has_use(&uses, ids[1], 180 + LIMIT_USE_GRANULARITY_S));
+	CHECK(!has_use(&uses, ids[1], 180));
 	cache_use_list_free(&uses);
 	cache_mem_free(m);
 }
