@@ -38,6 +38,7 @@ struct cache {
 	struct cache_mem *mem;
 	pthread_mutex_t write_mu;      /* a write: store commit + memory change */
 	atomic_ullong generation;
+	int whole;                     /* the start-up load took every row; see cache_whole_in_memory */
 };
 
 /* ---- entries ---------------------------------------------------------- */
@@ -118,6 +119,13 @@ void cache_use_list_free(struct cache_use_list *l)
 
 /* ---- open / close ------------------------------------------------------ */
 
+/* One row of the start-up load: into memory as it is on disk. */
+static void preload_one(struct cache_entry *e, int64_t last_used_s, void *cls)
+{
+	cache_mem_publish(cls, e, last_used_s, NULL);
+	cache_entry_unref(e);
+}
+
 int cache_open(const struct cache_options *opt, struct cache **ret, char *errbuf,
 	       size_t errbuf_size)
 {
@@ -128,18 +136,38 @@ int cache_open(const struct cache_options *opt, struct cache **ret, char *errbuf
 	};
 	struct cache_store *store;
 	struct cache *c;
-	int ret_code;
+	int ret_code, whole;
 
 	ret_code = cache_store_open(&so, &store, errbuf, errbuf_size);
 	if (ret_code)
 		return ret_code;
 	c = xcalloc(1, sizeof(*c));
 	c->store = store;
-	c->mem = cache_mem_new(opt->hot_entries);
+	whole = opt->preload && !opt->read_only && opt->hot_entries >= opt->max_entries;
+	/*
+	 * Holding everything: room above the bound, so that shards fuller than
+	 * the average (keys do not hash evenly) never push a node out before
+	 * the store evicts its row at max_entries.
+	 */
+	c->mem = cache_mem_new(whole ? opt->hot_entries + opt->hot_entries / 4 + 1024
+				     : opt->hot_entries);
 	pthread_mutex_init(&c->write_mu, NULL);
 	atomic_init(&c->generation, 0);
+	if (opt->preload && !opt->read_only) {
+		uint64_t rows = 0, loaded = 0;
+
+		ret_code = cache_store_load(store, opt->hot_entries, preload_one, c->mem, &loaded);
+		if (ret_code == 0)
+			ret_code = cache_store_count(store, &rows);
+		c->whole = whole && ret_code == 0 && loaded == rows;
+	}
 	*ret = c;
 	return 0;
+}
+
+int cache_whole_in_memory(struct cache *c)
+{
+	return c->whole && cache_mem_pushed_out(c->mem) == 0;
 }
 
 void cache_close(struct cache *c)

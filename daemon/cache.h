@@ -86,13 +86,17 @@ struct cache_options {
 	uint64_t max_entries;    /* on disk, least recently used evicted */
 	uint64_t hot_entries;    /* in memory */
 	int read_only;           /* open for inspection only (CLI list/show/stats) */
+	int preload;             /* load the hot_entries most recently used rows at open */
 };
 
 struct cache;
 
 /*
  * Open (creating the file and schema if needed), set WAL, synchronous=NORMAL,
- * busy_timeout. 0 or -EIO with the reason in errbuf. Logs nothing (the
+ * busy_timeout. With preload (and not read_only), load the hot_entries most
+ * recently used rows into memory before returning (a million rows take
+ * about a second; memory entries keep the PEM once, in the body, and have
+ * pem NULL). 0 or -EIO with the reason in errbuf. Logs nothing (the
  * caller prints errbuf).
  */
 int cache_open(const struct cache_options *opt, struct cache **ret, char *errbuf,
@@ -109,6 +113,15 @@ void cache_close(struct cache *c);
  */
 int cache_lookup(struct cache *c, const struct cams_key *key, int64_t now_s,
 		 struct cache_entry **ret_entry);
+
+/*
+ * True while memory holds every row on disk: the start-up load read them
+ * all, hot_entries >= max_entries, and nothing was pushed out of memory
+ * since. Then a cache_lookup() miss is a real miss and no caller needs
+ * cache_load(). Rows another process adds to the file meanwhile are not
+ * seen (this process's writes always are). Any thread, never blocks.
+ */
+int cache_whole_in_memory(struct cache *c);
 
 /*
  * The one read a miss makes on its way in: memory, then on a memory miss

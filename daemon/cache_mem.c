@@ -58,6 +58,7 @@ struct shard {
 struct cache_mem {
 	struct shard *shards;           /* MEM_SHARDS, cache-line aligned */
 	size_t shard_cap;               /* nodes per shard, >= 1 */
+	atomic_ullong pushed_out;       /* nodes pushed out by the bound, ever */
 };
 
 static int64_t entry_used(const struct cache_entry *e)
@@ -164,6 +165,7 @@ static struct cache_entry *shard_trim(struct cache_mem *m, struct shard *s)
 	if (s->count <= m->shard_cap || !s->oldest)
 		return NULL;
 	shard_remember_use(s, s->oldest);
+	atomic_fetch_add_explicit(&m->pushed_out, 1, memory_order_relaxed);
 	return shard_unlink(s, s->oldest);
 }
 
@@ -190,6 +192,11 @@ struct cache_mem *cache_mem_new(uint64_t hot_entries)
 		m->shards[i].bucket_mask = buckets - 1;
 	}
 	return m;
+}
+
+uint64_t cache_mem_pushed_out(struct cache_mem *m)
+{
+	return atomic_load_explicit(&m->pushed_out, memory_order_relaxed);
 }
 
 void cache_mem_free(struct cache_mem *m)

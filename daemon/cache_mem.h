@@ -77,6 +77,9 @@ void cache_mem_mark_persisted(struct cache_mem *m, const struct cache_use_list *
 size_t cache_mem_refresh_candidates(struct cache_mem *m, int64_t now_s, uint64_t window_s,
 				    struct cams_key *ret_keys, size_t max_keys);
 
+/* Nodes pushed out by the hot_entries bound since cache_mem_new(). */
+uint64_t cache_mem_pushed_out(struct cache_mem *m);
+
 /* Nodes in memory now (all shards). */
 size_t cache_mem_count(struct cache_mem *m);
 

@@ -125,6 +125,15 @@ static const char reader_get_sql[] =
 	"SELECT " STORE_COLUMNS " FROM keys WHERE cust_space_id = ?1 AND phone = ?2";
 static const char reader_scan_sql[] =
 	"SELECT " STORE_COLUMNS " FROM keys ORDER BY cust_space_id, phone";
+/*
+ * The start-up load: the rows most recently used, least recent first (so
+ * the memory layer's LRU order matches the disk's), without the pem
+ * column: the rendered body holds the PEM, and memory keeps it once.
+ */
+static const char load_sql[] =
+	"SELECT cust_space_id, phone, kind, http_status, status, code, etag, request_id, NULL, "
+	"body, fetched_at, expires_at, last_used_at FROM keys ORDER BY last_used_at "
+	"LIMIT -1 OFFSET ?1";
 
 /* One thread's read connection. */
 struct reader {
@@ -661,6 +670,44 @@ out_reset:
 		sqlite3_finalize(own);
 	else
 		st_done(st);
+	return ret;
+}
+
+int cache_store_load(struct cache_store *s, uint64_t limit,
+		     void (*fn)(struct cache_entry *e, int64_t last_used_s, void *cls), void *cls,
+		     uint64_t *ret_loaded)
+{
+	sqlite3_stmt *st = NULL;
+	struct cache_entry *e;
+	struct reader *r;
+	int64_t last_used_s;
+	uint64_t rows, loaded = 0;
+	int rc, ret;
+
+	count_up(&s->scans);
+	ret = reader_get(s, &r);
+	if (ret)
+		return ret;
+	pthread_mutex_lock(&s->writer_mu);
+	rows = s->count;
+	pthread_mutex_unlock(&s->writer_mu);
+	if (sqlite3_prepare_v2(r->db, load_sql, -1, &st, NULL) != SQLITE_OK)
+		return db_fail(r->db, "load");
+	sqlite3_bind_int64(st, 1, rows > limit ? (sqlite3_int64)(rows - limit) : 0);
+	while ((rc = step(s, st)) == SQLITE_ROW) {
+		if (row_to_entry(st, &e, &last_used_s)) {
+			ret = fail_msg("load", "malformed row");
+			goto out;
+		}
+		fn(e, last_used_s, cls);
+		loaded++;
+	}
+	if (rc != SQLITE_DONE)
+		ret = db_fail(r->db, "load");
+out:
+	sqlite3_finalize(st);
+	if (ret == 0)
+		*ret_loaded = loaded;
 	return ret;
 }
 

@@ -84,6 +84,17 @@ int cache_store_count(struct cache_store *s, uint64_t *ret_count);
 int cache_store_foreach(struct cache_store *s,
 			int (*fn)(const struct cache_entry *e, void *cls), void *cls);
 
+/*
+ * The start-up load: the limit most recently used rows, least recently
+ * used first, each as a new entry (one reference, given to fn) without its
+ * pem (NULL: the body holds it) and with last_used_s from the row. One read
+ * transaction on this thread's read connection. *ret_loaded gets the
+ * number of rows. 0 or -EIO (logged).
+ */
+int cache_store_load(struct cache_store *s, uint64_t limit,
+		     void (*fn)(struct cache_entry *e, int64_t last_used_s, void *cls), void *cls,
+		     uint64_t *ret_loaded);
+
 /* PRAGMA integrity_check on the writer: 0 if "ok", -EIO (logged). */
 int cache_store_integrity_check(struct cache_store *s);
 

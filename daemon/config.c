@@ -59,20 +59,39 @@ static int check_mode(const char *value, struct buf *reason);
 struct choice {
 	const char *name;
 	int value;
+	const char *alias_of;   /* an old spelling of that choice: accepted, not listed */
 };
 
 static const struct choice signature_choices[] = {
-	{ "v3", CONFIG_SIGNATURE_V3 },
-	{ "v1", CONFIG_SIGNATURE_V1 },
-	{ NULL, 0 },
+	{ "v3", CONFIG_SIGNATURE_V3, NULL },
+	{ "v1", CONFIG_SIGNATURE_V1, NULL },
+	{ NULL, 0, NULL },
+};
+
+/*
+ * Which requests get an access line (log.h): misses, errors and refusals
+ * always; successful answers from memory only with "all". "yes", "no"
+ * and the other bool words are the spellings of the time when it was a
+ * switch (yes: every request, as then).
+ */
+static const struct choice access_log_choices[] = {
+	{ "misses", 0, NULL },
+	{ "all", 0, NULL },
+	{ "off", 0, NULL },
+	{ "yes", 0, "all" },
+	{ "on", 0, "all" },
+	{ "true", 0, "all" },
+	{ "no", 0, "off" },
+	{ "false", 0, "off" },
+	{ NULL, 0, NULL },
 };
 
 static const struct choice log_level_choices[] = {
-	{ "debug", 0 },
-	{ "info", 1 },
-	{ "warn", 2 },
-	{ "error", 3 },
-	{ NULL, 0 },
+	{ "debug", 0, NULL },
+	{ "info", 1, NULL },
+	{ "warn", 2, NULL },
+	{ "error", 3, NULL },
+	{ NULL, 0, NULL },
 };
 
 /* Longest accepted values, so nothing a config says is unbounded. */
@@ -152,15 +171,15 @@ static const struct choice log_level_choices[] = {
 	  "how long past expiry a key may be served when the upstream fails") \
 	U(max_entries, "max-entries", "1000000", "", "N", false, 1, 100000000, \
 	  "cache size bound; the least recently used entries are evicted") \
-	U(hot_entries, "hot-entries", "100000", "", "N", false, 1, 10000000, \
-	  "entries also kept in memory for the fast hit path") \
+	U(hot_entries, "hot-entries", "0", "", "N", false, 0, 100000000, \
+	  "entries kept in memory for the hit path, loaded at start; 0: all of them (max-entries)") \
 	U(refresh_ahead_s, "refresh-ahead", "600", "s", "SECONDS", true, 0, ONE_YEAR_S, \
 	  "refresh keys in use this long before they expire, on spare quota; 0 disables") \
 	/* logging */ \
 	E(log_level, "log-level", "info", true, log_level_choices, \
 	  "least level logged: debug, info, warn or error") \
-	B(access_log, "access-log", "yes", true, \
-	  "log one line per request")
+	E(access_log, "access-log", "misses", true, access_log_choices, \
+	  "access lines: misses (every request but successful answers from memory), all, or off")
 
 /* Compile-time check that a row's type matches its field. */
 #define FIELD(f) (((struct config *)0)->f)
@@ -572,7 +591,7 @@ static void add_choices(struct buf *b, const struct choice *choices)
 {
 	size_t n = 0;
 
-	while (choices[n].name)
+	while (choices[n].name && !choices[n].alias_of)
 		n++;
 	for (size_t i = 0; i < n; i++) {
 		if (i > 0)
@@ -656,7 +675,7 @@ static int set_value(struct config *cfg, size_t i, const char *value, struct buf
 				*(enum config_signature *)field = (enum config_signature)c->value;
 			} else {
 				free(*(char **)field);
-				*(char **)field = xstrdup(c->name);
+				*(char **)field = xstrdup(c->alias_of ? c->alias_of : c->name);
 			}
 			return 0;
 		}
@@ -1322,6 +1341,15 @@ struct pending_flag {
 	const char *value;
 };
 
+/* An enum key with a "no" choice takes --no-NAME too (access-log). */
+static bool has_choice(const struct choice *choices, const char *name)
+{
+	for (const struct choice *c = choices; c && c->name; c++)
+		if (strcmp(c->name, name) == 0)
+			return true;
+	return false;
+}
+
 static bool is_bool_word(const char *s)
 {
 	bool ignored;
@@ -1396,7 +1424,8 @@ int config_from_argv(int argc, char **argv, struct config *cfg, enum config_mode
 			idx = find_key(name);
 			if (idx < 0 && strncmp(name, "no-", 3) == 0) {
 				idx = find_key(name + 3);
-				negated = idx >= 0 && key_specs[idx].store == STORE_BOOL;
+				negated = idx >= 0 && (key_specs[idx].store == STORE_BOOL ||
+						       has_choice(key_specs[idx].choices, "no"));
 				if (!negated)
 					idx = -1;
 			}
@@ -1721,7 +1750,7 @@ void config_usage(FILE *out)
 			buf_printf(&left, "--[no-]%s", k->name);
 		} else if (s->choices) {
 			buf_printf(&left, "--%s ", k->name);
-			for (const struct choice *c = s->choices; c->name; c++)
+			for (const struct choice *c = s->choices; c->name && !c->alias_of; c++)
 				buf_printf(&left, "%s%s", c == s->choices ? "" : "|", c->name);
 		} else {
 			buf_printf(&left, "--%s %s", k->name, s->metavar);

@@ -90,7 +90,7 @@ struct config {
 
 	/* logging */
 	char *log_level;           /* debug|info|warn|error */
-	bool access_log;
+	char *access_log;          /* misses|all|off */
 
 	struct config_client clients[CONFIG_MAX_CLIENTS];
 	unsigned n_clients;

@@ -116,6 +116,7 @@ struct http_request {
 	unsigned client_id;             /* when client_known */
 	bool client_known;              /* a configured client: by token or by name */
 	char if_none_match[160];        /* "" if absent or too long to match */
+	char code[LIMIT_CODE_MAX + 1];  /* the answer's envelope Code, for the access log; "" none */
 	/* ROUTE_SDK: the request body, read whole before anything else */
 	struct buf body;
 	bool body_started;
@@ -183,6 +184,7 @@ static enum MHD_Result queue_error(struct http_request *hr, int status, const ch
 	size_t len;
 	char *body;
 
+	snprintf(hr->code, sizeof(hr->code), "%s", code);
 	buf_init(&b, LIMIT_BODY_MAX_BYTES);
 	envelope_render_error(&b, hr->preq.call.request_id, code, message);
 	body = buf_steal(&b, &len);
@@ -230,6 +232,7 @@ static enum MHD_Result queue_sdk_error(struct http_request *hr, int status, cons
 	if (close_connection)
 		MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
 	snprintf(hr->preq.call.answer.code, sizeof(hr->preq.call.answer.code), "%s", code);
+	snprintf(hr->code, sizeof(hr->code), "%s", code);
 	hr->status = status;
 	ret = MHD_queue_response(hr->connection, (unsigned)status, r);
 	MHD_destroy_response(r);
@@ -239,6 +242,25 @@ static enum MHD_Result queue_sdk_error(struct http_request *hr, int status, cons
 static void unref_entry(void *cls)
 {
 	cache_entry_unref(cls);
+}
+
+/*
+ * The Code of an error envelope the engine rendered, for the access log:
+ * envelope.c writes it as "Code":"..." and Codes hold no quote or escape.
+ */
+static void code_of_body(const char *body, size_t len, char *out, size_t out_size)
+{
+	static const char tag[] = "\"Code\":\"";
+	const char *p = body ? memmem(body, len, tag, sizeof(tag) - 1) : NULL;
+	size_t n = 0;
+
+	if (p) {
+		p += sizeof(tag) - 1;
+		while (p + n < body + len && p[n] != '"' && n + 1 < out_size)
+			n++;
+		memcpy(out, p, n);
+	}
+	out[n] = '\0';
 }
 
 /* The answer the proxy produced (from an entry or an error body). */
@@ -254,6 +276,7 @@ static enum MHD_Result queue_proxy_answer(struct http_request *hr)
 		struct cache_entry *e = a->entry;
 		bool not_modified = false;
 
+		memcpy(hr->code, e->code, sizeof(hr->code));
 		if (e->etag[0] && hr->if_none_match[0]) {
 			char quoted[LIMIT_SHA256_HEX + 2];
 
@@ -301,6 +324,7 @@ static enum MHD_Result queue_proxy_answer(struct http_request *hr)
 					    hr->preq.call.request_id, "Proxy.UpstreamCredentialError",
 					    message, 0, a->cache_status);
 		}
+		code_of_body(a->body, a->body_len, hr->code, sizeof(hr->code));
 		r = MHD_create_response_from_buffer(a->body_len, a->body, MHD_RESPMEM_MUST_FREE);
 		if (!r)
 			return MHD_NO;
@@ -1008,6 +1032,69 @@ static void count_outcome(enum engine_outcome outcome)
 		metrics_result((enum metrics_result)result_of[outcome]);
 }
 
+/*
+ * Whether this request gets an access line (log.h, access-log): in
+ * "misses" mode every request but a success answered from memory (hits,
+ * stale hits, 304s) and successful health checks and scrapes, which
+ * /metrics counts; errors and refusals always.
+ */
+static bool access_wanted(const struct http_request *hr)
+{
+	enum engine_outcome o = hr->preq.call.answer.outcome;
+
+	switch (log_access_mode()) {
+	case LOG_ACCESS_OFF:
+		return false;
+	case LOG_ACCESS_ALL:
+		break;
+	case LOG_ACCESS_MISSES:
+		if (hr->status >= 400 || hr->status == 0)
+			break;
+		if (o == ENGINE_OUTCOME_HIT || o == ENGINE_OUTCOME_HIT_STALE ||
+		    o == ENGINE_OUTCOME_NOT_MODIFIED)
+			return false;
+		if (hr->route == ROUTE_HEALTHZ || hr->route == ROUTE_READYZ ||
+		    hr->route == ROUTE_METRICS)
+			return false;
+		break;
+	}
+	return log_enabled(LOG_LEVEL_INFO);
+}
+
+/* The access line, built without printf and buffered (log_line_commit). */
+static void log_access(struct http_request *hr, enum MHD_RequestTerminationCode toe)
+{
+	static const char *const route_names[] = {
+		[ROUTE_KEY] = "key", [ROUTE_HEALTHZ] = "healthz", [ROUTE_READYZ] = "readyz",
+		[ROUTE_METRICS] = "metrics", [ROUTE_SDK] = "sdk",
+	};
+	const char *route = (size_t)hr->route < sizeof(route_names) / sizeof(route_names[0]) &&
+					    route_names[hr->route]
+				    ? route_names[hr->route]
+				    : "other";
+	char masked[LOG_PHONE_MASKED_MAX];
+	struct log_line l;
+
+	if (hr->route == ROUTE_KEY || hr->route == ROUTE_SDK)
+		client_name_fill(hr);
+	log_line_begin(&l, LOG_LEVEL_INFO, "access");
+	log_line_str(&l, "request_id", hr->preq.call.request_id);
+	log_line_str(&l, "method", hr->method);
+	log_line_str(&l, "route", route);
+	log_line_str(&l, "phone",
+		     hr->preq.call.key.phone[0]
+			     ? log_mask_phone(hr->preq.call.key.phone, masked, sizeof(masked))
+			     : "-");
+	log_line_str(&l, "client", hr->client_name);
+	log_line_int(&l, "status", hr->status);
+	log_line_str(&l, "code", hr->code);
+	log_line_quoted(&l, "cache", hr->preq.call.answer.cache_status);
+	log_line_ms(&l, "duration_ms", clock_mono_us() - hr->started_us);
+	if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
+		log_line_str(&l, "aborted", "1");
+	log_line_commit(&l);
+}
+
 static void on_completed(void *cls, struct MHD_Connection *connection, void **con_cls,
 			 enum MHD_RequestTerminationCode toe)
 {
@@ -1028,30 +1115,8 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **co
 	count_outcome(hr->preq.call.answer.outcome);
 	if (hr->route == ROUTE_KEY || hr->route == ROUTE_SDK)
 		metrics_observe_us(METRICS_HIST_REQUEST, clock_mono_us() - hr->started_us);
-	if (log_access_enabled() && log_enabled(LOG_LEVEL_INFO)) {
-		char masked[LOG_PHONE_MASKED_MAX];
-
-		if (hr->route == ROUTE_KEY || hr->route == ROUTE_SDK)
-			client_name_fill(hr);
-		char cs[120];
-
-		log_info("access",
-			 "request_id=%s method=%s route=%s phone=%s client=%s status=%d cache=%s duration_ms=%.3f%s",
-			 hr->preq.call.request_id, hr->method,
-			 hr->route == ROUTE_KEY      ? "key"
-			 : hr->route == ROUTE_SDK    ? "sdk"
-			 : hr->route == ROUTE_HEALTHZ ? "healthz"
-			 : hr->route == ROUTE_READYZ  ? "readyz"
-			 : hr->route == ROUTE_METRICS ? "metrics"
-						      : "other",
-			 hr->preq.call.key.phone[0]
-				 ? log_mask_phone(hr->preq.call.key.phone, masked, sizeof(masked))
-				 : "-",
-			 hr->client_name[0] ? hr->client_name : "-", hr->status,
-			 log_quote(hr->preq.call.answer.cache_status, cs, sizeof(cs)),
-			 (double)(clock_mono_us() - hr->started_us) / 1000.0,
-			 toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted=1");
-	}
+	if (access_wanted(hr))
+		log_access(hr, toe);
 	proxy_request_clear(&hr->preq);
 	if (hr->body_started)
 		buf_free(&hr->body);

@@ -79,10 +79,12 @@ static void signer_source_from(const struct config *cfg, struct signer_source *s
 static void apply_logging(const struct config *cfg)
 {
 	enum log_level level;
+	enum log_access_mode access;
 
 	if (log_level_from_string(cfg->log_level, &level) == 0)
 		log_set_level(level);
-	log_set_access(cfg->access_log);
+	if (log_access_mode_from_string(cfg->access_log, &access) == 0)
+		log_set_access_mode(access);
 }
 
 /* Let thousands of suspended connections each have a socket. */
@@ -130,6 +132,7 @@ static int reload(struct daemon_state *d, int argc, char **argv)
 	int first_arg, rc;
 
 	notify_send("RELOADING=1");
+	log_flush(); /* lines logged under the old settings go out first */
 	buf_init(&kept, 4096);
 	buf_init(&err, 64 * 1024);
 	config_init(&next);
@@ -202,7 +205,9 @@ static int serve(struct daemon_state *d, int argc, char **argv)
 	struct cache_options co = {
 		.path = d->cfg.cache,
 		.max_entries = d->cfg.max_entries,
-		.hot_entries = d->cfg.hot_entries,
+		/* 0, the default: memory holds every entry (max-entries). */
+		.hot_entries = d->cfg.hot_entries ? d->cfg.hot_entries : d->cfg.max_entries,
+		.preload = 1,
 	};
 	char errbuf[1400], keyid[LIMIT_ACCESS_KEY_ID_MAX + 1];
 	struct keyring *keys = NULL;
@@ -221,6 +226,8 @@ static int serve(struct daemon_state *d, int argc, char **argv)
 	sigaddset(&sigs, SIGPIPE);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
+	/* After the mask: the flusher thread must not take the signals. */
+	log_init();
 	metrics_init();
 	/* The configuration in use was applied now: the reload gauges start so. */
 	metrics_gauge_set(METRICS_GAUGE_START_TIME_S, (int64_t)time(NULL));
@@ -332,6 +339,8 @@ out:
 	clients_fini();
 	if (exit_code == 0)
 		log_info("stopped", "exit_code=%d", exit_code);
+	/* Every thread that logs has ended: the buffered lines go out now. */
+	log_fini();
 	return exit_code;
 }
 

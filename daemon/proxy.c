@@ -156,8 +156,9 @@ enum proxy_verdict proxy_lookup(struct proxy *p, struct proxy_request *req, int6
 	req->generation_seen = cache_generation(p->cache);
 
 	rc = cache_lookup(p->cache, &req->call.key, now_s, &e);
-	if (rc == 0)
-		rc = cache_load(p->cache, &req->call.key, now_s, &e); /* for now: disk on this thread */
+	/* Memory holds every row by default: then a memory miss is a real miss. */
+	if (rc == 0 && !cache_whole_in_memory(p->cache))
+		rc = cache_load(p->cache, &req->call.key, now_s, &e); /* disk, on this thread */
 	if (rc < 0)
 		metrics_count(METRICS_CACHE_ERRORS);
 	if (rc == 1) {
@@ -395,6 +396,19 @@ static struct cache_entry *store_negative(struct proxy *p, struct flight *f,
 	return e;
 }
 
+/*
+ * The request id of the first caller a flight serves, for upstream lines
+ * ("-" for a refresh nobody waits for): what a caller quotes to find the
+ * upstream call made for it, next to the upstream's RequestId.
+ */
+static void flight_request_id(struct flight *f, char *out, size_t out_size)
+{
+	struct flight_waiter *w = flight_first_waiter(f);
+
+	snprintf(out, out_size, "%s",
+		 w ? container_of(w, struct engine_caller, waiter)->request_id : "-");
+}
+
 static void on_upstream_done(struct upstream_result *res, void *cls)
 {
 	struct proxy *p = cls;
@@ -413,7 +427,7 @@ static void on_upstream_done(struct upstream_result *res, void *cls)
 	struct envelope_reply r;
 	char err[160], msg[LIMIT_MESSAGE_MAX + LIMIT_CODE_MAX + LIMIT_REQUEST_ID_MAX + 96];
 	char qid[2 * LIMIT_REQUEST_ID_MAX + 3];
-	char masked[LOG_PHONE_MASKED_MAX];
+	char masked[LOG_PHONE_MASKED_MAX], rid[sizeof(((struct engine_caller *)0)->request_id)];
 	enum envelope_class verdict;
 	enum envelope_outcome outcome;
 	int answer_status;
@@ -421,6 +435,7 @@ static void on_upstream_done(struct upstream_result *res, void *cls)
 	bool parsed = false;
 
 	log_mask_phone(f->key.phone, masked, sizeof(masked));
+	flight_request_id(f, rid, sizeof(rid));
 	metrics_observe_us(METRICS_HIST_UPSTREAM, now_us - f->sent_at_us);
 	reply.message = msg;
 	msg[0] = '\0';
@@ -428,7 +443,7 @@ static void on_upstream_done(struct upstream_result *res, void *cls)
 	switch (res->outcome) {
 	case UPSTREAM_TIMEOUT:
 		metrics_upstream(ENVELOPE_OUTCOME_TIMEOUT);
-		log_warn("upstream_timeout", "phone=%s after_ms=%" PRId64, masked,
+		log_warn("upstream_timeout", "phone=%s request_id=%s after_ms=%" PRId64, masked, rid,
 			 (now_us - f->sent_at_us) / 1000);
 		snprintf(msg, sizeof(msg), "the upstream did not answer within %u ms",
 			 p->settings.upstream_timeout_ms);
@@ -439,7 +454,7 @@ static void on_upstream_done(struct upstream_result *res, void *cls)
 	case UPSTREAM_NETWORK:
 	case UPSTREAM_TOO_LARGE:
 		metrics_upstream(ENVELOPE_OUTCOME_NETWORK);
-		log_warn("upstream_error", "phone=%s error=%s", masked,
+		log_warn("upstream_error", "phone=%s request_id=%s error=%s", masked, rid,
 			 log_quote(res->error, err, sizeof(err)));
 		snprintf(msg, sizeof(msg), "upstream %s: %s",
 			 res->outcome == UPSTREAM_TOO_LARGE ? "answer too large" : "unreachable",
@@ -456,8 +471,8 @@ static void on_upstream_done(struct upstream_result *res, void *cls)
 		else
 			snprintf(msg, sizeof(msg), "unusable upstream answer (HTTP %ld): %s",
 				 res->http_status, err);
-		log_warn("upstream_error", "phone=%s http_status=%ld error=%s", masked,
-			 res->http_status, log_quote(msg, err, sizeof(err)));
+		log_warn("upstream_error", "phone=%s request_id=%s http_status=%ld error=%s", masked,
+			 rid, res->http_status, log_quote(msg, err, sizeof(err)));
 		goto out;
 	}
 	parsed = true;
@@ -465,6 +480,11 @@ static void on_upstream_done(struct upstream_result *res, void *cls)
 	metrics_upstream(outcome);
 	switch (verdict) {
 	case ENVELOPE_OK:
+		log_info("upstream_call",
+			 "phone=%s request_id=%s upstream_request_id=%s code=OK status=%s duration_ms=%.3f",
+			 masked, rid, log_quote(r.request_id, qid, sizeof(qid)),
+			 log_quote(r.status, err, sizeof(err)),
+			 (double)(now_us - f->sent_at_us) / 1000.0);
 		entry = store_key(p, f, &r, now_s, &reply.stored);
 		if (!entry) {
 			snprintf(msg, sizeof(msg), "upstream answer too large to serve");
@@ -482,7 +502,8 @@ static void on_upstream_done(struct upstream_result *res, void *cls)
 		break;
 	case ENVELOPE_DEFINITIVE:
 		if (answer_status == 403)
-			log_warn("upstream_denied", "phone=%s code=%s", masked, r.code);
+			log_warn("upstream_denied", "phone=%s request_id=%s upstream_request_id=%s code=%s",
+				 masked, rid, log_quote(r.request_id, qid, sizeof(qid)), r.code);
 		entry = store_negative(p, f, &r, answer_status, now_s, &reply.stored);
 		reply.kind = ENGINE_REPLY_ENTRY;
 		reply.entry = entry;
@@ -495,7 +516,8 @@ static void on_upstream_done(struct upstream_result *res, void *cls)
 		 * arrivals, and a retry would add more load to a connection
 		 * that is failing.
 		 */
-		log_warn("upstream_nonce_reused", "phone=%s attempt=%u", masked, f->attempts);
+		log_warn("upstream_nonce_reused", "phone=%s request_id=%s upstream_request_id=%s attempt=%u",
+			 masked, rid, log_quote(r.request_id, qid, sizeof(qid)), f->attempts);
 		reply.http_status = answer_status;
 		reply.request_id = r.request_id;
 		snprintf(msg, sizeof(msg),
@@ -505,8 +527,9 @@ static void on_upstream_done(struct upstream_result *res, void *cls)
 		/* The upstream failed, not the caller: our Code, its Code and RequestId in Message. */
 		snprintf(msg, sizeof(msg), "upstream answered HTTP %ld: Code %s, RequestId %s",
 			 res->http_status, r.code, r.request_id);
-		log_warn("upstream_error", "phone=%s http_status=%ld code=%s request_id=%s", masked,
-			 res->http_status, log_quote(r.code, err, sizeof(err)),
+		log_warn("upstream_error",
+			 "phone=%s request_id=%s http_status=%ld code=%s upstream_request_id=%s", masked,
+			 rid, res->http_status, log_quote(r.code, err, sizeof(err)),
 			 log_quote(r.request_id, qid, sizeof(qid)));
 		reply.http_status = answer_status;
 		break;
@@ -517,8 +540,10 @@ static void on_upstream_done(struct upstream_result *res, void *cls)
 		 * clock): the daemon's problem, not the caller's. Pass the
 		 * Code through with 502 and say so.
 		 */
-		log_error("upstream_rejected", "phone=%s http_status=%ld code=%s message=%s", masked,
-			  res->http_status, r.code, log_quote(r.message, err, sizeof(err)));
+		log_error("upstream_rejected",
+			  "phone=%s request_id=%s upstream_request_id=%s http_status=%ld code=%s message=%s",
+			  masked, rid, log_quote(r.request_id, qid, sizeof(qid)), res->http_status,
+			  r.code, log_quote(r.message, err, sizeof(err)));
 		snprintf(msg, sizeof(msg), "the upstream rejected the daemon's request: %s",
 			 r.message);
 		reply.http_status = answer_status;
@@ -534,8 +559,10 @@ out:
 	if (reply.kind == ENGINE_REPLY_THROTTLED) {
 		struct limiter *l = engine_limiter(p->engine);
 
-		log_warn("upstream_throttled", "phone=%s attempt=%u rate=%.2f retry_in_ms=%" PRId64,
-			 masked, attempt, limiter_effective_rate(l, now_us),
+		log_warn("upstream_throttled",
+			 "phone=%s request_id=%s upstream_request_id=%s attempt=%u rate=%.2f retry_in_ms=%" PRId64,
+			 masked, rid, parsed ? log_quote(r.request_id, qid, sizeof(qid)) : "-",
+			 attempt, limiter_effective_rate(l, now_us),
 			 (limiter_next_send_us(l, now_us) - now_us) / 1000);
 	}
 	cache_entry_unref(entry);

@@ -1,9 +1,12 @@
-"""make bench: the cache-hit path against nginx serving the same body.
+"""make bench: the cache-hit path against its floor and against nginx.
 
-Starts the daemon with a warm cache and, in the same run, nginx (Debian's
-package, on loopback, serving the identical JSON body as a static file);
-drives both with wrk at the same connections, threads and duration; prints
-requests per second, p50/p99 latency and the ratio camskeyd / nginx. Then
+Starts, in the same run, camskeyd with a warm cache in each logging setting
+(the default, every request logged, --no-access-log), the bare libmicrohttpd
+server of tests/bench/bare_mhd.c (camskeyd's flags, a constant answer with the
+same header names) and nginx (Debian's package, on loopback, serving the
+identical JSON body as a static file); drives each in turn with wrk at the
+same connections, threads and duration, ROUNDS times; prints the median run's
+requests per second, p50/p99 latency and the ratios. Then
 fills a cache with 1,000,000 entries and prints the hit figures again (one hot
 key, and keys drawn at random from all of them). Not a pass/fail test.
 """
@@ -24,6 +27,7 @@ THREADS = int(os.environ.get("BENCH_THREADS", "2"))
 DURATION = os.environ.get("BENCH_DURATION", "8s")
 ENTRIES = int(os.environ.get("BENCH_ENTRIES", "1000000"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+EPOLL = os.environ.get("BENCH_EPOLL", "") not in ("", "0")
 
 
 def median(runs):
@@ -44,6 +48,7 @@ def wrk(url, script=None):
         return v / 1000 if unit == "us" else (v * 1000 if unit == "s" else v)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {"rps": rps, "p50_ms": pct(50), "p99_ms": pct(99),
+            "requests": int(re.search(r"(\d+) requests in", out).group(1)),
             "non2xx": int(errors.group(1)) if errors else 0}
 
 
@@ -120,38 +125,119 @@ def fill_cache(path, n):
     return phones
 
 
-def show(name, r):
-    print("  %-34s %9.0f req/s   p50 %7.3f ms   p99 %7.3f ms%s"
+def show(name, r, base=None):
+    print("  %-40s %9.0f req/s   p50 %7.3f ms   p99 %7.3f ms%s%s"
           % (name, r["rps"], r["p50_ms"], r["p99_ms"],
+             "   x%.2f" % (r["rps"] / base["rps"]) if base else "",
              "   (%d non-2xx!)" % r["non2xx"] if r["non2xx"] else ""), flush=True)
+
+
+def cpu_s(pid):
+    """The process's user + system CPU time so far (robust to other load, unlike req/s)."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk_cpu(pid, url, script=None):
+    """wrk, plus the daemon's CPU microseconds per request during it."""
+    c0 = cpu_s(pid)
+    r = wrk(url, script)
+    r["cpu_us"] = (cpu_s(pid) - c0) / max(r["requests"], 1) * 1e6
+    return r
+
+
+def rss_mib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return 0.0
+
+
+def start_bare(body, epoll=False):
+    """tests/bench/bare_mhd.c: libmicrohttpd with camskeyd's flags, a constant answer."""
+    exe = os.path.join(camtest.BUILD, "tests", "bench", "bare_mhd")
+    if not os.path.exists(exe):
+        sys.exit("bench: %s missing (make bench builds it)" % exe)
+    d = tmpdir()
+    path = os.path.join(d, "body.json")
+    with open(path, "wb") as f:
+        f.write(body)
+    port = camtest.free_port()
+    proc = subprocess.Popen([exe, str(port), path, str(THREADS)] + (["epoll"] if epoll else []),
+                            stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    camtest._cleanups.append(lambda: (proc.terminate(), proc.wait(timeout=10)))
+    assert proc.stdout.readline().strip() == "ready", "bare_mhd did not start"
+    return port
+
+
+def supports(flag_text):
+    out = subprocess.run([camtest.DAEMON, "--help"], capture_output=True, text=True).stdout
+    return flag_text in out
+
+
+def alternate(targets):
+    """Warm every target up, then ROUNDS rounds in turn; the median run of each."""
+    for _, url in targets:
+        wrk(url)
+    runs = {name: [] for name, _ in targets}
+    for _ in range(ROUNDS):
+        for name, url in targets:
+            runs[name].append(wrk(url))
+    print("  (median of %d alternating runs each; req/s of every run:)" % ROUNDS)
+    for name, _ in targets:
+        print("    %-38s %s" % (name, " ".join("%.0f" % r["rps"] for r in runs[name])))
+    return {name: median(r) for name, r in runs.items()}
 
 
 def main():
     if not shutil.which("wrk") or not shutil.which("nginx"):
         sys.exit("bench: needs wrk and nginx (make deps-bench)")
-    print("wrk -t%d -c%d -d%s on 127.0.0.1, %d cores" % (THREADS, CONNECTIONS, DURATION,
-                                                         os.cpu_count()), flush=True)
+    print("wrk -t%d -c%d -d%s on 127.0.0.1, %d cores, %d rounds"
+          % (THREADS, CONNECTIONS, DURATION, os.cpu_count(), ROUNDS), flush=True)
     sim = Sim()
-    d = Daemon(sim.url, ["--no-access-log", "--threads", str(THREADS)])
-    status, _, body = d.get(key_path(PHONE))
-    assert status == 200
+    common = ["--threads", str(THREADS)]
+    # Every daemon logs to a file (camtest's), as journald takes stderr.
+    variants = [("camskeyd, default logging", [])]
+    if supports("--access-log misses|all|off"):
+        variants.append(("camskeyd, --access-log all", ["--access-log", "all"]))
+    variants.append(("camskeyd, --no-access-log", ["--no-access-log"]))
+    daemons, body = [], None
+    for name, args in variants:
+        d = Daemon(sim.url, args + common)
+        status, _, b = d.get(key_path(PHONE))
+        assert status == 200
+        if body is None:
+            body = b
+        assert len(b) == len(body), "bodies of the same size"
+        daemons.append((name, "http://127.0.0.1:%d%s" % (d.port, key_path(PHONE))))
     nginx_port = start_nginx(body)
     assert camtest.request(nginx_port, "/key.json")[2] == body, "identical bodies"
-    url_d = "http://127.0.0.1:%d%s" % (d.port, key_path(PHONE))
-    url_n = "http://127.0.0.1:%d/key.json" % nginx_port
-    wrk(url_d)  # warm-up both, then measure alternately, ROUNDS times each
-    wrk(url_n)
-    runs_d, runs_n = [], []
-    for _ in range(ROUNDS):
-        runs_d.append(wrk(url_d))
-        runs_n.append(wrk(url_n))
-    rd, rn = median(runs_d), median(runs_n)
-    print("  (median of %d alternating runs each; camskeyd %s, nginx %s req/s)"
-          % (ROUNDS, " ".join("%.0f" % r["rps"] for r in runs_d),
-             " ".join("%.0f" % r["rps"] for r in runs_n)))
-    show("camskeyd (cache hit)", rd)
-    show("nginx (static file)", rn)
-    print("  ratio camskeyd / nginx: %.2f" % (rd["rps"] / rn["rps"]), flush=True)
+    bare_port = start_bare(body)
+    assert camtest.request(bare_port, "/")[2] == body, "identical bodies"
+    targets = daemons + [("bare libmicrohttpd (same flags)", "http://127.0.0.1:%d/" % bare_port),
+                         ("nginx (static file)", "http://127.0.0.1:%d/key.json" % nginx_port)]
+    if EPOLL:
+        # The tail question: the same bare server with MHD_USE_EPOLL.
+        targets.append(("bare libmicrohttpd, epoll",
+                        "http://127.0.0.1:%d/" % start_bare(body, epoll=True)))
+    print("body %d bytes" % len(body))
+    res = alternate(targets)
+    quiet = res["camskeyd, --no-access-log"]
+    for name, _ in targets:
+        show(name, res[name])
+    bare, nginx = res["bare libmicrohttpd (same flags)"], res["nginx (static file)"]
+    print("  ratios:")
+    for name, _ in daemons:
+        print("    %-38s / --no-access-log %.2f   / bare MHD %.2f   / nginx %.2f"
+              % (name, res[name]["rps"] / quiet["rps"], res[name]["rps"] / bare["rps"],
+                 res[name]["rps"] / nginx["rps"]))
+    print("    p99: camskeyd (default) %.2f ms, bare MHD %.2f ms, nginx %.2f ms%s"
+          % (res[daemons[0][0]]["p99_ms"], bare["p99_ms"], nginx["p99_ms"],
+             ", bare MHD with epoll %.2f ms" % res["bare libmicrohttpd, epoll"]["p99_ms"]
+             if EPOLL else ""), flush=True)
     camtest.cleanup()
 
     if ENTRIES > 0:
@@ -161,22 +247,47 @@ def main():
         print("filled a cache with %d entries in %.0fs (%.0f MiB)"
               % (ENTRIES, time.monotonic() - t, os.path.getsize(path) / 2**20), flush=True)
         sim = Sim()
-        d = Daemon(sim.url, ["--no-access-log", "--threads", str(THREADS),
-                             "--max-entries", str(ENTRIES + 10)], cache=path)
+        t = time.monotonic()
+        d = Daemon(sim.url, ["--no-access-log", "--max-entries", str(ENTRIES + 10)] + common,
+                   cache=path, wait=False)
+        d.wait_ready(timeout=300)
+        ready_s = time.monotonic() - t
+        rss_ready = rss_mib(d.proc.pid)
+        # Both through the same Lua request function, so the client (on the
+        # same cores) does the same work for the hot key as for random keys.
         script = os.path.join(tmpdir(), "random.lua")
+        hot_script = os.path.join(tmpdir(), "hot.lua")
+        tmpl = ('math.randomseed(42)\nrequest = function()\n'
+                '  return wrk.format("GET", string.format('
+                '"/v1/phone-numbers/%s/encryption-public-key", %s))\nend\n')
         with open(script, "w") as f:
-            f.write('math.randomseed(42)\nrequest = function()\n'
-                    '  return wrk.format("GET", string.format('
-                    '"/v1/phone-numbers/87%%011d/encryption-public-key", '
-                    'math.random(0, %d)))\nend\n' % (len(phones) - 1))
-        r1 = wrk("http://127.0.0.1:%d%s" % (d.port, key_path(PHONE)))
+            f.write(tmpl % ("87%011d", "math.random(0, %d)" % (len(phones) - 1)))
+        with open(hot_script, "w") as f:
+            f.write(tmpl % ("%s", '"%s"' % PHONE))
+        url = "http://127.0.0.1:%d" % d.port
+        hot, rnd = [], []
+        for _ in range(ROUNDS):
+            hot.append(wrk_cpu(d.proc.pid, url + "/", hot_script))
+            rnd.append(wrk_cpu(d.proc.pid, url + "/", script))
+        r1, r2 = median(hot), median(rnd)
+        print("  (median of %d alternating runs; hot %s, random %s req/s)"
+              % (ROUNDS, " ".join("%.0f" % r["rps"] for r in hot),
+                 " ".join("%.0f" % r["rps"] for r in rnd)))
         show("1M entries, one hot key", r1)
-        r2 = wrk("http://127.0.0.1:%d/" % d.port, script)
-        show("1M entries, random keys", r2)
-        print("  hot-key ratio 1M entries / 1 entry: %.2f" % (r1["rps"] / rd["rps"]))
+        show("1M entries, random keys", r2, r1)
+        print("  1M entries: ready in %.2f s, RSS %.0f MiB at ready, %.0f MiB after the runs"
+              % (ready_s, rss_ready, rss_mib(d.proc.pid)))
+        print("  random / hot key: %.2f; hot key 1M entries / 1 entry: %.2f"
+              % (r2["rps"] / r1["rps"], r1["rps"] / quiet["rps"]))
+        # CPU per request does not move with what else runs on the host.
+        cpu_hot = sorted(r["cpu_us"] for r in hot)[len(hot) // 2]
+        cpu_rnd = sorted(r["cpu_us"] for r in rnd)[len(rnd) // 2]
+        print("  daemon CPU per request (median): hot key %.2f us, random keys %.2f us; "
+              "hot / random cost %.2f" % (cpu_hot, cpu_rnd, cpu_hot / cpu_rnd))
         assert sim.stats()["calls"] == 0, "every request was a hit"
-    print("summary: camskeyd %.0f req/s, nginx %.0f req/s, ratio %.2f"
-          % (rd["rps"], rn["rps"], rd["rps"] / rn["rps"]))
+    print("summary: default %.0f req/s (x%.2f of --no-access-log, x%.2f of bare MHD), "
+          "nginx %.0f req/s" % (res[daemons[0][0]]["rps"], res[daemons[0][0]]["rps"] / quiet["rps"],
+                                res[daemons[0][0]]["rps"] / bare["rps"], nginx["rps"]))
 
 
 if __name__ == "__main__":
@@ -184,3 +295,9 @@ if __name__ == "__main__":
         main()
     finally:
         camtest.cleanup()
+        # Bench logs are large and hold nothing a test reads afterwards.
+        for path in camtest._all_logs:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass

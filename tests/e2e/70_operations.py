@@ -8,6 +8,7 @@ import signal
 import socket
 import sqlite3
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -528,7 +529,7 @@ def test_metrics_parse_strictly_and_counters_move_with_a_miss_and_a_hit():
 
 def test_every_log_line_is_logfmt_with_one_access_line_per_request_and_masked_phones():
     sim = Sim()
-    d = Daemon(sim.url)
+    d = Daemon(sim.url, ["--access-log", "all"])
     ids = []
     for path in (key_path(PHONE), key_path(PHONE), key_path(PHONE, "space-1"),
                  "/v1/phone-numbers/12ab/encryption-public-key", "/nope", "/healthz",
@@ -565,6 +566,69 @@ def test_every_log_line_is_logfmt_with_one_access_line_per_request_and_masked_ph
     assert ACCESS_KEY_SECRET not in text, "the AccessKey secret is in the log"
     for ev in ("event=started", "event=stopping", "event=stopped"):
         assert ev in text, ev
+
+
+def access_lines(text):
+    return {f["request_id"]: f for f in (dict(parse_logfmt(l)) for l in text.splitlines())
+            if f.get("event") == "access"}
+
+
+def test_default_access_log_has_misses_errors_and_refusals_but_not_hits():
+    sim = Sim()
+    d = Daemon(sim.url)
+    got = {}
+    for name, path in (("miss", key_path(PHONE)), ("hit", key_path(PHONE)),
+                       ("bad", "/v1/phone-numbers/12ab/encryption-public-key"),
+                       ("nope", "/nope"), ("healthz", "/healthz"), ("metrics", "/metrics")):
+        status, hdrs, _ = d.get(path)
+        got[name] = (status, hdrs["x-request-id"])
+    status, hdrs, _ = d.get(key_path(PHONE), headers={"If-None-Match": "*"})
+    assert status == 304
+    got["304"] = (status, hdrs["x-request-id"])
+    assert d.stop() == 0
+    text = d.logs()
+    access = access_lines(text)
+    assert access[got["miss"][1]]["code"] == "OK", access
+    assert access[got["miss"][1]]["status"] == "200"
+    assert access[got["bad"][1]]["code"] == "InvalidParameter.PhoneNumber", access
+    assert access[got["nope"][1]]["code"] == "Proxy.NotFound", access
+    for name in ("hit", "healthz", "metrics", "304"):
+        assert got[name][1] not in access, (name, access)
+    # the miss's upstream call names the caller and the upstream's RequestId
+    calls = [dict(parse_logfmt(l)) for l in text.splitlines() if "event=upstream_call" in l]
+    assert len(calls) == 1, calls
+    assert calls[0]["request_id"] == got["miss"][1], calls
+    assert calls[0]["upstream_request_id"] not in ("", "-"), calls
+    assert calls[0]["code"] == "OK"
+
+
+def test_journal_stream_lines_carry_syslog_priorities():
+    sim = Sim()
+    # camtest's next daemon log file, made now so JOURNAL_STREAM can name it
+    log_path = os.path.join(camtest.BUILD, "test-logs", "daemons", "%s-%d-%d.log" % (
+        os.path.splitext(os.path.basename(sys.argv[0]))[0], os.getpid(), len(camtest._all_logs)))
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    open(log_path, "ab").close()
+    st = os.stat(log_path)
+    env = camtest.credentials_env()
+    env["JOURNAL_STREAM"] = "%d:%d" % (st.st_dev, st.st_ino)
+    d = Daemon(sim.url, ["--access-log", "all"], env=env)
+    assert d.log_path == log_path
+    assert d.key(phone="12ab")[0] == 400
+    assert d.key()[0] == 200
+    assert d.stop() == 0
+    lines = d.logs().splitlines()
+    assert lines
+    prio = {"debug": "<7>", "info": "<6>", "warn": "<4>", "error": "<3>"}
+    for line in lines:
+        m = re.match(r"<(\d)>ts=\S+ level=(\w+) ", line)
+        assert m, line
+        assert "<%s>" % m.group(1) == prio[m.group(2)], line
+    # a stream that is not ours (another dev:ino) gets no prefixes
+    env["JOURNAL_STREAM"] = "1:1"
+    d = Daemon(sim.url, [], env=env)
+    assert d.stop() == 0
+    assert all(l.startswith("ts=") for l in d.logs().splitlines()), d.logs()
 
 
 def test_no_access_log_removes_access_lines_but_keeps_other_events():

@@ -913,6 +913,138 @@ TEST(load_promotes_a_row_so_the_next_lookup_hits)
 	tmp_remove(&t);
 }
 
+static int open_preloaded(const char *path, uint64_t max_entries, uint64_t hot_entries,
+			  struct cache **ret, char *errbuf, size_t errbuf_size)
+{
+	struct cache_options opt = {
+		.path = path,
+		.max_entries = max_entries,
+		.hot_entries = hot_entries,
+		.preload = 1,
+	};
+
+	return cache_open(&opt, ret, errbuf, errbuf_size);
+}
+
+TEST(preload_puts_every_row_in_memory_without_reading_the_store_again)
+{
+	struct tmp t;
+	struct cache *c = NULL;
+	struct cache_entry *e[5], *got;
+	struct cache_stats before, after;
+	char err[256];
+	int i;
+
+	REQUIRE(tmp_make(&t) == 0);
+	REQUIRE(open_cache(t.db, 100, 100, 0, &c, err, sizeof(err)) == 0);
+	CHECK(!cache_whole_in_memory(c)); /* no preload: memory starts empty */
+	for (i = 0; i < 5; i++) {
+		e[i] = make_entry(i, 2000 + i, 86400);
+		CHECK(cache_put(c, e[i], NULL) == 0);
+	}
+	cache_close(c);
+	REQUIRE(open_preloaded(t.db, 100, 100, &c, err, sizeof(err)) == 0);
+	CHECK(cache_whole_in_memory(c));
+	cache_stats(c, &before);
+	for (i = 0; i < 5; i++) {
+		struct cams_key k = make_key(i);
+
+		got = NULL;
+		REQUIRE(cache_lookup(c, &k, 5000, &got) == 1);
+		/* the same answer; memory keeps the PEM once, in the body */
+		CHECK(got->pem == NULL);
+		CHECK(got->body_len == e[i]->body_len &&
+		      memcmp(got->body, e[i]->body, got->body_len) == 0);
+		CHECK(strcmp(got->etag, e[i]->etag) == 0 && got->expires_at_s == e[i]->expires_at_s);
+		cache_entry_unref(got);
+	}
+	cache_stats(c, &after);
+	CHECK(after.store_reads == before.store_reads);
+	/* a key not in memory is not on disk either */
+	{
+		struct cams_key k = make_key(99);
+
+		CHECK(cache_lookup(c, &k, 5000, &got) == 0);
+	}
+	cache_close(c);
+	for (i = 0; i < 5; i++)
+		cache_entry_unref(e[i]);
+	tmp_remove(&t);
+}
+
+TEST(preload_smaller_than_the_store_loads_the_most_recent_and_is_not_whole)
+{
+	struct tmp t;
+	struct cache *c = NULL;
+	struct cache_entry *e, *got = NULL;
+	char err[256];
+	int i, in_memory = 0;
+
+	REQUIRE(tmp_make(&t) == 0);
+	REQUIRE(open_cache(t.db, 1000, 1000, 0, &c, err, sizeof(err)) == 0);
+	for (i = 0; i < 200; i++) {
+		e = make_entry(i, 2000 + i, 86400); /* used at 2000 + i: the last are newest */
+		CHECK(cache_put(c, e, NULL) == 0);
+		cache_entry_unref(e);
+	}
+	cache_close(c);
+	/* 64 shards of at least one: ask for 128 of the 200 */
+	REQUIRE(open_preloaded(t.db, 1000, 128, &c, err, sizeof(err)) == 0);
+	CHECK(!cache_whole_in_memory(c));
+	for (i = 0; i < 200; i++) {
+		struct cams_key k = make_key(i);
+
+		if (cache_lookup(c, &k, 5000, &got) == 1) {
+			in_memory++;
+			CHECK(i >= 200 - 128);
+			cache_entry_unref(got);
+		}
+	}
+	CHECK(in_memory > 0 && in_memory <= 128);
+	{
+		struct cams_key k = make_key(0);
+
+		/* the oldest is still on disk */
+		CHECK(cache_load(c, &k, 5000, &got) == 1);
+		cache_entry_unref(got);
+	}
+	cache_close(c);
+	tmp_remove(&t);
+}
+
+TEST(whole_in_memory_ends_when_memory_pushes_an_entry_out)
+{
+	struct tmp t;
+	struct cache *c = NULL;
+	struct cache_entry *e;
+	char err[256];
+	int i;
+
+	REQUIRE(tmp_make(&t) == 0);
+	/* whole: hot >= max; the store evicts at max before memory is full */
+	REQUIRE(open_preloaded(t.db, 64, 64, &c, err, sizeof(err)) == 0);
+	CHECK(cache_whole_in_memory(c));
+	for (i = 0; i < 300; i++) {
+		e = make_entry(i, 2000 + i, 86400);
+		CHECK(cache_put(c, e, NULL) == 0);
+		cache_entry_unref(e);
+	}
+	CHECK(count_rows(c) == 64);
+	CHECK(cache_whole_in_memory(c));
+	cache_close(c);
+	/* read-only (the CLI) never preloads and is never whole */
+	{
+		struct cache_options opt = {
+			.path = t.db, .max_entries = 64, .hot_entries = 64, .read_only = 1, .preload = 1,
+		};
+
+		REQUIRE(cache_open(&opt, &c, err, sizeof(err)) == 0);
+		CHECK(!cache_whole_in_memory(c));
+		cache_close(c);
+	}
+	tmp_remove(&t);
+}
+
 #if defined(__SANITIZE_ADDRESS__)
 #define BENCH_BUILD "ASan+UBSan build, several times slower than -O2"
 #else
@@ -974,6 +1106,9 @@ int main(void)
 	RUN(max_entries_evicts_the_least_recently_used);
 	RUN(recency_of_entries_pushed_out_of_memory_still_counts);
 	RUN(hot_entries_bound_evicts_from_memory_but_disk_still_serves);
+	RUN(preload_puts_every_row_in_memory_without_reading_the_store_again);
+	RUN(preload_smaller_than_the_store_loads_the_most_recent_and_is_not_whole);
+	RUN(whole_in_memory_ends_when_memory_pushes_an_entry_out);
 	RUN(concurrent_readers_see_whole_entries_while_a_writer_replaces_them);
 	RUN(read_only_open_serves_reads_and_refuses_writes);
 	RUN(a_locked_database_makes_put_fail_with_eio_and_changes_nothing);

@@ -112,9 +112,9 @@ TEST(defaults_are_the_documented_values)
 	CHECK(cfg.stale_while_revalidate_s == 300);
 	CHECK(cfg.stale_if_error_s == 86400);
 	CHECK(cfg.max_entries == 1000000);
-	CHECK(cfg.hot_entries == 100000);
+	CHECK(cfg.hot_entries == 0);
 	CHECK_STR(cfg.log_level, "info");
-	CHECK(cfg.access_log);
+	CHECK_STR(cfg.access_log, "misses");
 	CHECK(cfg.n_clients == 0);
 	CHECK(cfg.config_file == NULL);
 	config_free(&cfg);
@@ -178,7 +178,7 @@ TEST(parse_string_sets_several_keys)
 	CHECK(cfg.max_wait_ms == 250);
 	CHECK_STR(cfg.upstream_ca, "/etc/ssl/extra ca.pem");
 	CHECK(cfg.signature == CONFIG_SIGNATURE_V1);
-	CHECK(!cfg.access_log);
+	CHECK_STR(cfg.access_log, "off");
 	CHECK_STR(cfg.log_level, "debug");
 	CHECK(cfg.ttl_s == 3600);
 	CHECK(cfg.max_entries == 42);
@@ -289,8 +289,11 @@ TEST(plain_http_upstream_must_be_loopback_unless_allowed)
 
 TEST(bad_bool_is_refused)
 {
+	expect_error("allow-remote = maybe\n",
+		     "t.conf:1: allow-remote: must be yes or no (or true/false, on/off, 1/0), "
+		     "got \"maybe\"\n");
 	expect_error("access-log = maybe\n",
-		     "t.conf:1: access-log: must be yes or no (or true/false, on/off, 1/0), "
+		     "t.conf:1: access-log: must be misses, all or off, "
 		     "got \"maybe\"\n");
 }
 
@@ -375,7 +378,7 @@ TEST(multiple_errors_are_reported_at_once)
 	CHECK_STR(buf_str(&err),
 		  "t.conf:1: threads: must be a whole number between 1 and 64, got \"zero\"\n"
 		  "t.conf:3: bogus: unknown key\n"
-		  "t.conf:4: access-log: must be yes or no (or true/false, on/off, 1/0), "
+		  "t.conf:4: access-log: must be misses, all or off, "
 		  "got \"perhaps\"\n"
 		  "t.conf:5: [nope]: unknown section (expected [camskeyd] or [client \"NAME\"])\n");
 	/* The good line in between was applied; the bad ones left defaults. */
@@ -587,7 +590,7 @@ TEST(key_equals_value_flags_and_bool_forms)
 	CHECK_STR(buf_str(&err), "");
 	CHECK(mode == CONFIG_MODE_CHECK);
 	CHECK(cfg.max_wait_ms == 7);
-	CHECK(!cfg.access_log);
+	CHECK_STR(cfg.access_log, "off");
 	CHECK(cfg.allow_remote);
 	CHECK(cfg.signature == CONFIG_SIGNATURE_V1);
 	CHECK_STR(cfg.listen, "[::]:9000");
@@ -598,7 +601,7 @@ TEST(key_equals_value_flags_and_bool_forms)
 	CHECK(argv_run(&cfg, &err, &mode, &first,
 		       ARGV("camskeyd", "--access-log", "off", "--allow-remote", "cache",
 			    "stats")) == 0);
-	CHECK(!cfg.access_log);
+	CHECK_STR(cfg.access_log, "off");
 	CHECK(cfg.allow_remote);
 	CHECK(first == 4);
 	buf_free(&err);

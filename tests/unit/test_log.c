@@ -1,13 +1,17 @@
 /*
  * test_log.c -- unit tests for the log module: phone masking (never more
  * than 6 digits of a long number), logfmt quoting (escapes, control bytes,
- * truncation that never overflows), level names, and log_event's one
- * logfmt line on stderr, captured through a pipe dup2'ed over fd 2.
+ * truncation that never overflows), level names, access-log modes, and
+ * the lines on stderr (captured through a pipe dup2'ed over fd 2):
+ * log_event's one logfmt line, the line builder's fields, the journal's
+ * <N> priority prefixes, and buffered lines that reach stderr on
+ * log_flush() and log_fini(), in order, none lost.
  */
 #include "log.h"
 
 #include <errno.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -34,8 +38,28 @@ static const char *mask(const char *phone, char *out)
  * what was written into out (NUL-terminated). 0 or -errno. A line is far
  * below the pipe's capacity, so the write cannot block.
  */
+struct emit {
+	enum log_level level;
+	const char *event, *fields;
+	void (*fn)(const struct emit *e);
+};
+
+static void emit_event(const struct emit *e)
+{
+	log_event(e->level, e->event, "%s", e->fields);
+}
+
+static int capture(const struct emit *e, char *out, size_t out_size);
+
 static int capture_log(enum log_level level, const char *event, const char *fields,
 		       char *out, size_t out_size)
+{
+	struct emit e = { level, event, fields, emit_event };
+
+	return capture(&e, out, out_size);
+}
+
+static int capture(const struct emit *e, char *out, size_t out_size)
 {
 	int fds[2], saved, r = 0;
 	size_t len = 0;
@@ -53,7 +77,7 @@ static int capture_log(enum log_level level, const char *event, const char *fiel
 		r = -errno;
 		goto out_close_saved;
 	}
-	log_event(level, event, "%s", fields);
+	e->fn(e);
 	if (dup2(saved, STDERR_FILENO) < 0)
 		r = -errno;
 	close(fds[1]);
@@ -297,13 +321,123 @@ TEST(level_threshold_decides_what_is_enabled)
 	CHECK(log_enabled(LOG_LEVEL_INFO));
 }
 
-TEST(access_log_switch_toggles)
+TEST(access_log_defaults_to_misses_and_modes_parse)
 {
+	enum log_access_mode m = LOG_ACCESS_ALL;
+
+	CHECK(log_access_mode() == LOG_ACCESS_MISSES);
 	CHECK(log_access_enabled());
-	log_set_access(false);
+	CHECK(log_access_mode_from_string("off", &m) == 0 && m == LOG_ACCESS_OFF);
+	CHECK(log_access_mode_from_string("all", &m) == 0 && m == LOG_ACCESS_ALL);
+	CHECK(log_access_mode_from_string("misses", &m) == 0 && m == LOG_ACCESS_MISSES);
+	CHECK(log_access_mode_from_string("no", &m) == 0 && m == LOG_ACCESS_OFF);
+	CHECK(log_access_mode_from_string("yes", &m) == 0 && m == LOG_ACCESS_ALL);
+	CHECK(log_access_mode_from_string("hits", &m) == -EINVAL && m == LOG_ACCESS_ALL);
+	log_set_access_mode(LOG_ACCESS_OFF);
 	CHECK(!log_access_enabled());
-	log_set_access(true);
+	log_set_access_mode(LOG_ACCESS_MISSES);
 	CHECK(log_access_enabled());
+}
+
+static void emit_access_line(const struct emit *e)
+{
+	struct log_line l;
+
+	log_line_begin(&l, e->level, e->event);
+	log_line_str(&l, "request_id", "00ab");
+	log_line_str(&l, "client", "");
+	log_line_int(&l, "status", 503);
+	log_line_int(&l, "neg", -42);
+	log_line_str(&l, "code", "Proxy.QuotaWait");
+	log_line_quoted(&l, "cache", "fwd=miss; detail=\"x\"");
+	log_line_ms(&l, "duration_ms", 1234567);
+	log_line_ms(&l, "small_ms", 7);
+	log_line_commit(&l);
+}
+
+TEST(line_builder_writes_logfmt_fields_without_printf)
+{
+	struct emit e = { LOG_LEVEL_INFO, "access", NULL, emit_access_line };
+	char got[CAPTURE_MAX];
+
+	REQUIRE(capture(&e, got, sizeof(got)) == 0);
+	CHECK(valid_ts_prefix(got));
+	CHECK(strstr(got, " level=info event=access request_id=00ab client=- status=503 neg=-42 "
+			  "code=Proxy.QuotaWait cache=\"fwd=miss; detail=\\\"x\\\"\" "
+			  "duration_ms=1234.567 small_ms=0.007\n") != NULL);
+	CHECK(strchr(got, '\n') == got + strlen(got) - 1);
+	if (harness_current_failed)
+		fprintf(stderr, "  got [%s]\n", got);
+}
+
+TEST(journal_lines_carry_sd_daemon_priorities)
+{
+	static const struct {
+		enum log_level level;
+		const char *prefix;
+	} cases[] = {
+		{ LOG_LEVEL_ERROR, "<3>ts=" }, { LOG_LEVEL_WARN, "<4>ts=" },
+		{ LOG_LEVEL_INFO, "<6>ts=" }, { LOG_LEVEL_DEBUG, "<7>ts=" },
+	};
+	char got[CAPTURE_MAX];
+
+	log_set_level(LOG_LEVEL_DEBUG);
+	log_set_journal(true);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct emit e = { cases[i].level, "access", NULL, emit_access_line };
+
+		REQUIRE(capture_log(cases[i].level, "ev", "k=v", got, sizeof(got)) == 0);
+		CHECK(strncmp(got, cases[i].prefix, strlen(cases[i].prefix)) == 0);
+		CHECK(valid_ts_prefix(got + 3));
+		REQUIRE(capture(&e, got, sizeof(got)) == 0);
+		CHECK(strncmp(got, cases[i].prefix, strlen(cases[i].prefix)) == 0);
+	}
+	log_set_journal(false);
+	REQUIRE(capture_log(LOG_LEVEL_ERROR, "ev", "k=v", got, sizeof(got)) == 0);
+	CHECK(valid_ts_prefix(got));
+	log_set_level(LOG_LEVEL_INFO);
+}
+
+/* Buffered: lines wait for a flush, then come out whole and in order. */
+static void emit_buffered(const struct emit *e)
+{
+	struct log_line l;
+
+	REQUIRE(log_init() == 0);
+	for (int i = 0; i < 300; i++) {
+		log_line_begin(&l, LOG_LEVEL_INFO, "access");
+		log_line_int(&l, "n", i);
+		log_line_commit(&l);
+	}
+	/* A rare line goes at once, after this thread's buffered ones. */
+	log_event(LOG_LEVEL_WARN, "late", "n=%d", 300);
+	for (int i = 301; i < 310; i++) {
+		log_line_begin(&l, LOG_LEVEL_INFO, "access");
+		log_line_int(&l, "n", i);
+		log_line_commit(&l);
+	}
+	log_fini();
+}
+
+TEST(buffered_lines_are_all_written_in_order_by_log_fini)
+{
+	struct emit e = { LOG_LEVEL_INFO, "access", NULL, emit_buffered };
+	static char got[64 * 1024];
+	const char *p = got;
+	int n = 0;
+
+	REQUIRE(capture(&e, got, sizeof(got)) == 0);
+	while (*p) {
+		const char *nl = strchr(p, '\n'), *f = strstr(p, " n=");
+		char want[16];
+
+		REQUIRE(nl && f && f < nl);
+		snprintf(want, sizeof(want), " n=%d\n", n);
+		CHECK(strncmp(f, want, strlen(want)) == 0);
+		p = nl + 1;
+		n++;
+	}
+	CHECK(n == 310);
 }
 
 TEST(event_writes_one_logfmt_line_to_stderr)
@@ -388,7 +522,10 @@ int main(void)
 	RUN(level_names_parse_to_levels);
 	RUN(unknown_level_names_are_refused_and_level_untouched);
 	RUN(level_threshold_decides_what_is_enabled);
-	RUN(access_log_switch_toggles);
+	RUN(access_log_defaults_to_misses_and_modes_parse);
+	RUN(line_builder_writes_logfmt_fields_without_printf);
+	RUN(journal_lines_carry_sd_daemon_priorities);
+	RUN(buffered_lines_are_all_written_in_order_by_log_fini);
 	RUN(event_writes_one_logfmt_line_to_stderr);
 	RUN(event_without_fields_has_no_trailing_space);
 	RUN(event_below_level_writes_nothing);
