@@ -1112,6 +1112,7 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **co
 	if (!hr)
 		return;
 	*con_cls = NULL;
+	metrics_count(METRICS_HTTP_REQUESTS);
 	count_outcome(hr->preq.call.answer.outcome);
 	if (hr->route == ROUTE_KEY || hr->route == ROUTE_SDK)
 		metrics_observe_us(METRICS_HIST_REQUEST, clock_mono_us() - hr->started_us);

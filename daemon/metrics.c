@@ -93,6 +93,8 @@ static const char *const result_labels[METRICS_RESULT_COUNT] = {
 	  "Cache (SQLite) errors.") \
 	X("camskeyd_unauthorized_total", COUNTER, "", SRC_COUNTER, METRICS_UNAUTHORIZED, 0, \
 	  "Requests refused with 401.") \
+	X("camskeyd_http_requests_total", COUNTER, "", SRC_COUNTER, METRICS_HTTP_REQUESTS, 0, \
+	  "Every HTTP request answered or ended, whatever its outcome (401s, refusals, health checks included).") \
 	X("camskeyd_slow_clients_total", COUNTER, "", SRC_COUNTER, METRICS_SLOW_CLIENTS, 0, \
 	  "Connections ended because the request head came too late.") \
 	X("camskeyd_queue_depth", GAUGE, "", SRC_GAUGE, METRICS_GAUGE_QUEUE_DEPTH, 0, \

@@ -42,6 +42,7 @@ enum metrics_counter {
 	METRICS_CACHE_ERRORS,
 	METRICS_UNAUTHORIZED,         /* 401 */
 	METRICS_SLOW_CLIENTS,         /* connections ended: request head too late */
+	METRICS_HTTP_REQUESTS,        /* every request that reached its teardown, whatever its answer */
 	METRICS_COUNTER_COUNT,
 };
 

@@ -157,6 +157,8 @@ def test_bearer_tokens_are_required_when_clients_have_them():
     assert daemon.get("/healthz")[0] == 200
     # 1 without a token, 7 bad tokens, 1 X-Client-Id, 1 hit without a token
     assert daemon.settled_metric("camskeyd_unauthorized_total", 10) == 10, daemon.metrics()
+    # Every request is counted whatever its answer: the 401s too.
+    assert daemon.settled_metric("camskeyd_http_requests_total", lambda v: (v or 0) >= 10) >= 10
 
 
 def test_non_loopback_listen_without_tokens_is_refused():
