@@ -119,6 +119,26 @@ void buf_printf(struct buf *b, const char *fmt, ...)
 	va_end(ap);
 }
 
+void buf_add_quoted(struct buf *b, const char *s, size_t n, size_t max_shown)
+{
+	size_t shown = n > max_shown ? max_shown : n;
+
+	buf_addc(b, '"');
+	for (size_t i = 0; i < shown; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (c == '"' || c == '\\')
+			buf_printf(b, "\\%c", c);
+		else if (c < 0x20 || c >= 0x7f)
+			buf_printf(b, "\\x%02x", c);
+		else
+			buf_addc(b, (char)c);
+	}
+	buf_addc(b, '"');
+	if (shown < n)
+		buf_printf(b, " (%zu bytes)", n);
+}
+
 void buf_addhex(struct buf *b, const unsigned char *p, size_t n)
 {
 	if (reserve(b, 2 * n))

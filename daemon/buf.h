@@ -39,6 +39,12 @@ void buf_vprintf(struct buf *b, const char *fmt, va_list ap)
 	__attribute__((format(printf, 2, 0)));
 /* Append n bytes as lower-case hex. */
 void buf_addhex(struct buf *b, const unsigned char *p, size_t n);
+/*
+ * Append s (n bytes, NULs included) as a quoted string for an error
+ * message: printable ASCII kept, '"' and '\\' escaped, every other byte
+ * \xNN; past max_shown bytes it is cut and " (N bytes)" follows.
+ */
+void buf_add_quoted(struct buf *b, const char *s, size_t n, size_t max_shown);
 
 /* 0, or -E2BIG if any append overflowed. */
 static inline int buf_error(const struct buf *b) { return b->error; }

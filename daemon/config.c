@@ -301,25 +301,10 @@ const struct config_key_info *config_keys(size_t *ret_count)
 
 /* ---- small text helpers -------------------------------------------------- */
 
-/* Append s as a C-ish quoted string: printable ASCII kept, the rest \xNN, cut long. */
+/* Append s quoted, printable ASCII kept, cut long (buf_add_quoted). */
 static void add_quoted(struct buf *b, const char *s, size_t n)
 {
-	size_t shown = n > QUOTE_MAX_BYTES ? QUOTE_MAX_BYTES : n;
-
-	buf_addc(b, '"');
-	for (size_t i = 0; i < shown; i++) {
-		unsigned char c = (unsigned char)s[i];
-
-		if (c == '"' || c == '\\')
-			buf_printf(b, "\\%c", c);
-		else if (c < 0x20 || c >= 0x7f)
-			buf_printf(b, "\\x%02x", c);
-		else
-			buf_addc(b, (char)c);
-	}
-	buf_addc(b, '"');
-	if (shown < n)
-		buf_printf(b, " (%zu bytes)", n);
+	buf_add_quoted(b, s, n, QUOTE_MAX_BYTES);
 }
 
 /* Append a name the user wrote, replacing anything unprintable by '?'. */

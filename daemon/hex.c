@@ -31,3 +31,14 @@ int hex_sha256(const void *p, size_t n, char ret_hex[LIMIT_SHA256_HEX])
 	hex_encode_lower(md, md_len, ret_hex);
 	return 0;
 }
+
+int hex_digit_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}

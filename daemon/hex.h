@@ -25,4 +25,7 @@ void hex_encode_lower(const unsigned char *p, size_t n, char *out);
  */
 int hex_sha256(const void *p, size_t n, char ret_hex[LIMIT_SHA256_HEX]);
 
+/* The value of one hex digit (either case), or -1 if c is not one. */
+int hex_digit_value(char c);
+
 #endif

@@ -26,20 +26,7 @@ static int fail(struct buf *reason, const char *what, const char *value, size_t 
 	if (!reason)
 		return -EINVAL;
 	buf_adds(reason, what);
-	buf_addc(reason, '"');
-	for (size_t i = 0; i < len && i < NETADDR_QUOTE_MAX; i++) {
-		unsigned char c = (unsigned char)value[i];
-
-		if (c == '"' || c == '\\')
-			buf_printf(reason, "\\%c", c);
-		else if (c < 0x20 || c >= 0x7f)
-			buf_printf(reason, "\\x%02x", c);
-		else
-			buf_addc(reason, (char)c);
-	}
-	buf_addc(reason, '"');
-	if (len > NETADDR_QUOTE_MAX)
-		buf_printf(reason, " (%zu bytes)", len);
+	buf_add_quoted(reason, value, len, NETADDR_QUOTE_MAX);
 	return -EINVAL;
 }
 

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "hex.h"
 #include "span.h"
 
 static int fail(struct route_error *err, const char *code, const char *message)
@@ -24,17 +25,6 @@ static int fail(struct route_error *err, const char *code, const char *message)
 	err->code = code;
 	snprintf(err->message, sizeof(err->message), "%s", message);
 	return -EINVAL;
-}
-
-static int hex_value(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
 }
 
 int route_decode_path(const char *raw, size_t raw_len, char *out, size_t out_size,
@@ -48,8 +38,8 @@ int route_decode_path(const char *raw, size_t raw_len, char *out, size_t out_siz
 		char c = raw[i];
 		int hi, lo;
 
-		if (c == '%' && raw_len - i >= 3 && (hi = hex_value(raw[i + 1])) >= 0 &&
-		    (lo = hex_value(raw[i + 2])) >= 0) {
+		if (c == '%' && raw_len - i >= 3 && (hi = hex_digit_value(raw[i + 1])) >= 0 &&
+		    (lo = hex_digit_value(raw[i + 2])) >= 0) {
 			c = (char)(hi * 16 + lo);
 			i += 3;
 		} else {

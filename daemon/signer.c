@@ -140,23 +140,6 @@ static void free_wipe_str(char *s)
 	free(s);
 }
 
-static bool is_space(unsigned char c)
-{
-	return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f';
-}
-
-/* Drop ASCII white space (line endings included) at both ends. */
-static struct span trim_ws(struct span s)
-{
-	while (s.len && is_space((unsigned char)s.p[0])) {
-		s.p++;
-		s.len--;
-	}
-	while (s.len && is_space((unsigned char)s.p[s.len - 1]))
-		s.len--;
-	return s;
-}
-
 /* ---- V3: ACS3-HMAC-SHA256 ---- */
 
 struct v3_header {
@@ -255,7 +238,7 @@ static int collect_v3_headers(const struct signer_v3_input *in, struct v3_header
 			continue;
 		}
 		h[n].name = lower;
-		h[n].value = trim_ws(span_cstr(value));
+		h[n].value = span_trim_ws(span_cstr(value));
 		n++;
 		if (!header_value_ok(h[n - 1].value)) {
 			r = -EINVAL;
@@ -520,7 +503,7 @@ static void cred_free(struct signer_cred *c)
 static int cred_set(char *dst, size_t dst_size, struct span value, const char *what,
 		    const char *where, char *errbuf, size_t errbuf_size)
 {
-	value = trim_ws(value);
+	value = span_trim_ws(value);
 	if (value.len == 0) {
 		errbuf_printf(errbuf, errbuf_size, "%s: %s is empty", where, what);
 		return -EINVAL;
@@ -709,7 +692,7 @@ static int parse_cred_file(const char *path, const char *data, size_t len,
 			line = rest;
 			rest.len = 0;
 		}
-		line = trim_ws(line);
+		line = span_trim_ws(line);
 		if (line.len == 0 || line.p[0] == '#' || line.p[0] == ';')
 			continue;
 		if (line.p[0] == '[') {
@@ -719,7 +702,7 @@ static int parse_cred_file(const char *path, const char *data, size_t len,
 				return -EINVAL;
 			}
 			any_section = true;
-			in_wanted = span_eq(trim_ws(span_make(line.p + 1, line.len - 2)), profile);
+			in_wanted = span_eq(span_trim_ws(span_make(line.p + 1, line.len - 2)), profile);
 			found_profile = found_profile || in_wanted;
 			continue;
 		}
@@ -729,8 +712,8 @@ static int parse_cred_file(const char *path, const char *data, size_t len,
 		}
 		if (!in_wanted)
 			continue;
-		key = trim_ws(key);
-		value = trim_ws(value);
+		key = span_trim_ws(key);
+		value = span_trim_ws(value);
 		if (span_eq(key, "access_key_id"))
 			id = value;
 		else if (span_eq(key, "access_key_secret"))

@@ -44,6 +44,22 @@ struct span span_trim(struct span s)
 	return s;
 }
 
+static bool is_ascii_space(unsigned char c)
+{
+	return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f';
+}
+
+struct span span_trim_ws(struct span s)
+{
+	while (s.len && is_ascii_space((unsigned char)s.p[0])) {
+		s.p++;
+		s.len--;
+	}
+	while (s.len && is_ascii_space((unsigned char)s.p[s.len - 1]))
+		s.len--;
+	return s;
+}
+
 bool span_split(struct span s, char c, struct span *ret_head, struct span *ret_tail)
 {
 	const char *at = s.len ? memchr(s.p, c, s.len) : NULL;

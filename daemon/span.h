@@ -27,6 +27,8 @@ bool span_eq_nocase(struct span a, const char *s);
 bool span_starts_with(struct span a, const char *prefix);
 /* Drop leading and trailing spaces and tabs. */
 struct span span_trim(struct span s);
+/* Drop ASCII white space, line endings included, at both ends. */
+struct span span_trim_ws(struct span s);
 /* Split at the first c: *ret_head before it, *ret_tail after it. false if absent. */
 bool span_split(struct span s, char c, struct span *ret_head, struct span *ret_tail);
 

@@ -51,6 +51,7 @@
 #include "cams.h"
 #include "mem.h"
 #include "signer.h"
+#include "hex.h"
 #include "span.h"
 
 /* Parameters (query and form body together) and headers we look at. */
@@ -132,22 +133,6 @@ static struct span pair_value(const struct verify_pair *p)
 	return p->value ? span_make(p->value, p->value_len) : span_make("", 0);
 }
 
-static bool is_ws(unsigned char c)
-{
-	return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f';
-}
-
-static struct span trim_ws(struct span s)
-{
-	while (s.len && is_ws((unsigned char)s.p[0])) {
-		s.p++;
-		s.len--;
-	}
-	while (s.len && is_ws((unsigned char)s.p[s.len - 1]))
-		s.len--;
-	return s;
-}
-
 /* The headers named lower_name: how many, and the first one's value. */
 static size_t find_header(const struct verify_input *in, const char *lower_name,
 			  struct span *ret_value)
@@ -166,28 +151,6 @@ static size_t find_header(const struct verify_input *in, const char *lower_name,
 static bool span_eq_span(struct span a, struct span b)
 {
 	return a.len == b.len && (a.len == 0 || memcmp(a.p, b.p, a.len) == 0);
-}
-
-static void hex_lower(const unsigned char *p, size_t n, char *out)
-{
-	static const char digits[] = "0123456789abcdef";
-
-	for (size_t i = 0; i < n; i++) {
-		out[2 * i] = digits[p[i] >> 4];
-		out[2 * i + 1] = digits[p[i] & 0x0f];
-	}
-	out[2 * n] = '\0';
-}
-
-static int sha256_hex(const void *p, size_t n, char out[LIMIT_SHA256_HEX])
-{
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int md_len = 0;
-
-	if (!EVP_Digest(p ? p : "", n, md, &md_len, EVP_sha256(), NULL) || md_len != 32)
-		return -EIO;
-	hex_lower(md, md_len, out);
-	return 0;
 }
 
 /* ---- time ---- */
@@ -268,17 +231,6 @@ struct params {
 	char *decoded; /* form body names and values, owned */
 };
 
-static int hex_digit(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	return -1;
-}
-
 /* Form-decode s into out ("+" is a space; a broken %XX stays as it is). */
 static size_t form_decode(struct span s, char *out)
 {
@@ -290,7 +242,7 @@ static size_t form_decode(struct span s, char *out)
 		if (s.p[i] == '+') {
 			out[n++] = ' ';
 		} else if (s.p[i] == '%' && i + 2 < s.len &&
-			   (hi = hex_digit(s.p[i + 1])) >= 0 && (lo = hex_digit(s.p[i + 2])) >= 0) {
+			   (hi = hex_digit_value(s.p[i + 1])) >= 0 && (lo = hex_digit_value(s.p[i + 2])) >= 0) {
 			out[n++] = (char)(hi * 16 + lo);
 			i += 2;
 		} else {
@@ -308,7 +260,7 @@ static bool is_form_body(const struct verify_input *in)
 		return false;
 	if (!span_split(ct, ';', &type, &rest))
 		type = ct;
-	return span_eq_nocase(trim_ws(type), FORM_TYPE);
+	return span_eq_nocase(span_trim_ws(type), FORM_TYPE);
 }
 
 /*
@@ -540,7 +492,7 @@ static int parse_authorization(struct span value, struct v3_auth *a)
 	bool seen_cred = false, seen_sh = false, seen_sig = false;
 
 	memset(a, 0, sizeof(*a));
-	value = trim_ws(value);
+	value = span_trim_ws(value);
 	if (!span_split(value, ' ', &a->algorithm, &rest)) {
 		a->algorithm = value;
 		rest = span_make("", 0);
@@ -552,11 +504,11 @@ static int parse_authorization(struct span value, struct v3_auth *a)
 			item = rest;
 			rest.len = 0;
 		}
-		item = trim_ws(item);
+		item = span_trim_ws(item);
 		if (!span_split(item, '=', &key, &v))
 			continue;
-		key = trim_ws(key);
-		v = trim_ws(v);
+		key = span_trim_ws(key);
+		v = span_trim_ws(v);
 		if (span_eq(key, "Credential")) {
 			if (seen_cred)
 				return -1;
@@ -644,7 +596,7 @@ static int v3_header(const struct verify_input *in, const char *name, const char
 	if (count > 1)
 		return fail(e, 400, "InvalidParameter", "The header %s is given more than once.",
 			    name);
-	v = trim_ws(v);
+	v = span_trim_ws(v);
 	if (count == 0 || v.len == 0)
 		return fail_missing(e, param_name);
 	*ret = v;
@@ -701,7 +653,7 @@ static int verify_v3(const struct verify_input *in, struct span authorization,
 		goto out;
 
 	/* The payload hash is ours; the header is only compared with it. */
-	if (sha256_hex(in->body, in->body_len, body_sha)) {
+	if (hex_sha256(in->body, in->body_len, body_sha)) {
 		rc = -EINVAL;
 		goto out;
 	}
@@ -731,7 +683,7 @@ static int verify_v3(const struct verify_input *in, struct span authorization,
 			goto out;
 		}
 		/* A signed header that is absent canonicalises as empty. */
-		v = trim_ws(v);
+		v = span_trim_ws(v);
 		buf_add(&canonical, names[i].p, names[i].len);
 		buf_addc(&canonical, ':');
 		buf_add(&canonical, v.p, v.len);
@@ -746,7 +698,7 @@ static int verify_v3(const struct verify_input *in, struct span authorization,
 		rc = fail(e, 400, "Proxy.RequestTooLarge", "The canonical request is too large.");
 		goto out;
 	}
-	rc = sha256_hex(canonical.data, canonical.len, cr_sha);
+	rc = hex_sha256(canonical.data, canonical.len, cr_sha);
 	buf_free_wipe(&canonical);
 	if (rc) {
 		rc = -EINVAL;
@@ -758,7 +710,7 @@ static int verify_v3(const struct verify_input *in, struct span authorization,
 		rc = -EINVAL;
 		goto out;
 	}
-	hex_lower(mac, mac_len, want);
+	hex_encode_lower(mac, mac_len, want);
 	if (a.signature.len != 64 || CRYPTO_memcmp(a.signature.p, want, 64) != 0) {
 		rc = fail(e, 400, "SignatureDoesNotMatch",
 			  "Specified signature does not match our calculation. Our string to sign "

@@ -333,6 +333,19 @@ TEST(free_wipe_releases_a_used_buffer)
 	CHECK(b.len == 0 && b.cap == 0);
 }
 
+TEST(quoted_escapes_unprintables_keeps_nuls_and_cuts_long_values)
+{
+	struct buf b;
+
+	buf_init(&b, 1024);
+	buf_add_quoted(&b, "a\"b\\c\0d\n", 8, 80);
+	CHECK_STR(buf_str(&b), "\"a\\\"b\\\\c\\x00d\\x0a\"");
+	buf_reset(&b);
+	buf_add_quoted(&b, "abcdef", 6, 3);
+	CHECK_STR(buf_str(&b), "\"abc\" (6 bytes)");
+	buf_free(&b);
+}
+
 int main(void)
 {
 	RUN(empty_buffer_reads_as_empty_string);
@@ -357,5 +370,6 @@ int main(void)
 	RUN(free_accepts_null_and_never_used_buffer_and_double_free);
 	RUN(buffer_is_reusable_after_free_and_init);
 	RUN(free_wipe_releases_a_used_buffer);
+	RUN(quoted_escapes_unprintables_keeps_nuls_and_cuts_long_values);
 	return harness_done();
 }

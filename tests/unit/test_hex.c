@@ -50,10 +50,19 @@ TEST(sha256_hex_matches_the_fips_vectors)
 	CHECK_STR(out, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
 }
 
+TEST(digit_value_reads_both_cases_and_refuses_the_rest)
+{
+	CHECK(hex_digit_value('0') == 0 && hex_digit_value('9') == 9);
+	CHECK(hex_digit_value('a') == 10 && hex_digit_value('F') == 15);
+	CHECK(hex_digit_value('g') == -1 && hex_digit_value('\0') == -1);
+	CHECK(hex_digit_value('/') == -1 && hex_digit_value(':') == -1);
+}
+
 int main(void)
 {
 	RUN(every_byte_value_encodes_as_two_lower_case_digits);
 	RUN(encoding_writes_exactly_two_n_plus_one_bytes);
 	RUN(sha256_hex_matches_the_fips_vectors);
+	RUN(digit_value_reads_both_cases_and_refuses_the_rest);
 	return harness_done();
 }

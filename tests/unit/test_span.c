@@ -255,6 +255,15 @@ TEST(copy_too_small_fails_with_e2big_and_leaves_dst)
 	CHECK_STR(dst, "keep");
 }
 
+TEST(trim_ws_drops_every_ascii_space_and_line_ending_at_both_ends_only)
+{
+	struct span s = span_trim_ws(span_cstr(" \t\r\n a \t b\v\f\r\n"));
+
+	CHECK(s.len == 5 && memcmp(s.p, "a \t b", 5) == 0);
+	CHECK(span_trim_ws(span_cstr(" \n\t")).len == 0);
+	CHECK(span_trim_ws(span_make("", 0)).len == 0);
+}
+
 int main(void)
 {
 	RUN(cstr_span_covers_the_whole_string);
@@ -279,5 +288,6 @@ int main(void)
 	RUN(span_number_parser_reads_only_the_span);
 	RUN(copy_writes_span_and_nul_when_it_fits);
 	RUN(copy_too_small_fails_with_e2big_and_leaves_dst);
+	RUN(trim_ws_drops_every_ascii_space_and_line_ending_at_both_ends_only);
 	return harness_done();
 }
