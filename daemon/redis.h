@@ -92,6 +92,18 @@ struct redis_options {
 	unsigned backoff_min_ms;      /* > 0 */
 	unsigned backoff_max_ms;      /* >= backoff_min_ms */
 	uint64_t jitter_seed;         /* 0: from the time and the pid */
+	/*
+	 * Subscriber connection: non-NULL makes this connection subscribe to
+	 * this channel (handshake: AUTH, SUBSCRIBE; no SELECT, INFO or
+	 * script) and accept no commands; READY once the SUBSCRIBE is
+	 * confirmed. Every message is handed to on_message. A PING every
+	 * command_timeout_ms * 4 (answered within command_timeout_ms) finds a
+	 * stalled server. Messages published while it was not READY are lost:
+	 * the owner compares redis_stats.readies to notice a new connection.
+	 */
+	const char *subscribe;
+	void (*on_message)(void *cookie, const char *data, size_t len);
+	void *message_cookie;
 };
 
 enum redis_state {
@@ -214,5 +226,27 @@ typedef void redis_pause_fn(void *cookie, int error, int64_t pause_left_us,
  */
 int redis_pause(struct redis *r, const char *scope, unsigned pause_ms, unsigned window_ms,
 		unsigned horizon_ms, int64_t now_us, redis_pause_fn *cb, void *cookie);
+
+/* ---- plain commands (the shared cache tier, shared.c) ---- */
+
+struct redisReply; /* hiredis's reply, read-only and valid only inside the callback */
+
+/*
+ * error: 0 (reply is the server's answer, an error reply included:
+ * REDIS_REPLY_ERROR), -ETIMEDOUT, -ECONNRESET, -ECANCELED (redis_free).
+ * reply is NULL unless error is 0; it is freed when the callback returns.
+ */
+typedef void redis_reply_fn(void *cookie, int error, const struct redisReply *reply,
+			    const char *error_text);
+
+/*
+ * Send one command, binary safe (argvlen[i] bytes of argv[i]; at most
+ * REDIS_COMMAND_ARGS arguments), under the same deadline, drop and
+ * reconnection rules as every command. Returns as redis_grant (-EINVAL:
+ * too many arguments, or a subscriber connection).
+ */
+#define REDIS_COMMAND_ARGS 16
+int redis_command(struct redis *r, int argc, const char *const *argv, const size_t *argvlen,
+		  int64_t now_us, redis_reply_fn *cb, void *cookie);
 
 #endif
