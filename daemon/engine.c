@@ -644,6 +644,13 @@ static void flight_throttled(struct engine *e, struct flight *f, const struct en
 			    retry_after_s, "upstream-throttled");
 		return;
 	}
+	/* Closed: no quota can come for a retry; fail closed now. */
+	if (e->gate == ENGINE_GATE_CLOSED) {
+		while ((w = flight_first_waiter(f)))
+			answer_unavailable(e, waiter_caller(w), now_s);
+		flight_drop(e, f);
+		return;
+	}
 	for (w = flight_first_waiter(f); w && w != &f->waiters; w = next) {
 		struct engine_caller *c = waiter_caller(w);
 		int64_t limit_us = caller_wait_limit_us(c);
