@@ -154,6 +154,7 @@ struct fx {
 	unsigned reserves_over;       /* more grants asked + held than grants_max_pending */
 	unsigned actions_after_abort; /* RESERVE or CLAIM drained after engine_abort */
 	unsigned leases_released;     /* OWNED answers the engine refused */
+	unsigned unavailable_while_open; /* SharedQuotaUnavailable with the gate not closed */
 	int64_t last_local_send_us;   /* -1: none */
 };
 
@@ -368,6 +369,9 @@ static void fx_drain(struct fx *x)
 					a.caller->answer.outcome);
 			else
 				x->answered_us[i] = x->now_us;
+			if (a.caller->answer.outcome == ENGINE_OUTCOME_QUOTA_UNAVAILABLE &&
+			    engine_gate(x->e) != ENGINE_GATE_CLOSED)
+				x->unavailable_while_open++;
 		} else if (a.kind == ENGINE_ACTION_RESERVE) {
 			drained_reserve(x);
 		} else if (a.kind == ENGINE_ACTION_CLAIM) {
@@ -951,6 +955,7 @@ static void fx_end(struct fx *x)
 	CHECK(x->reserves_early == 0);
 	CHECK(x->reserves_over == 0);
 	CHECK(x->actions_after_abort == 0);
+	CHECK(x->unavailable_while_open == 0);
 	CHECK(engine_waiting(x->e) == 0);
 	CHECK(engine_flights(x->e) == 0);
 	CHECK(engine_stats(x->e)->sends == x->n_sends);
@@ -3370,6 +3375,168 @@ TEST(random_traffic_answers_every_caller_once_within_the_sliding_second)
 	fx_end(x);
 }
 
+static void grant_random(struct fx *x, struct grant_reply *ret)
+{
+	uint64_t r = harness_rng_next() % 100;
+
+	ret->ok = r < 80;
+	if (r < 60) {
+		ret->send_at_us = x->now_us + (int64_t)(harness_rng_next() % (300 * MS));
+		ret->latest_us = ret->send_at_us + (int64_t)(harness_rng_next() % (100 * MS));
+	} else if (r < 72) {
+		/* late on arrival */
+		ret->send_at_us = x->now_us - 100 * MS;
+		ret->latest_us = x->now_us - 1 - (int64_t)(harness_rng_next() % (50 * MS));
+	} else if (r < 80) {
+		/* a window of one instant */
+		ret->send_at_us = x->now_us + (int64_t)(harness_rng_next() % (50 * MS));
+		ret->latest_us = ret->send_at_us;
+	} else {
+		ret->retry_at_us = x->now_us + (int64_t)(harness_rng_next() % (500 * MS));
+	}
+}
+
+static enum engine_claim claim_random(struct fx *x, const struct claim *c, int64_t *ret_retry_at_us)
+{
+	uint64_t r = harness_rng_next() % 100;
+
+	(void)c;
+	*ret_retry_at_us = x->now_us + 50 * MS + (int64_t)(harness_rng_next() % (800 * MS));
+	if (r < 20)
+		return ENGINE_CLAIM_HIT;
+	if (r < 55)
+		return ENGINE_CLAIM_OWNED;
+	if (r < 80)
+		return ENGINE_CLAIM_HELD;
+	return ENGINE_CLAIM_UNAVAILABLE;
+}
+
+static void random_many_hosts(bool shared, uint64_t salt)
+{
+	struct engine_settings s = default_settings();
+	struct fx *x;
+	struct chaos ch;
+	int64_t end_us = T0 + 60 * SEC;
+	size_t outcomes[ENGINE_OUTCOME_COUNT], bad_shared = 0, gates = 0;
+	size_t by_gate[3] = { 0, 0, 0 };
+
+	memset(&ch, 0, sizeof(ch));
+	memset(outcomes, 0, sizeof(outcomes));
+	harness_rng_reset(salt);
+	s.queue_max = 24;
+	s.weights[1] = 2;
+	s.weights[2] = 3;
+	s.shared = shared;
+	s.grants_max_pending = 3;
+	x = fx_new_with(&s);
+	x->latency_min_us = 10 * MS;
+	x->latency_max_us = 400 * MS;
+	x->policy = policy_random;
+	x->grant_policy = grant_random;
+	x->grant_latency_min_us = 0;
+	x->grant_latency_max_us = 60 * MS;
+	x->claim_policy = claim_random;
+	x->claim_latency_min_us = 0;
+	x->claim_latency_max_us = 40 * MS;
+	fx_set_gate(x, ENGINE_GATE_GRANTS);
+	while (x->now_us < end_us && x->n_callers < MAX_CALLERS - 1) {
+		uint64_t what = harness_rng_next() % 100;
+		unsigned client = (unsigned)(harness_rng_next() % 4);
+		unsigned n = (unsigned)(harness_rng_next() % 40);
+
+		fx_advance(x, (int64_t)(harness_rng_next() % (150 * MS)));
+		chaos_check(x, &ch);
+		if (what < 70) {
+			static const uint32_t waits[] = { 0, 100, 300, 1000, 2000, 5000, 20000 };
+			struct engine_caller *c = fx_caller(x, client, n, waits[harness_rng_next() % 7]);
+			uint64_t st = harness_rng_next() % 10;
+
+			c->key = key_of(0, n);   /* clients share keys */
+			if (st < 3) {
+				int64_t now_s = fx_now_s(x);
+				int64_t past = (int64_t)(harness_rng_next() % 5000);
+
+				c->stale = entry_key(&c->key, now_s - past - 3600, now_s - past);
+			}
+			c->no_stale = st == 9;
+			fx_submit(x, c);
+		} else if (what < 78) {
+			fx_refresh(x, 0, n);
+		} else if (what < 88) {
+			size_t i = x->n_callers ? (size_t)(harness_rng_next() % x->n_callers) : 0;
+
+			if (x->n_callers && x->submitted[i] && !x->answers[i])
+				fx_gone(x, &x->callers[i]);
+		} else if (what < 92) {
+			fx_poke(x, 0, n);
+		} else if (what < 96) {
+			uint64_t g = harness_rng_next() % 100;
+
+			fx_set_gate(x, g < 30 ? ENGINE_GATE_LOCAL
+					      : g < 75 ? ENGINE_GATE_GRANTS : ENGINE_GATE_CLOSED);
+			gates++;
+		}
+		chaos_check(x, &ch);
+	}
+	for (size_t i = 0; i < x->n_sends; i++) {
+		if (x->sends[i].attempts < 1 || x->sends[i].attempts > 1 + s.upstream_retries)
+			ch.bad_attempts++;
+		by_gate[x->sends[i].gate]++;
+	}
+	for (size_t i = 0; i < x->n_callers; i++) {
+		const struct engine_caller *c = &x->callers[i];
+		int64_t deadline = c->submitted_us + (int64_t)c->max_wait_ms * 1000;
+
+		if (!x->answers[i])
+			continue;
+		outcomes[c->answer.outcome]++;
+		if (c->answer.outcome == ENGINE_OUTCOME_QUOTA_WAIT && x->answered_us[i] > deadline + MS)
+			ch.quota_wait_late++;
+		if ((c->answer.outcome == ENGINE_OUTCOME_QUOTA_WAIT ||
+		     c->answer.outcome == ENGINE_OUTCOME_QUEUE_FULL ||
+		     c->answer.outcome == ENGINE_OUTCOME_THROTTLED ||
+		     c->answer.outcome == ENGINE_OUTCOME_QUOTA_UNAVAILABLE) &&
+		    c->answer.retry_after_s < 1)
+			ch.bad_retry_after++;
+		if (c->answer.outcome == ENGINE_OUTCOME_HIT_SHARED &&
+		    (!c->answer.entry || !key_eq(&c->answer.entry->key, &c->key)))
+			bad_shared++;
+	}
+	printf("# many hosts%s: %zu callers, %zu sends (local %zu, grants %zu), %zu gate changes, "
+	       "%zu claims, %zu reserves, %" PRIu64 " grants discarded, %zu shared hits, "
+	       "%zu unavailable\n",
+	       shared ? " (shared)" : "", x->n_callers, x->n_sends, by_gate[ENGINE_GATE_LOCAL],
+	       by_gate[ENGINE_GATE_GRANTS], gates, x->claims_total, x->reserves_total,
+	       engine_stats(x->e)->grants_discarded, outcomes[ENGINE_OUTCOME_HIT_SHARED],
+	       outcomes[ENGINE_OUTCOME_QUOTA_UNAVAILABLE]);
+	CHECK(ch.deadline_violations == 0);
+	CHECK(ch.quota_wait_late == 0);
+	CHECK(ch.bad_retry_after == 0);
+	CHECK(ch.bad_attempts == 0);
+	CHECK(bad_shared == 0);
+	CHECK(outcomes[ENGINE_OUTCOME_HIT_SHARED] == engine_stats(x->e)->shared_hits);
+	CHECK(outcomes[ENGINE_OUTCOME_QUOTA_UNAVAILABLE] == engine_stats(x->e)->quota_unavailable);
+	CHECK(by_gate[ENGINE_GATE_GRANTS] == engine_stats(x->e)->grants_used);
+	CHECK(by_gate[ENGINE_GATE_CLOSED] == 0);
+	CHECK(by_gate[ENGINE_GATE_GRANTS] > 0);
+	CHECK(!shared || outcomes[ENGINE_OUTCOME_HIT_SHARED] > 0);
+	CHECK(outcomes[ENGINE_OUTCOME_QUOTA_UNAVAILABLE] > 0);
+	/* Stop with calls, claims and RESERVEs outstanding; some finish, abort the rest. */
+	fx_stop(x);
+	fx_advance(x, 150 * MS);
+	fx_end(x);
+}
+
+TEST(random_many_hosts_traffic_answers_every_caller_once_and_sends_only_on_a_due_grant)
+{
+	random_many_hosts(false, 23);
+}
+
+TEST(random_shared_tier_traffic_answers_every_caller_once_and_sends_only_on_a_due_grant)
+{
+	random_many_hosts(true, 29);
+}
+
 int main(void)
 {
 	/* A fixed default seed; $TEST_SEED replays another. */
@@ -3454,5 +3621,7 @@ int main(void)
 	RUN(closing_the_gate_answers_callers_waiting_for_a_claim_at_once);
 	RUN(stop_answers_callers_of_claiming_and_remote_flights_and_later_claims_are_refused);
 	RUN(abort_drops_pending_claim_and_reserve_actions);
+	RUN(random_many_hosts_traffic_answers_every_caller_once_and_sends_only_on_a_due_grant);
+	RUN(random_shared_tier_traffic_answers_every_caller_once_and_sends_only_on_a_due_grant);
 	return harness_done();
 }
