@@ -3262,6 +3262,7 @@ TEST(abort_drops_pending_claim_and_reserve_actions)
 /* ---- randomized scenario ------------------------------------------------------------ */
 
 struct chaos {
+	size_t closed_waiters;     /* a caller waiting for quota or a claim while closed */
 	size_t deadline_violations;
 	size_t quota_wait_late;
 	size_t bad_retry_after;
@@ -3294,6 +3295,8 @@ static void chaos_check(struct fx *x, struct chaos *ch)
 			continue;
 		if (wire_index(x, &c->key) == SIZE_MAX && x->now_us > deadline + MS)
 			ch->deadline_violations++;
+		if (wire_index(x, &c->key) == SIZE_MAX && engine_gate(x->e) == ENGINE_GATE_CLOSED)
+			ch->closed_waiters++;
 	}
 }
 
@@ -3514,6 +3517,7 @@ static void random_many_hosts(bool shared, uint64_t salt)
 	CHECK(ch.bad_retry_after == 0);
 	CHECK(ch.bad_attempts == 0);
 	CHECK(bad_shared == 0);
+	CHECK(ch.closed_waiters == 0);
 	CHECK(outcomes[ENGINE_OUTCOME_HIT_SHARED] == engine_stats(x->e)->shared_hits);
 	CHECK(outcomes[ENGINE_OUTCOME_QUOTA_UNAVAILABLE] == engine_stats(x->e)->quota_unavailable);
 	CHECK(by_gate[ENGINE_GATE_GRANTS] == engine_stats(x->e)->grants_used);
