@@ -418,7 +418,12 @@ static void queue_make_room(struct engine *e)
 /* No room for another key callers wait for. */
 static bool queue_full_for_callers(const struct engine *e)
 {
-	return queue_len_class(e->queue, QUEUE_FOREGROUND) >= e->settings.queue_max;
+	size_t n = queue_len_class(e->queue, QUEUE_FOREGROUND);
+
+	/* A key claimed for callers is one they wait for too (queued once claimed). */
+	for (size_t i = 0; i < e->n_claims; i++)
+		n += !e->claims[i]->background;
+	return n >= e->settings.queue_max;
 }
 
 /*
@@ -567,7 +572,7 @@ bool engine_refresh(struct engine *e, const struct cams_key *key, int64_t now_us
 	if (e->stopping || flight_find(e->flights, key))
 		return false;
 	/* Background work takes only room callers leave. */
-	if (queue_len(e->queue) >= e->settings.queue_max)
+	if (queue_len(e->queue) + e->n_claims >= e->settings.queue_max)
 		return false;
 	return flight_new(e, key, 0, true, now_us) != NULL;
 }

@@ -3259,6 +3259,41 @@ TEST(abort_drops_pending_claim_and_reserve_actions)
 	fx_end(x);
 }
 
+
+TEST(flights_claiming_for_callers_count_against_queue_max)
+{
+	struct engine_settings s = default_settings();
+	struct fx *x;
+	struct engine_caller *c[4];
+
+	s.shared = true;
+	s.queue_max = 2;
+	x = fx_new_with(&s);
+	c[0] = fx_call(x, 0, 0, LONG_WAIT_MS);
+	c[1] = fx_call(x, 0, 1, LONG_WAIT_MS);
+	CHECK(fx_claim(x, 0, 1, ENGINE_CLAIM_HELD, T0 + 5 * SEC)); /* remote counts too */
+	c[2] = fx_call(x, 0, 2, LONG_WAIT_MS);
+	CHECK_ANSWER(x, c[2], ENGINE_OUTCOME_QUEUE_FULL, 503);
+	CHECK(!fx_refresh(x, 0, 3));         /* no room left for background work */
+	CHECK(x->claims_total == 2);
+	CHECK(fx_claim(x, 0, 0, ENGINE_CLAIM_OWNED, 0));
+	CHECK(engine_queue_len(x->e) == 1);
+	/* A HIT frees its room: a new key fits. */
+	fx_poke(x, 0, 1);
+	fx_tick(x);
+	CHECK(fx_claim(x, 0, 1, ENGINE_CLAIM_HIT, 0));
+	CHECK_SHARED_HIT(x, c[1]);
+	c[3] = fx_call(x, 0, 3, LONG_WAIT_MS);
+	CHECK_WAITING(x, c[3]);
+	CHECK(fx_claim(x, 0, 3, ENGINE_CLAIM_UNAVAILABLE, 0));
+	CHECK(engine_queue_len(x->e) + engine_in_flight(x->e) == 2);
+	fx_run_until(x, x->now_us + SEC);
+	fx_ok_all(x);
+	CHECK_MISS(x, c[0]);
+	CHECK_MISS(x, c[3]);
+	fx_end(x);
+}
+
 /* ---- randomized scenario ------------------------------------------------------------ */
 
 struct chaos {
@@ -3625,6 +3660,7 @@ int main(void)
 	RUN(closing_the_gate_answers_callers_waiting_for_a_claim_at_once);
 	RUN(stop_answers_callers_of_claiming_and_remote_flights_and_later_claims_are_refused);
 	RUN(abort_drops_pending_claim_and_reserve_actions);
+	RUN(flights_claiming_for_callers_count_against_queue_max);
 	RUN(random_many_hosts_traffic_answers_every_caller_once_and_sends_only_on_a_due_grant);
 	RUN(random_shared_tier_traffic_answers_every_caller_once_and_sends_only_on_a_due_grant);
 	return harness_done();
