@@ -5,13 +5,22 @@
  * re-signed retries at the head of the queue, callers who cannot wait),
  * background refreshes and callers joining them, departures, deadlines and
  * refusals with the predicted wait, the queue bound, stale fallbacks,
- * negative entries, weighted fair shares, reconfiguration and shutdown.
+ * negative entries, weighted fair shares, reconfiguration and shutdown;
+ * and for many hosts (issue #14) the gate (LOCAL, GRANTS, CLOSED), grants
+ * used only within [send_at, latest], the quiet window after local sends,
+ * failing closed, and claims in the shared tier (HIT, OWNED, HELD ->
+ * REMOTE, UNAVAILABLE, stale claim numbers).
  *
  * Each test is a scenario driven by a fixture: a fake clock (now_us, and a
  * wall clock derived from it), a fake upstream that records every SEND and
  * answers flights by hand or by itself after a latency, and an array of
- * callers whose ANSWERs are counted. Every fixture ends with stop and abort
- * and checks that every submitted caller was answered exactly once.
+ * callers whose ANSWERs are counted. RESERVE and CLAIM actions are recorded
+ * and answered by hand (fx_grant, fx_grant_failed, fx_claim) or by a policy
+ * after a latency; the fixture mirrors the grants the engine may use and
+ * flags a SEND under GRANTS with none due, a SEND while CLOSED, a RESERVE
+ * within one window of a local send, more than grants_max_pending asked and
+ * held. Every fixture ends with stop and abort and checks that every
+ * submitted caller was answered exactly once.
  *
  * Times below assume the default settings: rate 5/s, burst 1, margin 0, so
  * calls are spaced 200 ms and a throttle pauses sends for 1 s. Randomized
