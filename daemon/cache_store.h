@@ -4,10 +4,12 @@
  * connection per thread, the max_entries bound and the row count. No memory
  * layer: it knows nothing of shards or of what is published in memory.
  *
- * One file in WAL mode, synchronous=NORMAL, busy_timeout 5 s, one table
- * `keys` (see docs/DESIGN.md), PRAGMA user_version = 2; a version 1
- * database (a WITHOUT ROWID table) is upgraded on open. Every write is one
- * BEGIN IMMEDIATE ... COMMIT on the writer connection.
+ * One file in WAL mode, synchronous=NORMAL, busy_timeout 5 s, a table
+ * `keys` (the rows, the PEM computed from the body) and a narrow table
+ * `recency` (last_used_at per key) (see docs/DESIGN.md), PRAGMA
+ * user_version = 3; version 1 and 2 databases are upgraded on open (a
+ * read-only open refuses them). Every write is one BEGIN IMMEDIATE ...
+ * COMMIT on the writer connection.
  *
  * Logs: SQLite errors, once, with sqlite3_errmsg, where they happen
  * (cache_error); open errors go to errbuf instead.
@@ -33,7 +35,7 @@ struct cache_store;
 
 /*
  * Open (creating the file mode 0600 and the schema if needed, upgrading a
- * version 1 database), WAL, synchronous=NORMAL, busy_timeout; count the
+ * version 1 or 2 database, every row and its recency kept), WAL, synchronous=NORMAL, busy_timeout; count the
  * rows. 0 or -EIO with the reason (naming the file) in errbuf.
  */
 int cache_store_open(const struct cache_store_options *opt, struct cache_store **ret,
