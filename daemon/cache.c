@@ -202,9 +202,7 @@ int cache_load(struct cache *c, const struct cams_key *key, int64_t now_s,
 	ret = cache_store_get(c->store, key, &e, &last_used_s);
 	if (ret <= 0)
 		return ret;
-	e = cache_mem_offer(c->mem, e, gen, last_used_s);
-	if (now_s > (int64_t)atomic_load_explicit(&e->last_used_s, memory_order_relaxed))
-		atomic_store_explicit(&e->last_used_s, (long long)now_s, memory_order_relaxed);
+	e = cache_mem_offer(c->mem, e, gen, last_used_s, now_s);
 	*ret_entry = e;
 	return 1;
 }

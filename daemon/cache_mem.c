@@ -3,8 +3,9 @@
  *
  * Owns: the shards, their nodes, and one reference per node to a published
  * entry. A hit is: hash, lock one shard, find, take a reference, move to
- * the LRU head, unlock, record the time in e->last_used_s -- no global
- * lock, no allocation, no I/O.
+ * the LRU head, record the time in e->last_used_s and, the first time since
+ * the last flush, put the node on the shard's dirty list, unlock -- no
+ * global lock, no allocation, no I/O.
  *
  * Invariants.
  *  - A shard holds at most shard_cap nodes; the bucket array is sized once.
@@ -13,6 +14,12 @@
  *    still current, so an offer never reinstates what a write replaced.
  *  - Entry references are dropped after the shard mutex is released (a
  *    free never runs under a lock).
+ *  - Every node whose entry was used later than persisted_used_s is on its
+ *    shard's dirty list (uses are recorded under the shard mutex, so none
+ *    slips past a collect), and collecting walks only that list: a flush
+ *    costs the keys used since the last one, not every node. A node leaves
+ *    the list when its use is on disk (cache_mem_mark_persisted()), when a
+ *    collect finds nothing newer to flush, or when it is unlinked.
  * Does not: touch SQLite, read a clock, log, or judge freshness.
  * Threads: any; only one shard mutex is held at a time. Logs: never.
  */
@@ -42,6 +49,8 @@ struct mem_node {
 	uint64_t hash;
 	struct cache_entry *e;          /* one reference */
 	int64_t persisted_used_s;       /* last_used_at known to be on disk */
+	/* The shard's dirty list; dirty_pprev is NULL when the node is not on it. */
+	struct mem_node *dirty_next, **dirty_pprev;
 };
 
 struct shard {
@@ -51,6 +60,7 @@ struct shard {
 	struct mem_node *newest, *oldest;
 	size_t count;
 	uint64_t gen;                   /* bumped by every publish/forget here */
+	struct mem_node *dirty;         /* nodes used since their use was last flushed */
 	struct cache_use *pending;      /* uses of nodes pushed out, MEM_PENDING_MAX */
 	size_t pending_len;
 };
@@ -68,9 +78,43 @@ static int64_t entry_used(const struct cache_entry *e)
 
 static void entry_note_use(struct cache_entry *e, int64_t now_s)
 {
-	/* Racing hits may store in any order; recency is approximate anyway. */
 	if (now_s > entry_used(e))
 		atomic_store_explicit(&e->last_used_s, (long long)now_s, memory_order_relaxed);
+}
+
+/*
+ * Under the shard mutex. The mutex is what makes this cheap and exact: no
+ * atomic flag is needed, and a collect (which takes the same mutex) sees
+ * either the node on the list or the use not yet made.
+ */
+static void dirty_push(struct shard *s, struct mem_node *n)
+{
+	if (n->dirty_pprev)
+		return;
+	n->dirty_next = s->dirty;
+	if (s->dirty)
+		s->dirty->dirty_pprev = &n->dirty_next;
+	s->dirty = n;
+	n->dirty_pprev = &s->dirty;
+}
+
+static void dirty_remove(struct mem_node *n)
+{
+	if (!n->dirty_pprev)
+		return;
+	*n->dirty_pprev = n->dirty_next;
+	if (n->dirty_next)
+		n->dirty_next->dirty_pprev = n->dirty_pprev;
+	n->dirty_next = NULL;
+	n->dirty_pprev = NULL;
+}
+
+/* Under the shard mutex: n's entry was used at used_s; list it if that is not on disk. */
+static void node_use(struct shard *s, struct mem_node *n, int64_t used_s)
+{
+	entry_note_use(n->e, used_s);
+	if (entry_used(n->e) > n->persisted_used_s)
+		dirty_push(s, n);
 }
 
 static struct shard *shard_of(struct cache_mem *m, uint64_t hash)
@@ -140,23 +184,21 @@ static struct cache_entry *shard_unlink(struct shard *s, struct mem_node *n)
 		pp = &(*pp)->chain;
 	*pp = n->chain;
 	lru_unlink(s, n);
+	dirty_remove(n);
 	s->count--;
 	free(n);
 	return e;
 }
+
+static void shard_note_use(struct shard *s, const struct cams_key *key, int64_t used_s);
 
 /* n leaves memory but stays on disk: keep its unflushed use, if there is room. */
 static void shard_remember_use(struct shard *s, const struct mem_node *n)
 {
 	int64_t used_s = entry_used(n->e);
 
-	if (used_s <= n->persisted_used_s || s->pending_len >= MEM_PENDING_MAX)
-		return;
-	if (!s->pending)
-		s->pending = xmalloc(MEM_PENDING_MAX * sizeof(*s->pending));
-	s->pending[s->pending_len].key = n->e->key;
-	s->pending[s->pending_len].used_s = used_s;
-	s->pending_len++;
+	if (used_s > n->persisted_used_s)
+		shard_note_use(s, &n->e->key, used_s);
 }
 
 /* Over capacity: push out the least recently used node; its entry is returned. */
@@ -237,6 +279,7 @@ int cache_mem_get(struct cache_mem *m, const struct cams_key *key, int64_t now_s
 	if (n) {
 		e = cache_entry_ref(n->e);
 		lru_touch(s, n);
+		node_use(s, n, now_s);
 	}
 	gen = s->gen;
 	pthread_mutex_unlock(&s->mu);
@@ -244,7 +287,6 @@ int cache_mem_get(struct cache_mem *m, const struct cams_key *key, int64_t now_s
 		*ret_gen = gen;
 	if (!e)
 		return 0;
-	entry_note_use(e, now_s);
 	*ret_entry = e;
 	return 1;
 }
@@ -283,6 +325,7 @@ void cache_mem_publish(struct cache_mem *m, struct cache_entry *e, int64_t persi
 		n->e = fresh->e;
 		n->persisted_used_s = persisted_used_s;
 		lru_touch(s, n);
+		/* Still listed if a use of the old entry was unflushed; a collect drops it. */
 		free(fresh);
 	} else {
 		shard_link(s, fresh);
@@ -296,8 +339,20 @@ void cache_mem_publish(struct cache_mem *m, struct cache_entry *e, int64_t persi
 		cache_entry_unref(replaced);
 }
 
+/* Under the shard mutex: a use of a key not in memory, kept as a note. */
+static void shard_note_use(struct shard *s, const struct cams_key *key, int64_t used_s)
+{
+	if (s->pending_len >= MEM_PENDING_MAX)
+		return;
+	if (!s->pending)
+		s->pending = xmalloc(MEM_PENDING_MAX * sizeof(*s->pending));
+	s->pending[s->pending_len].key = *key;
+	s->pending[s->pending_len].used_s = used_s;
+	s->pending_len++;
+}
+
 struct cache_entry *cache_mem_offer(struct cache_mem *m, struct cache_entry *e, uint64_t gen,
-				    int64_t persisted_used_s)
+				    int64_t persisted_used_s, int64_t now_s)
 {
 	uint64_t hash = cams_key_hash(&e->key);
 	struct shard *s = shard_of(m, hash);
@@ -312,6 +367,7 @@ struct cache_entry *cache_mem_offer(struct cache_mem *m, struct cache_entry *e, 
 		/* Someone published first; theirs is at least as new. */
 		result = cache_entry_ref(n->e);
 		lru_touch(s, n);
+		node_use(s, n, now_s);
 		drop[0] = e;
 	} else if (n) {
 		drop[0] = n->e;
@@ -319,13 +375,19 @@ struct cache_entry *cache_mem_offer(struct cache_mem *m, struct cache_entry *e, 
 		n->e = cache_entry_ref(e);
 		n->persisted_used_s = persisted_used_s;
 		lru_touch(s, n);
+		node_use(s, n, now_s);
 	} else if (s->gen == gen) {
 		fresh->e = cache_entry_ref(e);
 		shard_link(s, fresh);
+		node_use(s, fresh, now_s);
 		fresh = NULL;
 		drop[1] = shard_trim(m, s);
+	} else {
+		/* A write raced with the read: serve what was read, do not keep it. */
+		entry_note_use(e, now_s);
+		if (now_s > persisted_used_s)
+			shard_note_use(s, &e->key, now_s);
 	}
-	/* else: a write raced with the read; serve what was read, do not keep it. */
 	pthread_mutex_unlock(&s->mu);
 	free(fresh);
 	cache_entry_unref(drop[0]);
@@ -359,18 +421,22 @@ void cache_mem_forget(struct cache_mem *m, const struct cams_key *key)
 
 void cache_mem_collect_uses(struct cache_mem *m, struct cache_use_list *uses)
 {
-	struct mem_node *n;
+	struct mem_node *n, *next;
 	size_t i, j;
 
 	for (i = 0; i < MEM_SHARDS; i++) {
 		struct shard *s = &m->shards[i];
 
 		pthread_mutex_lock(&s->mu);
-		for (n = s->newest; n; n = n->older) {
+		/* Only the nodes used since the last flush; they stay listed until it is on disk. */
+		for (n = s->dirty; n; n = next) {
 			int64_t used_s = entry_used(n->e);
 
+			next = n->dirty_next;
 			if (used_s > n->persisted_used_s)
 				cache_use_list_add(uses, &n->e->key, used_s);
+			else
+				dirty_remove(n);
 		}
 		for (j = 0; j < s->pending_len; j++)
 			cache_use_list_add(uses, &s->pending[j].key, s->pending[j].used_s);
@@ -393,6 +459,9 @@ void cache_mem_mark_persisted(struct cache_mem *m, const struct cache_use_list *
 		n = shard_find(s, hash, &u->key);
 		if (n && n->persisted_used_s < u->used_s)
 			n->persisted_used_s = u->used_s;
+		/* A hit since the collect keeps it listed for the next flush. */
+		if (n && entry_used(n->e) <= n->persisted_used_s)
+			dirty_remove(n);
 		pthread_mutex_unlock(&s->mu);
 	}
 }
@@ -429,6 +498,19 @@ size_t cache_mem_count(struct cache_mem *m)
 	for (size_t i = 0; i < MEM_SHARDS; i++) {
 		pthread_mutex_lock(&m->shards[i].mu);
 		total += m->shards[i].count;
+		pthread_mutex_unlock(&m->shards[i].mu);
+	}
+	return total;
+}
+
+size_t cache_mem_dirty_count(struct cache_mem *m)
+{
+	size_t total = 0;
+
+	for (size_t i = 0; i < MEM_SHARDS; i++) {
+		pthread_mutex_lock(&m->shards[i].mu);
+		for (struct mem_node *n = m->shards[i].dirty; n; n = n->dirty_next)
+			total++;
 		pthread_mutex_unlock(&m->shards[i].mu);
 	}
 	return total;

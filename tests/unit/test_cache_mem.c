@@ -162,7 +162,7 @@ TEST(an_offer_is_kept_only_if_no_write_came_since_the_miss)
 	/* Nothing happened since the miss: the row is kept and returned. */
 	CHECK(cache_mem_get(m, &k, 100, &got, &gen) == 0);
 	row = make_entry(7, 100, 60);
-	got = cache_mem_offer(m, cache_entry_ref(row), gen, 100);
+	got = cache_mem_offer(m, cache_entry_ref(row), gen, 100, 0);
 	CHECK(got == row);
 	cache_entry_unref(got);
 	CHECK(present(m, 7));
@@ -173,7 +173,7 @@ TEST(an_offer_is_kept_only_if_no_write_came_since_the_miss)
 	CHECK(cache_mem_get(m, &k, 100, &got, &gen) == 0);
 	newer = make_entry(7, 200, 60);
 	cache_mem_publish(m, newer, 200, NULL);
-	got = cache_mem_offer(m, cache_entry_ref(row), gen, 100);
+	got = cache_mem_offer(m, cache_entry_ref(row), gen, 100, 0);
 	CHECK(got == newer);
 	cache_entry_unref(got);
 	got = cache_mem_peek(m, &k);
@@ -189,7 +189,7 @@ TEST(an_offer_is_kept_only_if_no_write_came_since_the_miss)
 
 		cache_mem_forget(m, &other);
 	}
-	got = cache_mem_offer(m, cache_entry_ref(row), gen, 100);
+	got = cache_mem_offer(m, cache_entry_ref(row), gen, 100, 0);
 	CHECK(got == row);
 	cache_entry_unref(got);
 	CHECK(!present(m, 7));
@@ -210,7 +210,7 @@ TEST(an_offer_never_replaces_a_newer_entry)
 	/* Generation unchanged, but memory holds a later fetch. */
 	cache_mem_get(m, &k, 310, &got, &gen);
 	cache_entry_unref(got);
-	got = cache_mem_offer(m, cache_entry_ref(row), gen, 100);
+	got = cache_mem_offer(m, cache_entry_ref(row), gen, 100, 0);
 	CHECK(got == newer);
 	cache_entry_unref(got);
 	cache_entry_unref(row);
@@ -249,6 +249,145 @@ TEST(uses_newer_than_disk_are_handed_out_until_marked_persisted)
 	cache_use_list_free(&uses);
 	cache_mem_collect_uses(m, &uses);
 	CHECK(uses.len == 0);
+	cache_use_list_free(&uses);
+	cache_mem_free(m);
+}
+
+TEST(collecting_uses_walks_only_the_entries_used_since_the_last_flush)
+{
+	struct cache_mem *m = cache_mem_new(20000);
+	struct cache_use_list uses = { 0 };
+	struct cache_entry *e, *got;
+	struct cams_key k;
+	int i;
+
+	for (i = 0; i < 10000; i++) {
+		e = make_entry(i, 100, 60);
+		cache_mem_publish(m, e, 100, NULL);
+		cache_entry_unref(e);
+	}
+	CHECK(cache_mem_dirty_count(m) == 0);
+	/* Three keys used, one of them many times: three nodes listed, once each. */
+	for (i = 0; i < 50; i++) {
+		k = make_key(7);
+		CHECK(cache_mem_get(m, &k, 150 + i / 10, &got, NULL) == 1);
+		cache_entry_unref(got);
+	}
+	k = make_key(4000);
+	CHECK(cache_mem_get(m, &k, 151, &got, NULL) == 1);
+	cache_entry_unref(got);
+	k = make_key(9999);
+	CHECK(cache_mem_get(m, &k, 152, &got, NULL) == 1);
+	cache_entry_unref(got);
+	CHECK(cache_mem_dirty_count(m) == 3);
+	cache_mem_collect_uses(m, &uses);
+	CHECK(uses.len == 3 && has_use(&uses, 7, 154) && has_use(&uses, 4000, 151) &&
+	      has_use(&uses, 9999, 152));
+	cache_mem_mark_persisted(m, &uses);
+	cache_use_list_free(&uses);
+	CHECK(cache_mem_dirty_count(m) == 0);
+	/* A hit in the same second as the flushed use is on disk already. */
+	k = make_key(4000);
+	CHECK(cache_mem_get(m, &k, 151, &got, NULL) == 1);
+	cache_entry_unref(got);
+	CHECK(cache_mem_dirty_count(m) == 0);
+	cache_mem_free(m);
+}
+
+TEST(uses_of_a_flush_that_failed_are_handed_out_again)
+{
+	struct cache_mem *m = cache_mem_new(1000);
+	struct cache_use_list uses = { 0 };
+	struct cache_entry *e, *got;
+	struct cams_key k = make_key(1);
+
+	e = make_entry(1, 100, 60);
+	cache_mem_publish(m, e, 100, NULL);
+	cache_entry_unref(e);
+	CHECK(cache_mem_get(m, &k, 150, &got, NULL) == 1);
+	cache_entry_unref(got);
+	cache_mem_collect_uses(m, &uses);
+	CHECK(uses.len == 1 && has_use(&uses, 1, 150));
+	cache_use_list_free(&uses);
+	/* Not marked persisted (the transaction failed): the next collect has it. */
+	cache_mem_collect_uses(m, &uses);
+	CHECK(uses.len == 1 && has_use(&uses, 1, 150));
+	cache_use_list_free(&uses);
+	cache_mem_free(m);
+}
+
+TEST(a_hit_between_collect_and_flush_is_kept_for_the_next_flush)
+{
+	struct cache_mem *m = cache_mem_new(1000);
+	struct cache_use_list uses = { 0 };
+	struct cache_entry *e, *got;
+	struct cams_key k = make_key(1);
+
+	e = make_entry(1, 100, 60);
+	cache_mem_publish(m, e, 100, NULL);
+	cache_entry_unref(e);
+	CHECK(cache_mem_get(m, &k, 150, &got, NULL) == 1);
+	cache_entry_unref(got);
+	cache_mem_collect_uses(m, &uses);
+	CHECK(cache_mem_get(m, &k, 151, &got, NULL) == 1);
+	cache_entry_unref(got);
+	cache_mem_mark_persisted(m, &uses);
+	cache_use_list_free(&uses);
+	CHECK(cache_mem_dirty_count(m) == 1);
+	cache_mem_collect_uses(m, &uses);
+	CHECK(uses.len == 1 && has_use(&uses, 1, 151));
+	cache_use_list_free(&uses);
+	cache_mem_free(m);
+}
+
+TEST(a_row_offered_after_a_miss_records_its_use)
+{
+	struct cache_mem *m = cache_mem_new(1000);
+	struct cache_use_list uses = { 0 };
+	struct cache_entry *row, *got = NULL;
+	struct cams_key k = make_key(3);
+	uint64_t gen = 0;
+
+	CHECK(cache_mem_get(m, &k, 150, &got, &gen) == 0);
+	row = make_entry(3, 100, 60);
+	atomic_store(&row->last_used_s, 120);
+	got = cache_mem_offer(m, row, gen, 120, 150);
+	CHECK(got == row && atomic_load(&got->last_used_s) == 150);
+	cache_entry_unref(got);
+	cache_mem_collect_uses(m, &uses);
+	CHECK(uses.len == 1 && has_use(&uses, 3, 150));
+	cache_use_list_free(&uses);
+	cache_mem_free(m);
+}
+
+TEST(used_entries_pushed_out_or_forgotten_leave_the_dirty_list)
+{
+	struct cache_mem *m = cache_mem_new(64); /* one per shard */
+	struct cache_use_list uses = { 0 };
+	struct cache_entry *e, *got;
+	struct cams_key k;
+	int ids[3];
+
+	same_shard(5, ids, 3);
+	e = make_entry(ids[0], 100, 60);
+	cache_mem_publish(m, e, 100, NULL);
+	cache_entry_unref(e);
+	k = make_key(ids[0]);
+	CHECK(cache_mem_get(m, &k, 170, &got, NULL) == 1);
+	cache_entry_unref(got);
+	CHECK(cache_mem_dirty_count(m) == 1);
+	/* ids[0] is pushed out while listed; ids[1] is used, then forgotten. */
+	e = make_entry(ids[1], 100, 60);
+	cache_mem_publish(m, e, 100, NULL);
+	cache_entry_unref(e);
+	CHECK(cache_mem_dirty_count(m) == 0);
+	k = make_key(ids[1]);
+	CHECK(cache_mem_get(m, &k, 180, &got, NULL) == 1);
+	cache_entry_unref(got);
+	cache_mem_forget(m, &k);
+	CHECK(cache_mem_dirty_count(m) == 0);
+	cache_mem_collect_uses(m, &uses);
+	CHECK(uses.len == 1 && has_use(&uses, ids[0], 170));
 	cache_use_list_free(&uses);
 	cache_mem_free(m);
 }
@@ -416,6 +555,11 @@ int main(void)
 	RUN(an_offer_is_kept_only_if_no_write_came_since_the_miss);
 	RUN(an_offer_never_replaces_a_newer_entry);
 	RUN(uses_newer_than_disk_are_handed_out_until_marked_persisted);
+	RUN(collecting_uses_walks_only_the_entries_used_since_the_last_flush);
+	RUN(uses_of_a_flush_that_failed_are_handed_out_again);
+	RUN(a_hit_between_collect_and_flush_is_kept_for_the_next_flush);
+	RUN(a_row_offered_after_a_miss_records_its_use);
+	RUN(used_entries_pushed_out_or_forgotten_leave_the_dirty_list);
 	RUN(the_use_of_an_entry_pushed_out_is_kept_until_collected_or_forgotten);
 	RUN(refresh_candidates_are_used_recently_and_expiring_within_the_window);
 	RUN(hits_on_many_threads_while_entries_are_replaced_see_whole_entries);

@@ -547,6 +547,56 @@ TEST(a_version_2_database_is_upgraded_with_its_rows_recency_and_eviction_order)
 	tmp_remove(&t);
 }
 
+static int64_t query_one(const char *path, const char *sql)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	int64_t v = -1;
+
+	if (sqlite3_open(path, &db) == SQLITE_OK &&
+	    sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK &&
+	    sqlite3_step(st) == SQLITE_ROW)
+		v = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return v;
+}
+
+TEST(a_flush_raises_recency_and_a_deleted_key_takes_its_recency_along)
+{
+	struct tmp t;
+	struct cache_store *c = NULL;
+	struct cache_use_list uses = { 0 }, evicted = { 0 };
+	struct cache_entry *e, *got = NULL;
+	struct cams_key k1 = make_key(1);
+	int64_t last_used_s = 0;
+	char err[256];
+	int i;
+
+	REQUIRE(tmp_make(&t) == 0);
+	REQUIRE(open_store(t.db, 100, 0, &c, err, sizeof(err)) == 0);
+	for (i = 0; i < 3; i++) {
+		e = make_entry(i, 100, 60);
+		CHECK(store_put(c, e) == 0);
+		cache_entry_unref(e);
+	}
+	CHECK(query_one(t.db, "SELECT count(*) FROM recency") == 3);
+	CHECK(query_one(t.db, "SELECT max(length(pem)) FROM keys") == (int64_t)strlen(PEM_TEXT));
+	cache_use_list_add(&uses, &k1, 500);
+	CHECK(cache_store_maintain(c, &uses, &evicted) == 0);
+	cache_use_list_free(&uses);
+	CHECK(cache_store_get(c, &k1, &got, &last_used_s) == 1 && last_used_s == 500);
+	cache_entry_unref(got);
+	CHECK(query_one(t.db, "SELECT max(last_used_at) FROM recency") == 500);
+	/* Another program (the CLI, sqlite3) deletes a row: the trigger drops its recency. */
+	CHECK(query_one(t.db, "DELETE FROM keys WHERE phone = '8613000000001' RETURNING 1") == 1);
+	CHECK(query_one(t.db, "SELECT count(*) FROM recency") == 2);
+	CHECK(query_one(t.db, "SELECT count(*) FROM recency LEFT JOIN keys ON id = key_id"
+			      " WHERE id IS NULL") == 0);
+	cache_store_close(c);
+	tmp_remove(&t);
+}
+
 TEST(a_read_only_open_of_an_older_schema_asks_for_an_upgrade)
 {
 	struct tmp t;
@@ -694,6 +744,7 @@ int main(void)
 	RUN(a_version_1_database_is_upgraded_with_its_rows_recency_and_eviction_order);
 	RUN(a_version_2_database_is_upgraded_with_its_rows_recency_and_eviction_order);
 	RUN(a_read_only_open_of_an_older_schema_asks_for_an_upgrade);
+	RUN(a_flush_raises_recency_and_a_deleted_key_takes_its_recency_along);
 	RUN(a_missing_directory_fails_to_open_with_a_message);
 	RUN(the_database_file_is_created_mode_0600);
 	RUN(an_unwritable_database_makes_put_fail_without_crashing);
