@@ -20,6 +20,11 @@
  *    costs the keys used since the last one, not every node. A node leaves
  *    the list when its use is on disk (cache_mem_mark_persisted()), when a
  *    collect finds nothing newer to flush, or when it is unlinked.
+ *  - Every node is on its shard's expiry wheel, in the slot of its entry's
+ *    expires_at_s, so refresh candidates (expiring within a window) are
+ *    found by visiting the few slots the window covers, not every node
+ *    used within it (with random hits over a million keys, that was all of
+ *    them, every second, each shard locked meanwhile).
  * Does not: touch SQLite, read a clock, log, or judge freshness.
  * Threads: any; only one shard mutex is held at a time. Logs: never.
  */
@@ -39,6 +44,14 @@
 /* Hash buckets per shard: a power of two, at least the shard's capacity. */
 #define MEM_BUCKETS_MIN 4
 #define MEM_BUCKETS_MAX (1u << 20)
+/*
+ * The expiry wheel: slots of 2^MEM_WHEEL_SHIFT seconds, MEM_WHEEL_SLOTS of
+ * them per shard, so one turn is about 36 hours; an entry whose expiry is
+ * a whole number of turns away from the window shares its slots and is
+ * visited (and skipped) too, a small fraction (window / turn) of them.
+ */
+#define MEM_WHEEL_SHIFT 6
+#define MEM_WHEEL_SLOTS 2048u
 /* Uses of entries pushed out of memory before a flush, kept per shard. */
 #define MEM_PENDING_MAX 256
 #define MEM_ALIGN 64
@@ -51,6 +64,8 @@ struct mem_node {
 	int64_t persisted_used_s;       /* last_used_at known to be on disk */
 	/* The shard's dirty list; dirty_pprev is NULL when the node is not on it. */
 	struct mem_node *dirty_next, **dirty_pprev;
+	/* The slot of e->expires_at_s on the shard's expiry wheel. */
+	struct mem_node *wheel_next, **wheel_pprev;
 };
 
 struct shard {
@@ -61,6 +76,7 @@ struct shard {
 	size_t count;
 	uint64_t gen;                   /* bumped by every publish/forget here */
 	struct mem_node *dirty;         /* nodes used since their use was last flushed */
+	struct mem_node **wheel;        /* MEM_WHEEL_SLOTS lists, by expiry */
 	struct cache_use *pending;      /* uses of nodes pushed out, MEM_PENDING_MAX */
 	size_t pending_len;
 };
@@ -107,6 +123,43 @@ static void dirty_remove(struct mem_node *n)
 		n->dirty_next->dirty_pprev = n->dirty_pprev;
 	n->dirty_next = NULL;
 	n->dirty_pprev = NULL;
+}
+
+static size_t wheel_slot(int64_t expires_at_s)
+{
+	return (size_t)(((uint64_t)expires_at_s >> MEM_WHEEL_SHIFT) & (MEM_WHEEL_SLOTS - 1));
+}
+
+static void wheel_add(struct shard *s, struct mem_node *n)
+{
+	struct mem_node **head = &s->wheel[wheel_slot(n->e->expires_at_s)];
+
+	n->wheel_next = *head;
+	if (*head)
+		(*head)->wheel_pprev = &n->wheel_next;
+	*head = n;
+	n->wheel_pprev = head;
+}
+
+static void wheel_remove(struct mem_node *n)
+{
+	*n->wheel_pprev = n->wheel_next;
+	if (n->wheel_next)
+		n->wheel_next->wheel_pprev = n->wheel_pprev;
+	n->wheel_next = NULL;
+	n->wheel_pprev = NULL;
+}
+
+/* Under the shard mutex: n now holds e (one reference, given); the old entry is returned. */
+static struct cache_entry *node_replace(struct mem_node *n, struct cache_entry *e,
+					struct shard *s)
+{
+	struct cache_entry *old = n->e;
+
+	wheel_remove(n);
+	n->e = e;
+	wheel_add(s, n);
+	return old;
 }
 
 /* Under the shard mutex: n's entry was used at used_s; list it if that is not on disk. */
@@ -171,6 +224,7 @@ static void shard_link(struct shard *s, struct mem_node *n)
 	n->chain = *b;
 	*b = n;
 	lru_push(s, n);
+	wheel_add(s, n);
 	s->count++;
 }
 
@@ -185,6 +239,7 @@ static struct cache_entry *shard_unlink(struct shard *s, struct mem_node *n)
 	*pp = n->chain;
 	lru_unlink(s, n);
 	dirty_remove(n);
+	wheel_remove(n);
 	s->count--;
 	free(n);
 	return e;
@@ -232,6 +287,7 @@ struct cache_mem *cache_mem_new(uint64_t hot_entries)
 		pthread_mutex_init(&m->shards[i].mu, NULL);
 		m->shards[i].buckets = xcalloc(buckets, sizeof(struct mem_node *));
 		m->shards[i].bucket_mask = buckets - 1;
+		m->shards[i].wheel = xcalloc(MEM_WHEEL_SLOTS, sizeof(struct mem_node *));
 	}
 	return m;
 }
@@ -259,6 +315,7 @@ void cache_mem_free(struct cache_mem *m)
 			}
 		}
 		free(s->buckets);
+		free(s->wheel);
 		free(s->pending);
 		pthread_mutex_destroy(&s->mu);
 	}
@@ -321,8 +378,7 @@ void cache_mem_publish(struct cache_mem *m, struct cache_entry *e, int64_t persi
 	s->gen++;
 	n = shard_find(s, hash, &e->key);
 	if (n) {
-		replaced = n->e;
-		n->e = fresh->e;
+		replaced = node_replace(n, fresh->e, s);
 		n->persisted_used_s = persisted_used_s;
 		lru_touch(s, n);
 		/* Still listed if a use of the old entry was unflushed; a collect drops it. */
@@ -370,9 +426,8 @@ struct cache_entry *cache_mem_offer(struct cache_mem *m, struct cache_entry *e, 
 		node_use(s, n, now_s);
 		drop[0] = e;
 	} else if (n) {
-		drop[0] = n->e;
 		entry_note_use(e, entry_used(n->e));
-		n->e = cache_entry_ref(e);
+		drop[0] = node_replace(n, cache_entry_ref(e), s);
 		n->persisted_used_s = persisted_used_s;
 		lru_touch(s, n);
 		node_use(s, n, now_s);
@@ -469,22 +524,30 @@ void cache_mem_mark_persisted(struct cache_mem *m, const struct cache_use_list *
 size_t cache_mem_refresh_candidates(struct cache_mem *m, int64_t now_s, uint64_t window_s,
 				    struct cams_key *ret_keys, size_t max_keys)
 {
+	/* The slots from now to now + window_s, each once, soonest first. */
+	uint64_t first = (uint64_t)now_s >> MEM_WHEEL_SHIFT;
+	uint64_t last = ((uint64_t)now_s + window_s) >> MEM_WHEEL_SHIFT;
+	uint64_t slots = last - first + 1 < MEM_WHEEL_SLOTS ? last - first + 1 : MEM_WHEEL_SLOTS;
 	size_t n = 0;
 
+	if (now_s < 0 || window_s > (uint64_t)INT64_MAX - (uint64_t)now_s)
+		return 0;
 	for (size_t i = 0; i < MEM_SHARDS && n < max_keys; i++) {
 		struct shard *s = &m->shards[i];
 
 		pthread_mutex_lock(&s->mu);
-		/* Newest first: stop at the first entry not used within the window. */
-		for (struct mem_node *h = s->newest; h && n < max_keys; h = h->older) {
-			const struct cache_entry *e = h->e;
-			int64_t used = entry_used(e);
+		for (uint64_t t = 0; t < slots && n < max_keys; t++) {
+			struct mem_node *h = s->wheel[(first + t) & (MEM_WHEEL_SLOTS - 1)];
 
-			if (used < now_s - (int64_t)window_s)
-				break;
-			if (e->kind == CACHE_KIND_KEY && used > e->fetched_at_s &&
-			    e->expires_at_s > now_s && e->expires_at_s - now_s <= (int64_t)window_s)
-				ret_keys[n++] = e->key;
+			for (; h && n < max_keys; h = h->wheel_next) {
+				const struct cache_entry *e = h->e;
+				int64_t used = entry_used(e);
+
+				if (e->kind == CACHE_KIND_KEY && used >= now_s - (int64_t)window_s &&
+				    used > e->fetched_at_s && e->expires_at_s > now_s &&
+				    e->expires_at_s - now_s <= (int64_t)window_s)
+					ret_keys[n++] = e->key;
+			}
 		}
 		pthread_mutex_unlock(&s->mu);
 	}

@@ -487,6 +487,54 @@ TEST(refresh_candidates_are_used_recently_and_expiring_within_the_window)
 	cache_mem_free(m);
 }
 
+/* Publish key i fetched at 1000, expiring at expires_at_s, and use it at used_s. */
+static void publish_used(struct cache_mem *m, int i, int64_t expires_at_s, int64_t used_s)
+{
+	struct cache_entry *e = make_entry(i, 1000, expires_at_s - 1000), *got;
+	struct cams_key k = make_key(i);
+
+	cache_mem_publish(m, e, 1000, NULL);
+	cache_entry_unref(e);
+	CHECK(cache_mem_get(m, &k, used_s, &got, NULL) == 1);
+	cache_entry_unref(got);
+}
+
+TEST(refresh_candidates_follow_expiry_soonest_first_across_the_whole_wheel)
+{
+	struct cache_mem *m = cache_mem_new(1000);
+	struct cams_key keys[16];
+	const int64_t now = 100000, turn = 2048 * 64;
+	size_t n;
+
+	publish_used(m, 1, now + 300, now);
+	publish_used(m, 2, now + 30, now);
+	/* Expiring exactly one turn of the wheel after 2: same slot, not in the window. */
+	publish_used(m, 3, now + 30 + turn, now);
+	/* Expiring later, in many slots: none is a candidate. */
+	for (int i = 10; i < 200; i++)
+		publish_used(m, i, now + 700 + i * 97, now);
+	n = cache_mem_refresh_candidates(m, now, 600, keys, 16);
+	CHECK(n == 2);
+	/* 100 s: only 2, not 3, which shares its slot one turn later. */
+	n = cache_mem_refresh_candidates(m, now, 100, keys, 16);
+	CHECK(n == 1 && strcmp(keys[0].phone, make_key(2).phone) == 0);
+	/* Replaced with a later expiry, 2 moves out of the window. */
+	publish_used(m, 2, now + 5000, now);
+	n = cache_mem_refresh_candidates(m, now, 600, keys, 16);
+	CHECK(n == 1 && strcmp(keys[0].phone, make_key(1).phone) == 0);
+	/* A window longer than a turn visits every slot once and still finds them all. */
+	n = cache_mem_refresh_candidates(m, now, (uint64_t)turn * 3, keys, 16);
+	CHECK(n == 16);
+	/* Forgotten, 1 leaves the wheel. */
+	{
+		struct cams_key k1 = make_key(1);
+
+		cache_mem_forget(m, &k1);
+	}
+	CHECK(cache_mem_refresh_candidates(m, now, 600, keys, 16) == 0);
+	cache_mem_free(m);
+}
+
 #define HIT_THREADS 4
 #define HITS_PER_THREAD 50000
 
@@ -562,6 +610,7 @@ int main(void)
 	RUN(used_entries_pushed_out_or_forgotten_leave_the_dirty_list);
 	RUN(the_use_of_an_entry_pushed_out_is_kept_until_collected_or_forgotten);
 	RUN(refresh_candidates_are_used_recently_and_expiring_within_the_window);
+	RUN(refresh_candidates_follow_expiry_soonest_first_across_the_whole_wheel);
 	RUN(hits_on_many_threads_while_entries_are_replaced_see_whole_entries);
 	return harness_done();
 }
