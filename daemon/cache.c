@@ -39,6 +39,12 @@ struct cache {
 	pthread_mutex_t write_mu;      /* a write: store commit + memory change */
 	atomic_ullong generation;
 	int whole;                     /* the start-up load took every row; see cache_whole_in_memory */
+	/*
+	 * cache_maintain()'s list of uses, under write_mu, kept from one call
+	 * to the next: with a second's random hits it is megabytes, and
+	 * allocating it afresh every second costs page faults.
+	 */
+	struct cache_use_list uses;
 };
 
 /* ---- entries ---------------------------------------------------------- */
@@ -175,6 +181,7 @@ void cache_close(struct cache *c)
 	if (!c)
 		return;
 	cache_maintain(c, 0);
+	cache_use_list_free(&c->uses);
 	cache_store_close(c->store);
 	cache_mem_free(c->mem);
 	pthread_mutex_destroy(&c->write_mu);
@@ -282,20 +289,20 @@ int cache_delete(struct cache *c, const struct cams_key *key)
 
 int cache_maintain(struct cache *c, int64_t now_s)
 {
-	struct cache_use_list uses = { 0 }, evicted = { 0 };
+	struct cache_use_list evicted = { 0 };
 	int ret;
 
 	if (cache_store_read_only(c->store))
 		return 0;
 	pthread_mutex_lock(&c->write_mu);
-	cache_mem_collect_uses(c->mem, &uses);
-	ret = cache_store_maintain(c->store, &uses, &evicted);
+	c->uses.len = 0;
+	cache_mem_collect_uses(c->mem, &c->uses);
+	ret = cache_store_maintain(c->store, &c->uses, &evicted);
 	if (ret == 0) {
 		forget_all(c, &evicted);
-		cache_mem_mark_persisted(c->mem, &uses);
+		cache_mem_mark_persisted(c->mem, &c->uses);
 	}
 	pthread_mutex_unlock(&c->write_mu);
-	cache_use_list_free(&uses);
 	cache_use_list_free(&evicted);
 	return ret;
 }
