@@ -33,6 +33,18 @@
 #include "cache_store.h"
 #include "mem.h"
 
+/*
+ * Uses one cache_maintain() call (about a second) flushes while the store
+ * is well below max_entries: about 16,000 small rows, some 0.1 s of the
+ * engine thread. Recency on disk then orders only the start-up load, and
+ * a backlog (random hits over more keys than this a second) only makes it
+ * lag; every value flushed is still the exact second of the last use.
+ * Within CACHE_FLUSH_ALL_DIV of the bound, where eviction reads recency,
+ * every use is flushed every call, as the least-recently-used bound needs.
+ */
+#define CACHE_FLUSH_MAX_USES 16384
+#define CACHE_FLUSH_ALL_DIV 16
+
 struct cache {
 	struct cache_store *store;
 	struct cache_mem *mem;
@@ -45,6 +57,7 @@ struct cache {
 	 * allocating it afresh every second costs page faults.
 	 */
 	struct cache_use_list uses;
+	uint64_t max_entries;
 };
 
 /* ---- entries ---------------------------------------------------------- */
@@ -123,6 +136,8 @@ void cache_use_list_free(struct cache_use_list *l)
 	l->len = l->cap = 0;
 }
 
+static int maintain(struct cache *c, int all);
+
 /* ---- open / close ------------------------------------------------------ */
 
 /* One row of the start-up load: into memory as it is on disk. */
@@ -149,6 +164,7 @@ int cache_open(const struct cache_options *opt, struct cache **ret, char *errbuf
 		return ret_code;
 	c = xcalloc(1, sizeof(*c));
 	c->store = store;
+	c->max_entries = opt->max_entries;
 	whole = opt->preload && !opt->read_only && opt->hot_entries >= opt->max_entries;
 	/*
 	 * Holding everything: room above the bound, so that shards fuller than
@@ -180,7 +196,7 @@ void cache_close(struct cache *c)
 {
 	if (!c)
 		return;
-	cache_maintain(c, 0);
+	maintain(c, 1);
 	cache_use_list_free(&c->uses);
 	cache_store_close(c->store);
 	cache_mem_free(c->mem);
@@ -287,16 +303,22 @@ int cache_delete(struct cache *c, const struct cams_key *key)
 	return ret;
 }
 
-int cache_maintain(struct cache *c, int64_t now_s)
+/* cache_maintain(), flushing every use when all is set (cache_close()). */
+static int maintain(struct cache *c, int all)
 {
 	struct cache_use_list evicted = { 0 };
+	uint64_t rows = 0;
+	size_t max_uses = 0;
 	int ret;
 
 	if (cache_store_read_only(c->store))
 		return 0;
 	pthread_mutex_lock(&c->write_mu);
+	cache_store_count(c->store, &rows);
+	if (!all && rows < c->max_entries - c->max_entries / CACHE_FLUSH_ALL_DIV)
+		max_uses = CACHE_FLUSH_MAX_USES;
 	c->uses.len = 0;
-	cache_mem_collect_uses(c->mem, &c->uses);
+	cache_mem_collect_uses_at_most(c->mem, &c->uses, max_uses);
 	ret = cache_store_maintain(c->store, &c->uses, &evicted);
 	if (ret == 0) {
 		forget_all(c, &evicted);
@@ -305,6 +327,12 @@ int cache_maintain(struct cache *c, int64_t now_s)
 	pthread_mutex_unlock(&c->write_mu);
 	cache_use_list_free(&evicted);
 	return ret;
+}
+
+int cache_maintain(struct cache *c, int64_t now_s)
+{
+	(void)now_s;
+	return maintain(c, 0);
 }
 
 /* ---- the rest, each one layer's ---------------------------------------- */

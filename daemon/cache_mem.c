@@ -34,6 +34,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -75,7 +76,8 @@ struct shard {
 	struct mem_node *newest, *oldest;
 	size_t count;
 	uint64_t gen;                   /* bumped by every publish/forget here */
-	struct mem_node *dirty;         /* nodes used since their use was last flushed */
+	struct mem_node *dirty;         /* nodes used since their use was last flushed, oldest first */
+	struct mem_node **dirty_tail;   /* where the next one is linked: &dirty when empty */
 	struct mem_node **wheel;        /* MEM_WHEEL_SLOTS lists, by expiry */
 	struct cache_use *pending;      /* uses of nodes pushed out, MEM_PENDING_MAX */
 	size_t pending_len;
@@ -107,20 +109,22 @@ static void dirty_push(struct shard *s, struct mem_node *n)
 {
 	if (n->dirty_pprev)
 		return;
-	n->dirty_next = s->dirty;
-	if (s->dirty)
-		s->dirty->dirty_pprev = &n->dirty_next;
-	s->dirty = n;
-	n->dirty_pprev = &s->dirty;
+	/* At the tail: a collect that takes only some takes the longest waiting. */
+	n->dirty_next = NULL;
+	n->dirty_pprev = s->dirty_tail;
+	*s->dirty_tail = n;
+	s->dirty_tail = &n->dirty_next;
 }
 
-static void dirty_remove(struct mem_node *n)
+static void dirty_remove(struct shard *s, struct mem_node *n)
 {
 	if (!n->dirty_pprev)
 		return;
 	*n->dirty_pprev = n->dirty_next;
 	if (n->dirty_next)
 		n->dirty_next->dirty_pprev = n->dirty_pprev;
+	else
+		s->dirty_tail = n->dirty_pprev;
 	n->dirty_next = NULL;
 	n->dirty_pprev = NULL;
 }
@@ -238,7 +242,7 @@ static struct cache_entry *shard_unlink(struct shard *s, struct mem_node *n)
 		pp = &(*pp)->chain;
 	*pp = n->chain;
 	lru_unlink(s, n);
-	dirty_remove(n);
+	dirty_remove(s, n);
 	wheel_remove(n);
 	s->count--;
 	free(n);
@@ -287,6 +291,7 @@ struct cache_mem *cache_mem_new(uint64_t hot_entries)
 		pthread_mutex_init(&m->shards[i].mu, NULL);
 		m->shards[i].buckets = xcalloc(buckets, sizeof(struct mem_node *));
 		m->shards[i].bucket_mask = buckets - 1;
+		m->shards[i].dirty_tail = &m->shards[i].dirty;
 		m->shards[i].wheel = xcalloc(MEM_WHEEL_SLOTS, sizeof(struct mem_node *));
 	}
 	return m;
@@ -474,30 +479,41 @@ void cache_mem_forget(struct cache_mem *m, const struct cams_key *key)
 	cache_entry_unref(drop);
 }
 
-void cache_mem_collect_uses(struct cache_mem *m, struct cache_use_list *uses)
+void cache_mem_collect_uses_at_most(struct cache_mem *m, struct cache_use_list *uses,
+				    size_t max_uses)
 {
+	/* An even share per shard (keys hash evenly), at least one. */
+	size_t per_shard = max_uses ? (max_uses + MEM_SHARDS - 1) / MEM_SHARDS : SIZE_MAX;
 	struct mem_node *n, *next;
-	size_t i, j;
+	size_t i, j, taken;
 
 	for (i = 0; i < MEM_SHARDS; i++) {
 		struct shard *s = &m->shards[i];
 
 		pthread_mutex_lock(&s->mu);
 		/* Only the nodes used since the last flush; they stay listed until it is on disk. */
-		for (n = s->dirty; n; n = next) {
+		taken = 0;
+		for (n = s->dirty; n && taken < per_shard; n = next) {
 			int64_t used_s = entry_used(n->e);
 
 			next = n->dirty_next;
-			if (used_s > n->persisted_used_s)
+			if (used_s > n->persisted_used_s) {
 				cache_use_list_add(uses, &n->e->key, used_s);
-			else
-				dirty_remove(n);
+				taken++;
+			} else {
+				dirty_remove(s, n);
+			}
 		}
 		for (j = 0; j < s->pending_len; j++)
 			cache_use_list_add(uses, &s->pending[j].key, s->pending[j].used_s);
 		s->pending_len = 0;
 		pthread_mutex_unlock(&s->mu);
 	}
+}
+
+void cache_mem_collect_uses(struct cache_mem *m, struct cache_use_list *uses)
+{
+	cache_mem_collect_uses_at_most(m, uses, 0);
 }
 
 void cache_mem_mark_persisted(struct cache_mem *m, const struct cache_use_list *uses)
@@ -516,7 +532,7 @@ void cache_mem_mark_persisted(struct cache_mem *m, const struct cache_use_list *
 			n->persisted_used_s = u->used_s;
 		/* A hit since the collect keeps it listed for the next flush. */
 		if (n && entry_used(n->e) <= n->persisted_used_s)
-			dirty_remove(n);
+			dirty_remove(s, n);
 		pthread_mutex_unlock(&s->mu);
 	}
 }

@@ -79,6 +79,13 @@ void cache_mem_forget(struct cache_mem *m, const struct cams_key *key);
  * so a failed flush loses nothing but the notes.
  */
 void cache_mem_collect_uses(struct cache_mem *m, struct cache_use_list *uses);
+/*
+ * The same, taking about max_uses (0: no limit) of the nodes' uses, an
+ * even share from each shard, those listed longest first (the rest wait
+ * for the next call); the notes are always taken whole.
+ */
+void cache_mem_collect_uses_at_most(struct cache_mem *m, struct cache_use_list *uses,
+				    size_t max_uses);
 /* The uses were flushed: nodes still present now know them to be on disk (and leave their list). */
 void cache_mem_mark_persisted(struct cache_mem *m, const struct cache_use_list *uses);
 

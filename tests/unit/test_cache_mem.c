@@ -294,6 +294,53 @@ TEST(collecting_uses_walks_only_the_entries_used_since_the_last_flush)
 	cache_mem_free(m);
 }
 
+TEST(a_bounded_collect_takes_the_longest_waiting_uses_and_the_rest_later)
+{
+	struct cache_mem *m = cache_mem_new(20000);
+	struct cache_use_list uses = { 0 };
+	struct cache_entry *e, *got;
+	struct cams_key k;
+	size_t total = 0;
+	int i, rounds = 0;
+
+	for (i = 0; i < 4000; i++) {
+		e = make_entry(i, 100, 60);
+		cache_mem_publish(m, e, 100, NULL);
+		cache_entry_unref(e);
+		k = make_key(i);
+		CHECK(cache_mem_get(m, &k, 200 + i, &got, NULL) == 1);
+		cache_entry_unref(got);
+	}
+	/* 64 a call (one a shard), each the oldest listed in its shard. */
+	cache_mem_collect_uses_at_most(m, &uses, 64);
+	CHECK(uses.len == 64);
+	for (size_t j = 0; j < uses.len; j++) {
+		/* The first key used in its shard (keys were used in number order). */
+		uint64_t shard = SHARD_OF(&uses.items[j].key);
+
+		for (i = 0; i < 4000; i++) {
+			k = make_key(i);
+			if (SHARD_OF(&k) == shard)
+				break;
+		}
+		CHECK(uses.items[j].used_s == 200 + i);
+	}
+	cache_mem_mark_persisted(m, &uses);
+	total += uses.len;
+	cache_use_list_free(&uses);
+	CHECK(cache_mem_dirty_count(m) == 4000 - 64);
+	/* Every use comes out in the end, each once. */
+	while (cache_mem_dirty_count(m) > 0 && rounds++ < 1000) {
+		cache_mem_collect_uses_at_most(m, &uses, 1000);
+		CHECK(uses.len > 0 && uses.len <= 1024);
+		cache_mem_mark_persisted(m, &uses);
+		total += uses.len;
+		cache_use_list_free(&uses);
+	}
+	CHECK(total == 4000);
+	cache_mem_free(m);
+}
+
 TEST(uses_of_a_flush_that_failed_are_handed_out_again)
 {
 	struct cache_mem *m = cache_mem_new(1000);
@@ -604,6 +651,7 @@ int main(void)
 	RUN(an_offer_never_replaces_a_newer_entry);
 	RUN(uses_newer_than_disk_are_handed_out_until_marked_persisted);
 	RUN(collecting_uses_walks_only_the_entries_used_since_the_last_flush);
+	RUN(a_bounded_collect_takes_the_longest_waiting_uses_and_the_rest_later);
 	RUN(uses_of_a_flush_that_failed_are_handed_out_again);
 	RUN(a_hit_between_collect_and_flush_is_kept_for_the_next_flush);
 	RUN(a_row_offered_after_a_miss_records_its_use);
