@@ -16,8 +16,8 @@
  *  - generation is bumped after each publish or forget (release), so a
  *    caller that read it before a lookup and sees it unchanged afterwards
  *    knows nothing was stored or removed in between.
- * Locks, in order: write_mu, then the store's writer_mu, then (never held
- * together with the store's) one shard mutex.
+ * Locks, in order: write_mu, then the store's writer_mu, then one shard
+ * mutex (only in newer_use(), called by the store's eviction).
  * Threads: any (see cache.h). Logs: nothing itself; the store logs SQLite
  * errors where they happen.
  */
@@ -34,16 +34,16 @@
 #include "mem.h"
 
 /*
- * Uses one cache_maintain() call (about a second) flushes while the store
- * is well below max_entries: about 16,000 small rows, some 0.1 s of the
- * engine thread. Recency on disk then orders only the start-up load, and
- * a backlog (random hits over more keys than this a second) only makes it
- * lag; every value flushed is still the exact second of the last use.
- * Within CACHE_FLUSH_ALL_DIV of the bound, where eviction reads recency,
- * every use is flushed every call, as the least-recently-used bound needs.
+ * Uses one cache_maintain() call (about a second) flushes at most: about
+ * 16,000 small rows, some 0.1 s of the engine thread. With random hits over
+ * more keys than that a second, recency on disk lags (every value flushed
+ * is still the exact second of the last use) but eviction does not: the
+ * store asks memory about each candidate before evicting it
+ * (newer_use()), so the least recently used go, to the second. The lag
+ * only ever orders a start-up load after a crash (cache_close() flushes
+ * everything).
  */
 #define CACHE_FLUSH_MAX_USES 16384
-#define CACHE_FLUSH_ALL_DIV 16
 
 struct cache {
 	struct cache_store *store;
@@ -57,7 +57,6 @@ struct cache {
 	 * allocating it afresh every second costs page faults.
 	 */
 	struct cache_use_list uses;
-	uint64_t max_entries;
 };
 
 /* ---- entries ---------------------------------------------------------- */
@@ -140,6 +139,19 @@ static int maintain(struct cache *c, int all);
 
 /* ---- open / close ------------------------------------------------------ */
 
+/*
+ * The store, about to evict key: does memory know of a later use? Under
+ * write_mu and the store's writer mutex; takes one shard mutex (memory
+ * never calls out, so this order cannot deadlock).
+ */
+static int newer_use(void *cls, const struct cams_key *key, int64_t disk_used_s,
+		     int64_t *ret_used_s)
+{
+	struct cache *c = cls;
+
+	return cache_mem_newer_use(c->mem, key, disk_used_s, ret_used_s);
+}
+
 /* One row of the start-up load: into memory as it is on disk. */
 static void preload_one(struct cache_entry *e, int64_t last_used_s, void *cls)
 {
@@ -150,21 +162,23 @@ static void preload_one(struct cache_entry *e, int64_t last_used_s, void *cls)
 int cache_open(const struct cache_options *opt, struct cache **ret, char *errbuf,
 	       size_t errbuf_size)
 {
+	struct cache *c = xcalloc(1, sizeof(*c));
 	struct cache_store_options so = {
 		.path = opt->path,
 		.max_entries = opt->max_entries,
 		.read_only = opt->read_only,
+		.newer_use = newer_use,
+		.newer_use_cls = c,
 	};
 	struct cache_store *store;
-	struct cache *c;
 	int ret_code, whole;
 
 	ret_code = cache_store_open(&so, &store, errbuf, errbuf_size);
-	if (ret_code)
+	if (ret_code) {
+		free(c);
 		return ret_code;
-	c = xcalloc(1, sizeof(*c));
+	}
 	c->store = store;
-	c->max_entries = opt->max_entries;
 	whole = opt->preload && !opt->read_only && opt->hot_entries >= opt->max_entries;
 	/*
 	 * Holding everything: room above the bound, so that shards fuller than
@@ -307,18 +321,13 @@ int cache_delete(struct cache *c, const struct cams_key *key)
 static int maintain(struct cache *c, int all)
 {
 	struct cache_use_list evicted = { 0 };
-	uint64_t rows = 0;
-	size_t max_uses = 0;
 	int ret;
 
 	if (cache_store_read_only(c->store))
 		return 0;
 	pthread_mutex_lock(&c->write_mu);
-	cache_store_count(c->store, &rows);
-	if (!all && rows < c->max_entries - c->max_entries / CACHE_FLUSH_ALL_DIV)
-		max_uses = CACHE_FLUSH_MAX_USES;
 	c->uses.len = 0;
-	cache_mem_collect_uses_at_most(c->mem, &c->uses, max_uses);
+	cache_mem_collect_uses_at_most(c->mem, &c->uses, all ? 0 : CACHE_FLUSH_MAX_USES);
 	ret = cache_store_maintain(c->store, &c->uses, &evicted);
 	if (ret == 0) {
 		forget_all(c, &evicted);

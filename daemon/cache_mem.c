@@ -537,6 +537,28 @@ void cache_mem_mark_persisted(struct cache_mem *m, const struct cache_use_list *
 	}
 }
 
+int cache_mem_newer_use(struct cache_mem *m, const struct cams_key *key, int64_t than_s,
+			int64_t *ret_used_s)
+{
+	uint64_t hash = cams_key_hash(key);
+	struct shard *s = shard_of(m, hash);
+	struct mem_node *n;
+	int64_t used_s = INT64_MIN;
+
+	pthread_mutex_lock(&s->mu);
+	n = shard_find(s, hash, key);
+	if (n)
+		used_s = entry_used(n->e);
+	for (size_t j = 0; j < s->pending_len; j++)
+		if (s->pending[j].used_s > used_s && cams_key_equal(&s->pending[j].key, key))
+			used_s = s->pending[j].used_s;
+	pthread_mutex_unlock(&s->mu);
+	if (used_s <= than_s)
+		return 0;
+	*ret_used_s = used_s;
+	return 1;
+}
+
 size_t cache_mem_refresh_candidates(struct cache_mem *m, int64_t now_s, uint64_t window_s,
 				    struct cams_key *ret_keys, size_t max_keys)
 {

@@ -89,6 +89,14 @@ void cache_mem_collect_uses_at_most(struct cache_mem *m, struct cache_use_list *
 /* The uses were flushed: nodes still present now know them to be on disk (and leave their list). */
 void cache_mem_mark_persisted(struct cache_mem *m, const struct cache_use_list *uses);
 
+/*
+ * The last use of key memory knows of (in its node, or in a note of a node
+ * pushed out), if later than than_s: 1 and *ret_used_s, else 0. Records
+ * nothing.
+ */
+int cache_mem_newer_use(struct cache_mem *m, const struct cams_key *key, int64_t than_s,
+			int64_t *ret_used_s);
+
 /* See cache_refresh_candidates() in cache.h. */
 size_t cache_mem_refresh_candidates(struct cache_mem *m, int64_t now_s, uint64_t window_s,
 				    struct cams_key *ret_keys, size_t max_keys);

@@ -164,6 +164,8 @@ enum wst {
 	WST_DELETE,
 	WST_TOUCH,
 	WST_EVICT,
+	WST_EVICT_ONE,
+	WST_RAISE,
 	WST_COUNT,
 	WST_INTEGRITY,
 	WST__MAX,
@@ -193,14 +195,17 @@ static const char *const writer_sql[WST__MAX] = {
 		      " WHERE key_id = (SELECT id FROM keys WHERE cust_space_id = ?1 AND phone = ?2)"
 		      " AND last_used_at < ?3",
 	/*
-	 * ?2: the id of a key to spare (the one just stored), NULL for none.
-	 * Walks recency_last_used_at from the oldest; the trigger removes the
-	 * recency rows.
+	 * The eviction candidates: the least recently used rows by recency on
+	 * disk, walking recency_last_used_at from the oldest. ?2: the id of a
+	 * key to spare (the one just stored), NULL for none.
 	 */
-	[WST_EVICT] = "DELETE FROM keys WHERE id IN"
-		      " (SELECT key_id FROM recency WHERE key_id IS NOT ?2"
-		      "  ORDER BY last_used_at LIMIT ?1)"
-		      " RETURNING cust_space_id, phone",
+	[WST_EVICT] = "SELECT r.key_id, r.last_used_at, k.cust_space_id, k.phone"
+		      " FROM recency AS r JOIN keys AS k ON k.id = r.key_id"
+		      " WHERE r.key_id IS NOT ?2 ORDER BY r.last_used_at LIMIT ?1",
+	/* The trigger removes the recency row. */
+	[WST_EVICT_ONE] = "DELETE FROM keys WHERE id = ?1",
+	/* A candidate's newer use, known only to memory, flushed before it is judged again. */
+	[WST_RAISE] = "UPDATE recency SET last_used_at = ?2 WHERE key_id = ?1 AND last_used_at < ?2",
 	[WST_COUNT] = "SELECT COUNT(*) FROM keys",
 	[WST_INTEGRITY] = "PRAGMA integrity_check",
 };
@@ -235,6 +240,9 @@ struct cache_store {
 	char *db_path;                 /* absolute, as SQLite resolved it */
 	uint64_t max_entries;
 	int read_only;
+	int (*newer_use)(void *cls, const struct cams_key *key, int64_t disk_used_s,
+			 int64_t *ret_used_s);
+	void *newer_use_cls;
 
 	pthread_mutex_t writer_mu;     /* db, st[], count, maintain_calls */
 	sqlite3 *db;
@@ -623,6 +631,8 @@ int cache_store_open(const struct cache_store_options *opt, struct cache_store *
 	s->path = xstrdup(opt->path);
 	s->max_entries = opt->max_entries;
 	s->read_only = opt->read_only;
+	s->newer_use = opt->newer_use;
+	s->newer_use_cls = opt->newer_use_cls;
 	pthread_mutex_init(&s->writer_mu, NULL);
 	pthread_mutex_init(&s->readers_mu, NULL);
 
@@ -815,33 +825,86 @@ out:
 
 /* ---- writes ------------------------------------------------------------ */
 
+/* Candidates one eviction round looks at. */
+#define STORE_EVICT_BATCH 256
+
+struct evict_candidate {
+	int64_t id, used_s;
+	struct cams_key key;
+};
+
+/* Bind and run one of the two id statements of evict_lru(). 0 or -EIO (not logged). */
+static int exec_id(struct cache_store *s, enum wst which, int64_t id, const int64_t *used_s)
+{
+	sqlite3_stmt *st = s->st[which];
+	int rc = sqlite3_bind_int64(st, 1, id);
+
+	if (rc == SQLITE_OK && used_s)
+		rc = sqlite3_bind_int64(st, 2, *used_s);
+	if (rc == SQLITE_OK)
+		rc = step(s, st);
+	st_done(st);
+	return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
 /*
  * Inside a transaction on writer_mu: delete the n least recently used rows,
  * sparing the row with id *spare_id (NULL: none), and list their keys in
- * *evicted.
+ * *evicted. Recency on disk may lag what memory knows (flushes are
+ * bounded), so each candidate is first checked with newer_use(): one used
+ * later than disk says has that use written instead, and the candidates
+ * are picked again. Exact LRU, at the cost of the few uses it flushes.
  */
 static int evict_lru(struct cache_store *s, uint64_t n, const int64_t *spare_id,
 		     struct cache_use_list *evicted)
 {
+	struct evict_candidate cand[STORE_EVICT_BATCH];
 	sqlite3_stmt *st = s->st[WST_EVICT];
-	struct cams_key key;
+	size_t found, i;
+	int64_t used_s;
 	int rc;
 
-	rc = sqlite3_bind_int64(st, 1, n > INT64_MAX ? INT64_MAX : (int64_t)n);
-	if (rc == SQLITE_OK)
-		rc = spare_id ? sqlite3_bind_int64(st, 2, *spare_id) : sqlite3_bind_null(st, 2);
-	if (rc != SQLITE_OK)
-		goto out_fail;
-	while ((rc = step(s, st)) == SQLITE_ROW) {
-		memset(&key, 0, sizeof(key));
-		if (column_copy(st, 0, key.cust_space_id, sizeof(key.cust_space_id)) ||
-		    column_copy(st, 1, key.phone, sizeof(key.phone)))
-			continue; /* a foreign row nobody could have cached anyway */
-		cache_use_list_add(evicted, &key, 0);
+	while (n > 0) {
+		found = 0;
+		rc = sqlite3_bind_int64(st, 1, n < STORE_EVICT_BATCH ? (int64_t)n : STORE_EVICT_BATCH);
+		if (rc == SQLITE_OK)
+			rc = spare_id ? sqlite3_bind_int64(st, 2, *spare_id) : sqlite3_bind_null(st, 2);
+		if (rc != SQLITE_OK)
+			goto out_fail;
+		while ((rc = step(s, st)) == SQLITE_ROW && found < STORE_EVICT_BATCH) {
+			struct evict_candidate *c = &cand[found];
+
+			memset(&c->key, 0, sizeof(c->key));
+			c->id = sqlite3_column_int64(st, 0);
+			c->used_s = sqlite3_column_int64(st, 1);
+			/* A foreign key nobody could have cached: evicted, not listed. */
+			if (column_copy(st, 2, c->key.cust_space_id, sizeof(c->key.cust_space_id)) ||
+			    column_copy(st, 3, c->key.phone, sizeof(c->key.phone)))
+				c->key.phone[0] = '\0';
+			found++;
+		}
+		if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+			goto out_fail;
+		st_done(st);
+		if (found == 0)
+			break;
+		for (i = 0; i < found; i++) {
+			struct evict_candidate *c = &cand[i];
+
+			if (c->key.phone[0] && s->newer_use &&
+			    s->newer_use(s->newer_use_cls, &c->key, c->used_s, &used_s) == 1 &&
+			    used_s > c->used_s) {
+				if (exec_id(s, WST_RAISE, c->id, &used_s))
+					goto out_fail;
+				continue;
+			}
+			if (exec_id(s, WST_EVICT_ONE, c->id, NULL))
+				goto out_fail;
+			if (c->key.phone[0])
+				cache_use_list_add(evicted, &c->key, 0);
+			n--;
+		}
 	}
-	if (rc != SQLITE_DONE)
-		goto out_fail;
-	st_done(st);
 	return 0;
 
 out_fail:

@@ -29,6 +29,16 @@ struct cache_store_options {
 	const char *path;        /* database file */
 	uint64_t max_entries;    /* rows kept, least recently used evicted */
 	int read_only;           /* no writes, no schema changes, no WAL switch */
+	/*
+	 * May be NULL. Before evicting a row whose last use on disk is
+	 * disk_used_s, the store asks: 1 and *ret_used_s if key was used later
+	 * (a use not flushed yet), else 0. The store then writes that use and
+	 * picks again. Called under the store's writer mutex, inside a write
+	 * transaction: it must not call the store.
+	 */
+	int (*newer_use)(void *cls, const struct cams_key *key, int64_t disk_used_s,
+			 int64_t *ret_used_s);
+	void *newer_use_cls;
 };
 
 struct cache_store;
@@ -55,8 +65,8 @@ int cache_store_get(struct cache_store *s, const struct cams_key *key,
 
 /*
  * One write transaction: probe the key's current row, upsert e (with
- * last_used_at = last_used_s), evict beyond max_entries sparing e's key,
- * commit. ret_old NULL: the probe only tells whether a row existed.
+ * last_used_at = last_used_s), evict beyond max_entries sparing e's key
+ * (least recently used first, asking newer_use() first), commit. ret_old NULL: the probe only tells whether a row existed.
  * Otherwise *ret_old gets the row replaced as a new entry (one reference),
  * or NULL. Evicted keys are appended to *ret_evicted (may be NULL only if
  * the caller keeps no copy of rows elsewhere). 1 a row was replaced, 0 the
