@@ -35,7 +35,7 @@
 
 /*
  * Uses one cache_maintain() call (about a second) flushes at most: about
- * 16,000 small rows, some 0.1 s of the engine thread. With random hits over
+ * 8,000 small rows, some 40 ms of the engine thread. With random hits over
  * more keys than that a second, recency on disk lags (every value flushed
  * is still the exact second of the last use) but eviction does not: the
  * store asks memory about each candidate before evicting it
@@ -43,7 +43,7 @@
  * only ever orders a start-up load after a crash (cache_close() flushes
  * everything).
  */
-#define CACHE_FLUSH_MAX_USES 16384
+#define CACHE_FLUSH_MAX_USES 8192
 
 struct cache {
 	struct cache_store *store;
