@@ -63,6 +63,7 @@ struct mem_node {
 	uint64_t hash;
 	struct cache_entry *e;          /* one reference */
 	int64_t persisted_used_s;       /* last_used_at known to be on disk */
+	bool referenced;                /* hit since it last moved on the LRU list */
 	/* The shard's dirty list; dirty_pprev is NULL when the node is not on it. */
 	struct mem_node *dirty_next, **dirty_pprev;
 	/* The slot of e->expires_at_s on the shard's expiry wheel. */
@@ -260,14 +261,33 @@ static void shard_remember_use(struct shard *s, const struct mem_node *n)
 		shard_note_use(s, &n->e->key, used_s);
 }
 
-/* Over capacity: push out the least recently used node; its entry is returned. */
+/*
+ * Over capacity: push out the least recently used node; its entry is
+ * returned. Hits only mark their node (moving it would touch its two
+ * neighbours and the list head, three cache misses a hit with a million
+ * nodes), so the list is in order of last move, and an oldest node hit
+ * since it last moved gets a second chance at the head (CLOCK): what goes
+ * is a node not hit since at least every node behind it moved.
+ */
 static struct cache_entry *shard_trim(struct cache_mem *m, struct shard *s)
 {
-	if (s->count <= m->shard_cap || !s->oldest)
+	/* Called right after linking a node: the newest, never the one to go. */
+	struct mem_node *fresh = s->newest, *victim;
+
+	if (s->count <= m->shard_cap || !s->oldest || s->oldest == fresh)
 		return NULL;
-	shard_remember_use(s, s->oldest);
+	/* Terminates: each turn clears a mark and moves a node ahead of fresh. */
+	while (s->oldest != fresh && s->oldest->referenced) {
+		struct mem_node *n = s->oldest;
+
+		n->referenced = false;
+		lru_touch(s, n);
+	}
+	/* Every other node had its chance: the first of them to move goes. */
+	victim = s->oldest != fresh ? s->oldest : fresh->newer;
+	shard_remember_use(s, victim);
 	atomic_fetch_add_explicit(&m->pushed_out, 1, memory_order_relaxed);
-	return shard_unlink(s, s->oldest);
+	return shard_unlink(s, victim);
 }
 
 struct cache_mem *cache_mem_new(uint64_t hot_entries)
@@ -340,7 +360,8 @@ int cache_mem_get(struct cache_mem *m, const struct cams_key *key, int64_t now_s
 	n = shard_find(s, hash, key);
 	if (n) {
 		e = cache_entry_ref(n->e);
-		lru_touch(s, n);
+		if (!n->referenced)
+			n->referenced = true;
 		node_use(s, n, now_s);
 	}
 	gen = s->gen;
