@@ -2,10 +2,11 @@
  * cache_mem.c -- the cache's memory layer (see cache_mem.h).
  *
  * Owns: the shards, their nodes, and one reference per node to a published
- * entry. A hit is: hash, lock one shard, find, take a reference, move to
- * the LRU head, record the time in e->last_used_s and, the first time since
- * the last flush, put the node on the shard's dirty list, unlock -- no
- * global lock, no allocation, no I/O.
+ * entry. A hit is: hash, lock one shard, find, take a reference, mark the
+ * node referenced (CLOCK: see shard_trim()), record the time in
+ * e->last_used_s and, the first time since the last flush, put the node on
+ * the shard's dirty list, unlock -- no global lock, no allocation, no I/O,
+ * and no other node touched.
  *
  * Invariants.
  *  - A shard holds at most shard_cap nodes; the bucket array is sized once.

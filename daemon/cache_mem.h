@@ -2,7 +2,8 @@
  * cache_mem.h -- the cache's memory layer: recently used entries, for the
  * hit path. Pure memory: no SQLite, no I/O, no clock, never logs.
  *
- * 64 shards, each a hash table (cams_key_hash()) and an LRU list under its
+ * 64 shards, each a hash table (cams_key_hash()) and an LRU list (CLOCK:
+ * hits mark, pushing out gives marked nodes a second chance) under its
  * own mutex, together bounded by hot_entries. Each node holds one reference
  * to an immutable, published struct cache_entry. Each shard has a
  * generation bumped whenever a put or delete changes it, so a reader that
@@ -38,8 +39,8 @@ struct cache_mem *cache_mem_new(uint64_t hot_entries);
 void cache_mem_free(struct cache_mem *m);
 
 /*
- * Find key: 1 found (*ret_entry gets a reference, the node moves to its
- * LRU head, the use is recorded at now_s), 0 absent. Either way *ret_gen
+ * Find key: 1 found (*ret_entry gets a reference, the node is marked
+ * referenced for its LRU list, the use is recorded at now_s), 0 absent. Either way *ret_gen
  * (may be NULL) gets the key's shard generation, for cache_mem_offer().
  */
 int cache_mem_get(struct cache_mem *m, const struct cams_key *key, int64_t now_s,
