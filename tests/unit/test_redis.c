@@ -682,6 +682,329 @@ TEST(a_pause_recorded_by_one_host_delays_the_other_hosts_grants)
 	redis_free(b);
 }
 
+/* ---- plain commands ---- */
+
+struct reply_answer {
+	int calls;
+	int error;
+	int type;
+	long long integer;
+	char str[64];
+	size_t len;
+};
+
+static void on_reply_cb(void *cookie, int error, const struct redisReply *rep, const char *text)
+{
+	struct reply_answer *a = cookie;
+
+	(void)text;
+	a->calls++;
+	a->error = error;
+	if (rep) {
+		a->type = rep->type;
+		a->integer = rep->integer;
+		a->len = rep->str ? rep->len : 0;
+		if (a->len > sizeof(a->str))
+			a->len = sizeof(a->str);
+		if (rep->str)
+			memcpy(a->str, rep->str, a->len);
+	}
+}
+
+/* One command, answered (bounded: 2 s). Its error, or -999. */
+static int command_sync(struct redis *r, int argc, const char *const *argv, const size_t *lens,
+			struct reply_answer *a)
+{
+	int64_t end = clock_mono_us() + 2000000;
+	int rc;
+
+	memset(a, 0, sizeof(*a));
+	rc = redis_command(r, argc, argv, lens, clock_mono_us(), on_reply_cb, a);
+	if (rc < 0)
+		return rc;
+	for (int i = 0; i < 100000 && a->calls == 0 && clock_mono_us() < end; i++)
+		pump_once(r, clock_mono_us() + 20000);
+	return a->calls == 1 ? a->error : -999;
+}
+
+TEST(a_plain_command_round_trips_a_binary_value_with_a_nul_inside)
+{
+	static const char value[] = { 'a', '\0', 'b', '\n', 'c' };
+	const char *set[] = { "SET", "camskeyd:test:bin", value };
+	size_t set_len[] = { 3, 17, sizeof(value) };
+	const char *get[] = { "GET", "camskeyd:test:bin" };
+	size_t get_len[] = { 3, 17 };
+	struct reply_answer a;
+	struct redis *r;
+
+	NEED_SERVER();
+	ensure_main();
+	REQUIRE(main_pid > 0);
+	r = client(sock_path, NULL, 1000);
+	REQUIRE(r);
+	REQUIRE(wait_ready(r, 2000));
+	CHECK(command_sync(r, 3, set, set_len, &a) == 0);
+	CHECK(a.type == REDIS_REPLY_STATUS);
+	CHECK(command_sync(r, 2, get, get_len, &a) == 0);
+	CHECK(a.type == REDIS_REPLY_STRING);
+	CHECK(a.len == sizeof(value) && memcmp(a.str, value, sizeof(value)) == 0);
+	redis_free(r);
+}
+
+TEST(an_error_reply_is_an_answer_with_error_0_and_the_reply_type_error)
+{
+	const char *set[] = { "SET", "camskeyd:test:text", "not a number" };
+	size_t set_len[] = { 3, 18, 12 };
+	const char *incr[] = { "INCR", "camskeyd:test:text" };
+	size_t incr_len[] = { 4, 18 };
+	struct reply_answer a;
+	struct redis_stats st;
+	struct redis *r;
+
+	NEED_SERVER();
+	ensure_main();
+	REQUIRE(main_pid > 0);
+	r = client(sock_path, NULL, 1000);
+	REQUIRE(r);
+	REQUIRE(wait_ready(r, 2000));
+	CHECK(command_sync(r, 3, set, set_len, &a) == 0);
+	CHECK(command_sync(r, 2, incr, incr_len, &a) == 0);
+	CHECK(a.calls == 1 && a.type == REDIS_REPLY_ERROR);
+	CHECK(a.len > 0 && memcmp(a.str, "ERR", 3) == 0);
+	CHECK(redis_state(r) == REDIS_STATE_READY);
+	redis_get_stats(r, &st);
+	CHECK(st.command_errors == 0);
+	redis_free(r);
+}
+
+TEST(a_plain_command_before_ready_is_refused_with_enotconn_and_never_called_back)
+{
+	const char *ping[] = { "PING" };
+	size_t ping_len[] = { 4 };
+	const char *many[REDIS_COMMAND_ARGS + 1];
+	size_t many_len[REDIS_COMMAND_ARGS + 1];
+	struct reply_answer a;
+	struct redis *r;
+
+	NEED_SERVER();
+	ensure_main();
+	REQUIRE(main_pid > 0);
+	r = client(sock_path, NULL, 1000);
+	REQUIRE(r);
+	memset(&a, 0, sizeof(a));
+	CHECK(redis_command(r, 1, ping, ping_len, clock_mono_us(), on_reply_cb, &a) == -ENOTCONN);
+	redis_tick(r, clock_mono_us()); /* connecting, not READY yet */
+	CHECK(redis_state(r) != REDIS_STATE_READY);
+	CHECK(redis_command(r, 1, ping, ping_len, clock_mono_us(), on_reply_cb, &a) == -ENOTCONN);
+	REQUIRE(wait_ready(r, 2000));
+	for (int i = 0; i <= REDIS_COMMAND_ARGS; i++) {
+		many[i] = "x";
+		many_len[i] = 1;
+	}
+	CHECK(redis_command(r, REDIS_COMMAND_ARGS + 1, many, many_len, clock_mono_us(),
+			    on_reply_cb, &a) == -EINVAL);
+	CHECK(redis_command(r, 0, many, many_len, clock_mono_us(), on_reply_cb, &a) == -EINVAL);
+	CHECK(command_sync(r, 1, ping, ping_len, &a) == 0);
+	CHECK(a.type == REDIS_REPLY_STATUS);
+	redis_free(r);
+	CHECK(a.calls == 1);
+}
+
+TEST(a_stopped_server_times_out_each_pending_plain_command_exactly_once)
+{
+	const char *ping[] = { "PING" };
+	size_t ping_len[] = { 4 };
+	struct reply_answer a[4];
+	struct redis *r;
+
+	NEED_SERVER();
+	ensure_main();
+	REQUIRE(main_pid > 0);
+	r = client(sock_path, NULL, 200);
+	REQUIRE(r);
+	REQUIRE(wait_ready(r, 2000));
+	REQUIRE(kill(main_pid, SIGSTOP) == 0);
+	memset(a, 0, sizeof(a));
+	for (int i = 0; i < 4; i++)
+		CHECK(redis_command(r, 1, ping, ping_len, clock_mono_us(), on_reply_cb, &a[i]) == 0);
+	pump_for(&r, 1, 600);
+	for (int i = 0; i < 4; i++) {
+		CHECK(a[i].calls == 1);
+		CHECK(a[i].error == -ETIMEDOUT);
+	}
+	REQUIRE(kill(main_pid, SIGCONT) == 0);
+	CHECK(wait_ready(r, 3000));
+	pump_for(&r, 1, 200); /* the stale answers, if any, reach nobody */
+	for (int i = 0; i < 4; i++)
+		CHECK(a[i].calls == 1);
+	redis_free(r);
+	for (int i = 0; i < 4; i++)
+		CHECK(a[i].calls == 1);
+}
+
+/* ---- the subscriber connection ---- */
+
+struct inbox {
+	int n;
+	char msg[16][128];
+};
+
+static void on_message_cb(void *cookie, const char *data, size_t len)
+{
+	struct inbox *in = cookie;
+
+	if (in->n < 16) {
+		snprintf(in->msg[in->n], sizeof(in->msg[0]), "%.*s", (int)len, data);
+		in->n++;
+	}
+}
+
+/* PUBLISH through a control connection; the receivers count, or -1. */
+static long long publish(const char *path, const char *channel, const char *msg)
+{
+	redisContext *c = control(path);
+	redisReply *rep;
+	long long n = -1;
+
+	if (!c)
+		return -1;
+	rep = redisCommand(c, "PUBLISH %s %s", channel, msg);
+	if (rep && rep->type == REDIS_REPLY_INTEGER)
+		n = rep->integer;
+	if (rep)
+		freeReplyObject(rep);
+	redisFree(c);
+	return n;
+}
+
+static bool wait_messages(struct redis *r, struct inbox *in, int n, int ms)
+{
+	int64_t end = clock_mono_us() + (int64_t)ms * 1000;
+
+	for (int i = 0; i < 100000 && in->n < n && clock_mono_us() < end; i++)
+		pump_once(r, end);
+	return in->n >= n;
+}
+
+TEST(a_subscriber_is_ready_after_subscribe_and_receives_published_messages)
+{
+	static const char channel[] = "camskeyd:v1:{scope-sub}:n";
+	struct inbox in;
+	struct redis_stats st;
+	struct redis *s;
+
+	NEED_SERVER();
+	ensure_main();
+	REQUIRE(main_pid > 0);
+	memset(&in, 0, sizeof(in));
+	s = subscriber(sock_path, channel, 1000, on_message_cb, &in);
+	REQUIRE(s);
+	REQUIRE(wait_ready(s, 2000));
+	CHECK(publish(sock_path, channel, "hello") == 1);
+	CHECK(publish(sock_path, "camskeyd:v1:{other}:n", "not-for-us") == 0);
+	CHECK(publish(sock_path, channel, "world") == 1);
+	CHECK(wait_messages(s, &in, 2, 2000));
+	CHECK(in.n == 2);
+	CHECK_STR(in.msg[0], "hello");
+	CHECK_STR(in.msg[1], "world");
+	redis_get_stats(s, &st);
+	CHECK(st.readies == 1 && st.timeouts == 0);
+	redis_free(s);
+}
+
+TEST(a_subscriber_refuses_commands_and_grants_with_einval)
+{
+	const char *ping[] = { "PING" };
+	size_t ping_len[] = { 4 };
+	struct redis_grant_request q = req_for("scope-sub", "hostA", 100);
+	struct reply_answer a;
+	struct answer g;
+	struct inbox in;
+	struct redis *s;
+
+	NEED_SERVER();
+	ensure_main();
+	REQUIRE(main_pid > 0);
+	memset(&in, 0, sizeof(in));
+	memset(&a, 0, sizeof(a));
+	memset(&g, 0, sizeof(g));
+	s = subscriber(sock_path, "camskeyd:v1:{scope-sub}:n", 1000, on_message_cb, &in);
+	REQUIRE(s);
+	CHECK(redis_command(s, 1, ping, ping_len, clock_mono_us(), on_reply_cb, &a) == -EINVAL);
+	REQUIRE(wait_ready(s, 2000));
+	CHECK(redis_command(s, 1, ping, ping_len, clock_mono_us(), on_reply_cb, &a) == -EINVAL);
+	CHECK(redis_grant(s, &q, clock_mono_us(), on_grant, &g) == -EINVAL);
+	CHECK(redis_pause(s, "scope-sub", 100, T_WINDOW_MS, T_HORIZON_MS, clock_mono_us(),
+			  on_pause, &g) == -EINVAL);
+	redis_free(s);
+	CHECK(a.calls == 0 && g.calls == 0);
+}
+
+TEST(a_subscriber_reconnects_after_the_server_is_killed_and_restarted)
+{
+	static const char channel[] = "camskeyd:v1:{scope-resub}:n";
+	struct redis_stats st0, st;
+	struct inbox in;
+	struct redis *s;
+
+	NEED_SERVER();
+	ensure_main();
+	REQUIRE(main_pid > 0);
+	memset(&in, 0, sizeof(in));
+	s = subscriber(sock_path, channel, 1000, on_message_cb, &in);
+	REQUIRE(s);
+	REQUIRE(wait_ready(s, 2000));
+	redis_get_stats(s, &st0);
+	stop_server(main_pid);
+	main_pid = 0;
+	pump_for(&s, 1, 200);
+	CHECK(redis_state(s) != REDIS_STATE_READY);
+	main_pid = start_server(sock_path, NULL);
+	REQUIRE(main_pid > 0);
+	CHECK(wait_ready(s, 3000));
+	redis_get_stats(s, &st);
+	CHECK(st.readies == st0.readies + 1);
+	CHECK(st.disconnects > st0.disconnects);
+	CHECK(publish(sock_path, channel, "after") == 1);
+	CHECK(wait_messages(s, &in, 1, 2000));
+	CHECK_STR(in.msg[0], "after");
+	redis_free(s);
+}
+
+TEST(a_subscriber_liveness_check_is_answered_and_drops_a_stopped_server)
+{
+	static const char channel[] = "camskeyd:v1:{scope-live}:n";
+	struct redis_stats st;
+	struct inbox in;
+	struct redis *s;
+
+	NEED_SERVER();
+	ensure_main();
+	REQUIRE(main_pid > 0);
+	memset(&in, 0, sizeof(in));
+	s = subscriber(sock_path, channel, 100, on_message_cb, &in);
+	REQUIRE(s);
+	REQUIRE(wait_ready(s, 2000));
+	/* Three checks (every 400 ms), each answered within 100 ms: no drop. */
+	pump_for(&s, 1, 1300);
+	redis_get_stats(s, &st);
+	CHECK(redis_state(s) == REDIS_STATE_READY);
+	CHECK(st.timeouts == 0 && st.readies == 1);
+	CHECK(publish(sock_path, channel, "still") == 1);
+	CHECK(wait_messages(s, &in, 1, 1000));
+	CHECK(in.n == 1); /* a liveness answer is no message */
+	REQUIRE(kill(main_pid, SIGSTOP) == 0);
+	pump_for(&s, 1, 600); /* the next check is due within 400 ms, then 100 ms to answer */
+	redis_get_stats(s, &st);
+	CHECK(st.timeouts >= 1);
+	CHECK(redis_state(s) != REDIS_STATE_READY);
+	REQUIRE(kill(main_pid, SIGCONT) == 0);
+	CHECK(wait_ready(s, 3000));
+	redis_get_stats(s, &st);
+	CHECK(st.readies >= 2);
+	redis_free(s);
+}
+
 int main(void)
 {
 	int rc;
@@ -707,6 +1030,14 @@ int main(void)
 	RUN(a_numeric_tcp_address_with_a_database_and_an_acl_user_connects_and_grants);
 	RUN(auth_with_a_password_file_and_a_wrong_password_is_refused);
 	RUN(a_pause_recorded_by_one_host_delays_the_other_hosts_grants);
+	RUN(a_plain_command_round_trips_a_binary_value_with_a_nul_inside);
+	RUN(an_error_reply_is_an_answer_with_error_0_and_the_reply_type_error);
+	RUN(a_plain_command_before_ready_is_refused_with_enotconn_and_never_called_back);
+	RUN(a_stopped_server_times_out_each_pending_plain_command_exactly_once);
+	RUN(a_subscriber_is_ready_after_subscribe_and_receives_published_messages);
+	RUN(a_subscriber_refuses_commands_and_grants_with_einval);
+	RUN(a_subscriber_reconnects_after_the_server_is_killed_and_restarted);
+	RUN(a_subscriber_liveness_check_is_answered_and_drops_a_stopped_server);
 	rc = harness_done();
 	redis_server_teardown();
 	return rc;
