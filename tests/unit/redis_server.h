@@ -337,13 +337,15 @@ static inline void ensure_main(void)
 		main_pid = start_server(sock_path, NULL);
 }
 
-/* A subscriber connection to channel on path (messages to fn). */
-static inline struct redis *subscriber(const char *path, const char *channel, unsigned cmd_ms,
-				       void (*fn)(void *, const char *, size_t), void *cookie)
+/* A subscriber connection to channel at url (messages to fn). */
+static inline struct redis *subscriber_url(const char *url, const char *password,
+					   const char *channel, unsigned cmd_ms,
+					   void (*fn)(void *, const char *, size_t), void *cookie)
 {
-	char url[400], err[256];
+	char err[256];
 	struct redis_options o = {
 		.url = url,
+		.password = password,
 		.connect_timeout_ms = 300,
 		.command_timeout_ms = cmd_ms,
 		.backoff_min_ms = 20,
@@ -355,12 +357,21 @@ static inline struct redis *subscriber(const char *path, const char *channel, un
 	};
 	struct redis *r = NULL;
 
-	snprintf(url, sizeof(url), "unix://%s", path);
 	if (redis_new(&o, &r, err, sizeof(err)) < 0) {
 		fprintf(stderr, "  redis_new: %s\n", err);
 		return NULL;
 	}
 	return r;
+}
+
+/* A subscriber connection to channel on the socket path. */
+static inline struct redis *subscriber(const char *path, const char *channel, unsigned cmd_ms,
+				       void (*fn)(void *, const char *, size_t), void *cookie)
+{
+	char url[400];
+
+	snprintf(url, sizeof(url), "unix://%s", path);
+	return subscriber_url(url, NULL, channel, cmd_ms, fn, cookie);
 }
 
 /*

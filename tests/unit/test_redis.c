@@ -557,64 +557,6 @@ TEST(a_killed_server_gives_errors_backs_off_and_a_new_server_is_found)
 	redis_free(r);
 }
 
-TEST(a_numeric_tcp_address_with_a_database_and_an_acl_user_connects_and_grants)
-{
-	struct redis_grant_request q = req_for("scope-tcp", "hostA", 100);
-	struct redis *r;
-	struct answer a;
-	char url[64];
-	pid_t pid;
-	int port;
-
-	NEED_SERVER();
-	port = free_port();
-	REQUIRE(port > 0);
-	pid = start_server_on(NULL, port, NULL);
-	REQUIRE(pid > 0);
-	snprintf(url, sizeof(url), "redis://127.0.0.1:%d/3", port);
-	r = client_url(url, NULL, 1000);
-	REQUIRE(r);
-	CHECK(wait_ready(r, 2000));
-	CHECK(grant_sync(r, &q, &a) == 0);
-	CHECK(a.grant.verdict == REDIS_GRANT_REFUSED_HORIZON); /* new scope: lost state */
-	{
-		/* The script ran in database 3. */
-		redisContext *c = tcp_control(port);
-		redisReply *rep;
-
-		REQUIRE(c);
-		rep = redisCommand(c, "SELECT 3");
-		if (rep)
-			freeReplyObject(rep);
-		rep = redisCommand(c, "EXISTS camskeyd:v1:{scope-tcp}:meta");
-		CHECK(rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 1);
-		if (rep)
-			freeReplyObject(rep);
-		/* The ACL user docs/OPERATIONS.md gives is enough for the client. */
-		rep = redisCommand(c, "ACL SETUSER camskeyd on >acl-pw ~camskeyd:* resetchannels "
-				   "-@all +evalsha +script|load +info +ping +select +auth"
-				   " +time +hmget +hset +del +pexpire +zadd +zcard +zrange +zrangebyscore +zremrangebyscore");
-		CHECK(rep && rep->type == REDIS_REPLY_STATUS);
-		if (rep)
-			freeReplyObject(rep);
-		redisFree(c);
-	}
-	redis_free(r);
-	snprintf(url, sizeof(url), "redis://camskeyd@127.0.0.1:%d/3", port);
-	r = client_url(url, "acl-pw", 1000);
-	REQUIRE(r);
-	CHECK(wait_ready(r, 2000));
-	CHECK(grant_sync(r, &q, &a) == 0);
-	if (a.error)
-		fprintf(stderr, "  grant as ACL user: %d %s\n", a.error, a.text);
-	redis_free(r);
-	r = client_url(url, "not-it", 1000);
-	REQUIRE(r);
-	CHECK(!wait_ready(r, 400));
-	redis_free(r);
-	stop_server(pid);
-}
-
 TEST(auth_with_a_password_file_and_a_wrong_password_is_refused)
 {
 	char path[400], pw[REDIS_PASSWORD_MAX], err[300];
@@ -1003,6 +945,104 @@ TEST(a_subscriber_liveness_check_is_answered_and_drops_a_stopped_server)
 	redis_get_stats(s, &st);
 	CHECK(st.readies >= 2);
 	redis_free(s);
+}
+
+TEST(a_numeric_tcp_address_with_a_database_and_an_acl_user_connects_and_grants)
+{
+	struct redis_grant_request q = req_for("scope-tcp", "hostA", 100);
+	struct redis *r;
+	struct answer a;
+	char url[64];
+	pid_t pid;
+	int port;
+
+	NEED_SERVER();
+	port = free_port();
+	REQUIRE(port > 0);
+	pid = start_server_on(NULL, port, NULL);
+	REQUIRE(pid > 0);
+	snprintf(url, sizeof(url), "redis://127.0.0.1:%d/3", port);
+	r = client_url(url, NULL, 1000);
+	REQUIRE(r);
+	CHECK(wait_ready(r, 2000));
+	CHECK(grant_sync(r, &q, &a) == 0);
+	CHECK(a.grant.verdict == REDIS_GRANT_REFUSED_HORIZON); /* new scope: lost state */
+	{
+		/* The script ran in database 3. */
+		redisContext *c = tcp_control(port);
+		redisReply *rep;
+
+		REQUIRE(c);
+		rep = redisCommand(c, "SELECT 3");
+		if (rep)
+			freeReplyObject(rep);
+		rep = redisCommand(c, "EXISTS camskeyd:v1:{scope-tcp}:meta");
+		CHECK(rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 1);
+		if (rep)
+			freeReplyObject(rep);
+		/* The ACL user docs/OPERATIONS.md gives is enough for the client. */
+		rep = redisCommand(c, "ACL SETUSER camskeyd reset on >acl-pw ~camskeyd:* "
+				   "resetchannels &camskeyd:* +auth +ping +select +info +script|load "
+				   "+evalsha +eval +subscribe +scan +time +hmget +hset +del +pexpire "
+				   "+zadd +zcard +zrange +zrangebyscore +zremrangebyscore +get +set "
+				   "+pttl +publish");
+		CHECK(rep && rep->type == REDIS_REPLY_STATUS);
+		if (rep)
+			freeReplyObject(rep);
+		redisFree(c);
+	}
+	redis_free(r);
+	snprintf(url, sizeof(url), "redis://camskeyd@127.0.0.1:%d/3", port);
+	r = client_url(url, "acl-pw", 1000);
+	REQUIRE(r);
+	CHECK(wait_ready(r, 2000));
+	CHECK(grant_sync(r, &q, &a) == 0);
+	if (a.error)
+		fprintf(stderr, "  grant as ACL user: %d %s\n", a.error, a.text);
+	redis_free(r);
+	{
+		/* The shared tier's script and subscriber as that user (docs/OPERATIONS.md). */
+		struct redis *sub, *bad;
+		struct inbox in;
+		struct reply_answer ra;
+		static const char script[] =
+			"local v = redis.call('GET', KEYS[1])\n"
+			"redis.call('SET', KEYS[1], 'x', 'NX', 'PX', 5000)\n"
+			"redis.call('PUBLISH', ARGV[1], 'acl')\n"
+			"return redis.call('PTTL', KEYS[1])\n";
+		const char *eval[] = { "EVAL", script, "1", "camskeyd:v1:{scope-tcp}:e::123",
+				       "camskeyd:v1:{scope-tcp}:n" };
+		size_t eval_len[] = { 4, strlen(script), 1, strlen(eval[3]), strlen(eval[4]) };
+		const char *other[] = { "GET", "other" };
+		size_t other_len[] = { 3, 5 };
+
+		memset(&in, 0, sizeof(in));
+		sub = subscriber_url(url, "acl-pw", "camskeyd:v1:{scope-tcp}:n", 1000,
+				     on_message_cb, &in);
+		bad = subscriber_url(url, "acl-pw", "other", 1000, on_message_cb, &in);
+		r = client_url(url, "acl-pw", 1000);
+		REQUIRE(sub && bad && r);
+		CHECK(wait_ready(sub, 2000));
+		CHECK(!wait_ready(bad, 400));
+		REQUIRE(wait_ready(r, 2000));
+		CHECK(command_sync(r, 5, eval, eval_len, &ra) == 0);
+		CHECK(ra.type == REDIS_REPLY_INTEGER && ra.integer > 0 && ra.integer <= 5000);
+		if (ra.type == REDIS_REPLY_ERROR)
+			fprintf(stderr, "  EVAL as ACL user: %.*s\n", (int)ra.len, ra.str);
+		CHECK(command_sync(r, 2, other, other_len, &ra) == 0);
+		CHECK(ra.type == REDIS_REPLY_ERROR); /* outside ~camskeyd:* */
+		for (int i = 0; i < 100 && in.n == 0; i++)
+			pump_once(sub, clock_mono_us() + 20000);
+		CHECK(in.n == 1 && strcmp(in.msg[0], "acl") == 0);
+		redis_free(sub);
+		redis_free(bad);
+		redis_free(r);
+	}
+	r = client_url(url, "not-it", 1000);
+	REQUIRE(r);
+	CHECK(!wait_ready(r, 400));
+	redis_free(r);
+	stop_server(pid);
 }
 
 int main(void)
