@@ -35,7 +35,6 @@
 static pid_t servers[MAX_SERVERS];
 static char tmpdir[256];
 static char sock_path[300];
-static char pw_sock_path[300];
 static const char *redis_bin;
 static int server_seq;
 

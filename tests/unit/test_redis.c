@@ -7,6 +7,8 @@
  */
 #include "redis_server.h"
 
+static char pw_sock_path[300];
+
 struct answer {
 	int calls;
 	int error;
