@@ -177,10 +177,11 @@ TEST(decode_refuses_every_malformed_record)
 			CHECK(false);
 			break;
 		}
-	copy = malloc(b.len + 1);
+	copy = malloc(b.len + 2);
 	REQUIRE(copy);
 	memcpy(copy, buf_str(&b), b.len);
 	copy[b.len] = 'x';
+	copy[b.len + 1] = '\0'; /* for strstr below */
 	CHECK(shared_entry_decode(copy, b.len + 1, &k, 60000, NOW_S, &out) == -EINVAL);
 	/* a length past the end: the body's length one more than there is */
 	{
