@@ -53,7 +53,7 @@ endif
 
 # The daemon's modules; main.o is linked only into the binary.
 LIB_OBJS := mem hex buf span netaddr log cams config lockfile signer verify keyring envelope route cache cache_store cache_mem flight limiter queue engine \
-	upstream clients metrics notify http proxy cli redis
+	upstream clients metrics notify http proxy cli redis shared
 LIB_O    := $(addprefix $(BUILD)/daemon/,$(addsuffix .o,$(LIB_OBJS)))
 MAIN_O   := $(BUILD)/daemon/main.o
 LIB_A    := $(BUILD)/libcamskeyd.a

@@ -39,6 +39,7 @@
 
 #include "mem.h"
 #include "netaddr.h"
+#include "redis.h"
 #include "span.h"
 
 /* A value quoted in an error message is cut after this many bytes. */
@@ -55,6 +56,8 @@ static int check_sha256_or_empty(const char *value, struct buf *reason);
 static int check_url(const char *value, struct buf *reason);
 static int check_not_empty(const char *value, struct buf *reason);
 static int check_mode(const char *value, struct buf *reason);
+static int check_redis_url(const char *value, struct buf *reason);
+static int check_redis_name(const char *value, struct buf *reason);
 
 struct choice {
 	const char *name;
@@ -156,6 +159,19 @@ static const struct choice log_level_choices[] = {
 	  "longest a caller waits for quota unless it asks for less") \
 	U(queue_max, "queue-max", "10000", "", "N", true, 1, 1000000, \
 	  "upstream calls (distinct keys) callers wait for quota for; refreshes use only room left; past it 503 Proxy.QueueFull") \
+	/* many hosts (Redis) */ \
+	S(redis, "redis", "", "URL", false, check_redis_url, \
+	  "share the quota, the cache and flights with other hosts on Redis: redis://[USER@]IP[:PORT][/DB] or unix:///PATH (numeric addresses only); empty: this host alone") \
+	S(host_id, "host-id", "", "NAME", false, check_redis_name, \
+	  "this host's name in the shared limiter and leases ([A-Za-z0-9._:-], up to 128); empty: the host name and the listen port") \
+	S(quota_scope, "quota-scope", "", "NAME", false, check_redis_name, \
+	  "hosts sharing one account's quota set the same scope ([A-Za-z0-9._:-], up to 128); empty: the AccessKey ID") \
+	D(redis_fallback_rate, "redis-fallback-rate", "0", "1/s", "N", false, 0, 1000, \
+	  "0: while Redis is unreachable no upstream call is made (fail closed); N: this host's own budget once Redis has been unreachable for a window (all hosts' budgets must add up to at most the quota)") \
+	U(redis_timeout_ms, "redis-timeout-ms", "250", "ms", "MS", false, 10, 10000, \
+	  "deadline of every Redis command; connecting and the handshake get four times as long") \
+	U(redis_max_pending, "redis-max-pending", "2", "", "N", false, 1, 16, \
+	  "shared limiter grants one host may hold before they are due (fairness between hosts)") \
 	/* cache */ \
 	S(cache, "cache", "./camskeyd.db", "FILE", false, check_not_empty, \
 	  "SQLite cache database ($STATE_DIRECTORY/cache.db when systemd sets STATE_DIRECTORY)") \
@@ -513,6 +529,74 @@ static int check_url(const char *value, struct buf *reason)
 		add_quoted(reason, value, strlen(value));
 		return -EINVAL;
 	}
+	return 0;
+}
+
+static int check_redis_url(const char *value, struct buf *reason)
+{
+	struct redis_address addr;
+	char err[256];
+
+	if (value[0] == '\0')
+		return 0;
+	if (redis_parse_url(value, &addr, err, sizeof(err)) < 0) {
+		buf_adds(reason, err);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* A scope or host id: [A-Za-z0-9._:-]{1,128}, or empty (the default). */
+static bool redis_name_char(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       c == '.' || c == '_' || c == ':' || c == '-';
+}
+
+static int check_redis_name(const char *value, struct buf *reason)
+{
+	size_t n = strlen(value);
+
+	for (size_t i = 0; i < n; i++) {
+		if (!redis_name_char(value[i])) {
+			buf_adds(reason, "may contain only letters, digits, '.', '_', ':' and '-', got ");
+			add_quoted(reason, value, n);
+			return -EINVAL;
+		}
+	}
+	if (n > REDIS_NAME_MAX) {
+		buf_printf(reason, "must be at most %d characters", REDIS_NAME_MAX);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int config_host_id(const struct config *cfg, char *out, size_t size)
+{
+	char host[256], id[256 + 128];
+	const char *port;
+	size_t n;
+
+	if (cfg->host_id && cfg->host_id[0]) {
+		if (snprintf(out, size, "%s", cfg->host_id) >= (int)size)
+			return -EINVAL;
+		return 0;
+	}
+	if (gethostname(host, sizeof(host)) < 0 || host[0] == '\0')
+		snprintf(host, sizeof(host), "camskeyd");
+	host[sizeof(host) - 1] = '\0';
+	/* "127.0.0.1:8080" -> 8080; "unix:/path" -> the path's last part */
+	port = cfg->listen ? strrchr(cfg->listen, strncmp(cfg->listen, "unix:", 5) == 0 ? '/' : ':')
+			   : NULL;
+	snprintf(id, sizeof(id), "%s:%s", host, port ? port + 1 : "0");
+	n = strlen(id);
+	if (n > REDIS_NAME_MAX)
+		n = REDIS_NAME_MAX;
+	if (n + 1 > size)
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++)
+		out[i] = redis_name_char(id[i]) ? id[i] : '-';
+	out[n] = '\0';
 	return 0;
 }
 
@@ -1535,6 +1619,13 @@ int config_validate(const struct config *cfg, struct buf *err)
 			buf_printf(err, "%s: %s\n", key_infos[i].name, buf_str(&reason));
 			errors++;
 		}
+	}
+
+	if (cfg->redis_fallback_rate > cfg->rate) {
+		buf_printf(err, "redis-fallback-rate: must not exceed rate (%g), is %g: it is this "
+			   "host's share of the quota while Redis is unreachable\n", cfg->rate,
+			   cfg->redis_fallback_rate);
+		errors++;
 	}
 
 	if (n_clients > CONFIG_MAX_CLIENTS) {

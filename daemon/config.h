@@ -77,6 +77,14 @@ struct config {
 	unsigned max_wait_ms;      /* default longest wait for quota */
 	unsigned queue_max;        /* waiting callers, in all */
 
+	/* many hosts (Redis) */
+	char *redis;               /* URL, or "": this host alone */
+	char *host_id;             /* or "": config_host_id() makes one */
+	char *quota_scope;         /* or "": the AccessKey ID */
+	double redis_fallback_rate;/* 0: fail closed */
+	unsigned redis_timeout_ms; /* each command; connecting 4x */
+	unsigned redis_max_pending;/* grants held before due */
+
 	/* cache */
 	char *cache;               /* SQLite path */
 	uint64_t ttl_s;            /* VALID keys */
@@ -172,4 +180,10 @@ void config_usage(FILE *out);
 /* Find a client by name; NULL if none. */
 const struct config_client *config_client_find(const struct config *cfg, const char *name);
 
+/*
+ * This host's id for the shared limiter and leases: host-id, or the host
+ * name and the listen port, characters outside [A-Za-z0-9._:-] made '-',
+ * at most REDIS_NAME_MAX. 0, or -EINVAL if out is too small.
+ */
+int config_host_id(const struct config *cfg, char *out, size_t size);
 #endif

@@ -16,6 +16,11 @@
  *  - A flight is in the queue iff it is FLIGHT_QUEUED; flights on the wire
  *    are counted in in_flight.
  *  - A flight with waiters is foreground; background only with none.
+ *  - A flight is in the claim list iff it is FLIGHT_CLAIMING or
+ *    FLIGHT_REMOTE; at most one claim per flight is outstanding, and only
+ *    the answer carrying its claim_seq counts.
+ *  - Grants: held (due or not) + asked <= grants_max_pending; a held grant
+ *    is used only between its send_at and latest, else thrown away.
  *
  * Pure: no clock, no I/O, no logging, no threads.
  */
@@ -38,11 +43,21 @@
 #define QUEUE_FULL_MESSAGE "too many callers are waiting for upstream quota"
 #define QUOTA_WAIT_MESSAGE "no upstream quota within the wait limit; retry after Retry-After seconds"
 #define SHUTTING_DOWN_MESSAGE "the daemon is stopping; retry shortly"
+#define UNAVAILABLE_MESSAGE \
+	"the shared quota (Redis) is unreachable and this host may not call the upstream without it; retry after Retry-After seconds"
+#define ENGINE_GRANTS_MAX 16
 
 struct engine_action_slot {
 	enum engine_action_kind kind;
 	void *ptr;
 	int64_t quota_wait_us;
+	struct cams_key key;   /* CLAIM */
+	uint64_t claim_seq;    /* CLAIM */
+	bool background;       /* CLAIM */
+};
+
+struct engine_grant_slot {
+	int64_t send_at_us, latest_us;
 };
 
 struct engine {
@@ -57,6 +72,18 @@ struct engine {
 	unsigned in_flight;
 	bool stopping;
 	struct engine_stats stats;
+
+	/* many hosts: the gate, grants, claims */
+	enum engine_gate gate;
+	struct engine_grant_slot held[ENGINE_GRANTS_MAX]; /* by send_at */
+	unsigned n_held;
+	unsigned grants_asked;        /* RESERVEs not answered yet */
+	int64_t reserve_at_us;        /* no RESERVE before */
+	bool sent_local;              /* a send was decided under LOCAL ... */
+	int64_t last_local_send_us;   /* ... the last of them */
+	struct flight **claims;       /* CLAIMING and REMOTE flights */
+	size_t n_claims, claims_cap;
+	uint64_t claim_seq;
 };
 
 /* ---- answers (pure helpers) ------------------------------------------------ */
@@ -111,8 +138,8 @@ static int retry_after_from_us(int64_t wait_us)
 
 /* ---- the action list ----------------------------------------------------------- */
 
-static void action_push(struct engine *e, enum engine_action_kind kind, void *ptr,
-			int64_t quota_wait_us)
+static struct engine_action_slot *action_push(struct engine *e, enum engine_action_kind kind,
+					      void *ptr, int64_t quota_wait_us)
 {
 	struct engine_action_slot *slot;
 
@@ -132,6 +159,7 @@ static void action_push(struct engine *e, enum engine_action_kind kind, void *pt
 	slot->ptr = ptr;
 	slot->quota_wait_us = quota_wait_us;
 	e->actions_len++;
+	return slot;
 }
 
 bool engine_next_action(struct engine *e, struct engine_action *ret)
@@ -145,11 +173,21 @@ bool engine_next_action(struct engine *e, struct engine_action *ret)
 	e->actions_len--;
 	memset(ret, 0, sizeof(*ret));
 	ret->kind = slot->kind;
-	if (slot->kind == ENGINE_ACTION_SEND) {
+	switch (slot->kind) {
+	case ENGINE_ACTION_SEND:
 		ret->flight = slot->ptr;
 		ret->quota_wait_us = slot->quota_wait_us;
-	} else {
+		break;
+	case ENGINE_ACTION_ANSWER:
 		ret->caller = slot->ptr;
+		break;
+	case ENGINE_ACTION_RESERVE:
+		break;
+	case ENGINE_ACTION_CLAIM:
+		ret->key = slot->key;
+		ret->claim_seq = slot->claim_seq;
+		ret->background = slot->background;
+		break;
 	}
 	return true;
 }
@@ -298,6 +336,67 @@ static void answer_shutting_down(struct engine *e, struct engine_caller *c)
 	deliver(e, c);
 }
 
+/* Fail closed: no call without the shared limiter; a stale entry where allowed. */
+static void answer_unavailable(struct engine *e, struct engine_caller *c, int64_t now_s)
+{
+	if (!answer_stale_if_allowed(e, c, now_s, "quota-unavailable")) {
+		e->stats.quota_unavailable++;
+		engine_answer_error(&c->answer, ENGINE_OUTCOME_QUOTA_UNAVAILABLE, 503, NULL,
+				    c->request_id, "Proxy.SharedQuotaUnavailable",
+				    UNAVAILABLE_MESSAGE, 1, "fwd=miss");
+	}
+	deliver(e, c);
+}
+
+/* ---- the claim list ---------------------------------------------------------------- */
+
+static void claims_add(struct engine *e, struct flight *f)
+{
+	if (e->n_claims == e->claims_cap) {
+		e->claims_cap = e->claims_cap ? 2 * e->claims_cap : 64;
+		e->claims = xrealloc(e->claims, e->claims_cap * sizeof(*e->claims));
+	}
+	f->claim_index = e->n_claims;
+	e->claims[e->n_claims++] = f;
+}
+
+static void claims_remove(struct engine *e, struct flight *f)
+{
+	size_t i = f->claim_index;
+
+	assert(i < e->n_claims && e->claims[i] == f);
+	e->claims[i] = e->claims[--e->n_claims];
+	e->claims[i]->claim_index = i;
+	f->claim_index = SIZE_MAX;
+}
+
+/* Ask the driver to claim f's key (again). */
+static void claim_push(struct engine *e, struct flight *f)
+{
+	struct engine_action_slot *slot = action_push(e, ENGINE_ACTION_CLAIM, NULL, 0);
+
+	f->state = FLIGHT_CLAIMING;
+	f->claim_seq = ++e->claim_seq;
+	slot->key = f->key;
+	slot->claim_seq = f->claim_seq;
+	slot->background = f->background;
+}
+
+static bool claiming(const struct flight *f)
+{
+	return f->state == FLIGHT_CLAIMING || f->state == FLIGHT_REMOTE;
+}
+
+/* Forget f, which has no waiters, wherever it is. */
+static void flight_drop(struct engine *e, struct flight *f)
+{
+	if (claiming(f))
+		claims_remove(e, f);
+	else if (f->state == FLIGHT_QUEUED)
+		queue_remove(e->queue, &f->qitem);
+	flight_finish(e->flights, f);
+}
+
 /* ---- flights ------------------------------------------------------------------------ */
 
 /*
@@ -319,7 +418,12 @@ static void queue_make_room(struct engine *e)
 /* No room for another key callers wait for. */
 static bool queue_full_for_callers(const struct engine *e)
 {
-	return queue_len_class(e->queue, QUEUE_FOREGROUND) >= e->settings.queue_max;
+	size_t n = queue_len_class(e->queue, QUEUE_FOREGROUND);
+
+	/* A key claimed for callers is one they wait for too (queued once claimed). */
+	for (size_t i = 0; i < e->n_claims; i++)
+		n += !e->claims[i]->background;
+	return n >= e->settings.queue_max;
 }
 
 /*
@@ -329,7 +433,14 @@ static bool queue_full_for_callers(const struct engine *e)
  */
 static void flight_orphaned(struct engine *e, struct flight *f)
 {
-	if (f->n_waiters > 0 || f->state != FLIGHT_QUEUED)
+	if (f->n_waiters > 0)
+		return;
+	/* Waiting for the shared tier for nobody: nothing left to do. */
+	if (claiming(f) && !f->background) {
+		flight_drop(e, f);
+		return;
+	}
+	if (f->state != FLIGHT_QUEUED)
 		return;
 	if (f->background)
 		return;
@@ -350,6 +461,12 @@ static struct flight *flight_new(struct engine *e, const struct cams_key *key, u
 	f->qitem.cls = background ? QUEUE_BACKGROUND : QUEUE_FOREGROUND;
 	f->background = background;
 	f->queued_at_us = now_us;
+	f->claim_index = SIZE_MAX;
+	if (e->settings.shared) {
+		claims_add(e, f);
+		claim_push(e, f);
+		return f;
+	}
 	queue_make_room(e);
 	if (queue_push(e->queue, &f->qitem) < 0) {
 		flight_finish(e->flights, f);
@@ -364,8 +481,12 @@ static int flight_make_foreground(struct engine *e, struct flight *f, unsigned c
 	if (!f->background)
 		return 0;
 	f->background = false;
-	if (f->state != FLIGHT_QUEUED)
+	if (f->state != FLIGHT_QUEUED) {
+		/* queued later (a claim answered, a throttled retry): in c's class */
+		f->qitem.cls = QUEUE_FOREGROUND;
+		f->qitem.client = client < QUEUE_MAX_CLIENTS ? client : QUEUE_MAX_CLIENTS - 1;
 		return 0;
+	}
 	queue_remove(e->queue, &f->qitem);
 	f->qitem.cls = QUEUE_FOREGROUND;
 	f->qitem.client = client < QUEUE_MAX_CLIENTS ? client : QUEUE_MAX_CLIENTS - 1;
@@ -402,6 +523,10 @@ void engine_submit(struct engine *e, struct engine_caller *c, int64_t now_us, in
 	}
 
 	f = flight_find(e->flights, &c->key);
+	if (e->gate == ENGINE_GATE_CLOSED && (!f || f->state != FLIGHT_SENDING)) {
+		answer_unavailable(e, c, now_s);
+		return;
+	}
 	if (!f) {
 		wait_us = predicted_wait_us(e, NULL, c->client, now_us);
 		if (queue_full_for_callers(e)) {
@@ -435,9 +560,10 @@ void engine_submit(struct engine *e, struct engine_caller *c, int64_t now_us, in
 			refuse(e, c, now_s, false, wait_us);
 			return;
 		}
-	} else {
+	} else if (f->state == FLIGHT_SENDING) {
 		heap_set_deadline(e, c, INT64_MAX);
 	}
+	/* CLAIMING, REMOTE: the caller's wait limit, set above */
 	flight_join(f, &c->waiter);
 }
 
@@ -446,7 +572,7 @@ bool engine_refresh(struct engine *e, const struct cams_key *key, int64_t now_us
 	if (e->stopping || flight_find(e->flights, key))
 		return false;
 	/* Background work takes only room callers leave. */
-	if (queue_len(e->queue) >= e->settings.queue_max)
+	if (queue_len(e->queue) + e->n_claims >= e->settings.queue_max)
 		return false;
 	return flight_new(e, key, 0, true, now_us) != NULL;
 }
@@ -497,8 +623,7 @@ static void flight_fail(struct engine *e, struct flight *f, int64_t now_s,
 	while ((w = flight_first_waiter(f)))
 		answer_error(e, waiter_caller(w), now_s, stale_reason, outcome, http_status,
 			     request_id, code, message, retry_after_s);
-	queue_remove(e->queue, &f->qitem);
-	flight_finish(e->flights, f);
+	flight_drop(e, f);
 }
 
 /*
@@ -522,6 +647,13 @@ static void flight_throttled(struct engine *e, struct flight *f, const struct en
 	if (f->attempts > e->settings.upstream_retries || f->n_waiters == 0 || e->stopping) {
 		flight_fail(e, f, now_s, ENGINE_OUTCOME_THROTTLED, 503, r->request_id, code, message,
 			    retry_after_s, "upstream-throttled");
+		return;
+	}
+	/* Closed: no quota can come for a retry; fail closed now. */
+	if (e->gate == ENGINE_GATE_CLOSED) {
+		while ((w = flight_first_waiter(f)))
+			answer_unavailable(e, waiter_caller(w), now_s);
+		flight_drop(e, f);
 		return;
 	}
 	for (w = flight_first_waiter(f); w && w != &f->waiters; w = next) {
@@ -577,28 +709,103 @@ void engine_upstream_done(struct engine *e, struct flight *f, const struct engin
 	}
 }
 
-/* Send what the limiter allows now, in fair-queue order. */
+/* The window a send counts in: 1 s plus the limiter's margin. */
+static int64_t window_us(struct engine *e)
+{
+	return 1000000 + limiter_margin_us(e->limiter);
+}
+
+/* Send the fair queue's next flight now. */
+static void send_next(struct engine *e, int64_t now_us)
+{
+	struct queue_item *item = queue_pop(e->queue);
+	struct flight *f = container_of(item, struct flight, qitem);
+
+	limiter_record_send(e->limiter, now_us);
+	e->stats.sends++;
+	if (f->attempts > 0)
+		e->stats.retries++;
+	if (f->background)
+		e->stats.refreshes++;
+	f->attempts++;
+	f->state = FLIGHT_SENDING;
+	f->sent_at_us = now_us;
+	e->in_flight++;
+	/* Its callers now wait for the answer, not for quota. */
+	for (struct flight_waiter *w = flight_first_waiter(f); w && w != &f->waiters; w = w->next)
+		heap_set_deadline(e, waiter_caller(w), INT64_MAX);
+	action_push(e, ENGINE_ACTION_SEND, f, now_us - f->queued_at_us);
+}
+
+/* Held grants past their latest time are thrown away, never used late. */
+static void drop_late_grants(struct engine *e, int64_t now_us)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < e->n_held; i++) {
+		if (e->held[i].latest_us < now_us)
+			e->stats.grants_discarded++;
+		else
+			e->held[n++] = e->held[i];
+	}
+	e->n_held = n;
+}
+
+static unsigned grants_wanted(const struct engine *e)
+{
+	size_t queued = queue_len(e->queue);
+	unsigned max = e->settings.grants_max_pending ? e->settings.grants_max_pending : 1;
+
+	if (max > ENGINE_GRANTS_MAX)
+		max = ENGINE_GRANTS_MAX;
+	return queued < max ? (unsigned)queued : max;
+}
+
+/* Ask for grants up to what the queue can use (bounded by max pending). */
+static void ask_grants(struct engine *e, int64_t now_us)
+{
+	while (!e->stopping && now_us >= e->reserve_at_us &&
+	       e->n_held + e->grants_asked < grants_wanted(e)) {
+		e->grants_asked++;
+		action_push(e, ENGINE_ACTION_RESERVE, NULL, 0);
+	}
+}
+
+/* Send what the gate allows now, in fair-queue order. */
 static void dispatch(struct engine *e, int64_t now_us)
 {
-	while (queue_len(e->queue) > 0 && limiter_next_send_us(e->limiter, now_us) <= now_us) {
-		struct queue_item *item = queue_pop(e->queue);
-		struct flight *f = container_of(item, struct flight, qitem);
+	switch (e->gate) {
+	case ENGINE_GATE_LOCAL:
+		while (queue_len(e->queue) > 0 &&
+		       limiter_next_send_us(e->limiter, now_us) <= now_us) {
+			send_next(e, now_us);
+			e->sent_local = true;
+			e->last_local_send_us = now_us;
+		}
+		break;
+	case ENGINE_GATE_GRANTS:
+		drop_late_grants(e, now_us);
+		while (queue_len(e->queue) > 0 && e->n_held > 0 && e->held[0].send_at_us <= now_us) {
+			memmove(&e->held[0], &e->held[1], (e->n_held - 1) * sizeof(e->held[0]));
+			e->n_held--;
+			e->stats.grants_used++;
+			send_next(e, now_us);
+		}
+		ask_grants(e, now_us);
+		break;
+	case ENGINE_GATE_CLOSED:
+		break;
+	}
+}
 
-		limiter_record_send(e->limiter, now_us);
-		e->stats.sends++;
-		if (f->attempts > 0)
-			e->stats.retries++;
-		if (f->background)
-			e->stats.refreshes++;
-		f->attempts++;
-		f->state = FLIGHT_SENDING;
-		f->sent_at_us = now_us;
-		e->in_flight++;
-		/* Its callers now wait for the answer, not for quota. */
-		for (struct flight_waiter *w = flight_first_waiter(f); w && w != &f->waiters;
-		     w = w->next)
-			heap_set_deadline(e, waiter_caller(w), INT64_MAX);
-		action_push(e, ENGINE_ACTION_SEND, f, now_us - f->queued_at_us);
+/* REMOTE flights whose time came claim again. */
+static void reclaim(struct engine *e, int64_t now_us)
+{
+	for (size_t i = 0; i < e->n_claims; i++) {
+		struct flight *f = e->claims[i];
+
+		if (f->state == FLIGHT_REMOTE && f->claim_at_us <= now_us)
+			claim_push(e, f);
 	}
 }
 
@@ -627,6 +834,7 @@ void engine_tick(struct engine *e, int64_t now_us, int64_t now_s)
 	 * that asked not to wait at all (max_wait_ms = 0).
 	 */
 	dispatch(e, now_us);
+	reclaim(e, now_us);
 	expire_deadlines(e, now_us, now_s);
 }
 
@@ -636,13 +844,185 @@ int64_t engine_next_wake_us(struct engine *e, int64_t now_us)
 
 	if (e->stopping)
 		return wake;
-	if (queue_len(e->queue) > 0)
-		wake = limiter_next_send_us(e->limiter, now_us);
+	if (queue_len(e->queue) > 0) {
+		switch (e->gate) {
+		case ENGINE_GATE_LOCAL:
+			wake = limiter_next_send_us(e->limiter, now_us);
+			break;
+		case ENGINE_GATE_GRANTS:
+			if (e->n_held > 0)
+				wake = e->held[0].send_at_us;
+			if (e->n_held + e->grants_asked < grants_wanted(e) && e->reserve_at_us < wake)
+				wake = e->reserve_at_us;
+			break;
+		case ENGINE_GATE_CLOSED:
+			break;
+		}
+		if (wake < now_us)
+			wake = now_us;
+	}
+	for (size_t i = 0; i < e->n_claims; i++) {
+		if (e->claims[i]->state == FLIGHT_REMOTE && e->claims[i]->claim_at_us < wake)
+			wake = e->claims[i]->claim_at_us > now_us ? e->claims[i]->claim_at_us : now_us;
+	}
 	/* Deadlines expire strictly after their time. */
 	if (e->heap_len > 0 && e->heap[0]->deadline_us != INT64_MAX &&
 	    e->heap[0]->deadline_us + 1 < wake)
 		wake = e->heap[0]->deadline_us + 1;
 	return wake;
+}
+
+/* ---- many hosts: the gate, grants, claims ------------------------------------------------ */
+
+void engine_set_gate(struct engine *e, enum engine_gate g, int64_t now_us, int64_t now_s)
+{
+	enum engine_gate old = e->gate;
+
+	if (g == old)
+		return;
+	e->gate = g;
+	if (old == ENGINE_GATE_GRANTS) {
+		e->stats.grants_discarded += e->n_held;
+		e->n_held = 0;
+	}
+	/* Sends under the local limiter are unknown to the shared one: one quiet window. */
+	if (g == ENGINE_GATE_GRANTS && e->sent_local &&
+	    e->reserve_at_us < e->last_local_send_us + window_us(e))
+		e->reserve_at_us = e->last_local_send_us + window_us(e);
+	if (g == ENGINE_GATE_CLOSED) {
+		struct engine_caller **waiting = xcalloc(e->heap_len + 1, sizeof(*waiting));
+		size_t n = 0;
+
+		/* Collected first: answering reorders the heap. */
+		for (size_t i = 0; i < e->heap_len; i++) {
+			struct flight *f = e->heap[i]->waiter.flight;
+
+			if (!f || f->state != FLIGHT_SENDING)
+				waiting[n++] = e->heap[i];
+		}
+		for (size_t i = 0; i < n; i++) {
+			struct flight *f = waiting[i]->waiter.flight;
+
+			answer_unavailable(e, waiting[i], now_s);
+			if (f)
+				flight_orphaned(e, f);
+		}
+		free(waiting);
+	}
+	(void)now_us;
+}
+
+enum engine_gate engine_gate(const struct engine *e)
+{
+	return e->gate;
+}
+
+void engine_grant(struct engine *e, int64_t send_at_us, int64_t latest_us, int64_t now_us)
+{
+	unsigned i;
+
+	if (e->grants_asked > 0)
+		e->grants_asked--;
+	e->stats.grants++;
+	if (e->gate != ENGINE_GATE_GRANTS || e->stopping || latest_us < now_us ||
+	    e->n_held == ENGINE_GRANTS_MAX) {
+		e->stats.grants_discarded++;
+		return;
+	}
+	for (i = e->n_held; i > 0 && e->held[i - 1].send_at_us > send_at_us; i--)
+		e->held[i] = e->held[i - 1];
+	e->held[i].send_at_us = send_at_us;
+	e->held[i].latest_us = latest_us;
+	e->n_held++;
+}
+
+void engine_grant_failed(struct engine *e, int64_t retry_at_us, int64_t now_us)
+{
+	(void)now_us;
+	if (e->grants_asked > 0)
+		e->grants_asked--;
+	if (retry_at_us > e->reserve_at_us)
+		e->reserve_at_us = retry_at_us;
+}
+
+/* A shared entry for every waiter of f, which is finished. */
+static void flight_answer_shared(struct engine *e, struct flight *f, struct cache_entry *x,
+				 int64_t now_s)
+{
+	struct flight_waiter *w;
+
+	while ((w = flight_first_waiter(f))) {
+		struct engine_caller *c = waiter_caller(w);
+
+		e->stats.shared_hits++;
+		if (f->remote_seen)
+			e->stats.shared_joins++;
+		engine_answer_entry(&c->answer, ENGINE_OUTCOME_HIT_SHARED, cache_entry_ref(x), now_s,
+				    "hit; detail=shared");
+		deliver(e, c);
+	}
+	flight_drop(e, f);
+}
+
+bool engine_claim_done(struct engine *e, const struct cams_key *key, uint64_t claim_seq,
+		       enum engine_claim result, struct cache_entry *entry, int64_t retry_at_us,
+		       int64_t now_us, int64_t now_s)
+{
+	struct flight *f = flight_find(e->flights, key);
+	struct flight_waiter *w;
+
+	if (!f || f->state != FLIGHT_CLAIMING || f->claim_seq != claim_seq)
+		return false;
+	if (result == ENGINE_CLAIM_HIT && !entry)
+		result = ENGINE_CLAIM_UNAVAILABLE;
+	switch (result) {
+	case ENGINE_CLAIM_HIT:
+		flight_answer_shared(e, f, entry, now_s);
+		return true;
+	case ENGINE_CLAIM_HELD:
+		/* A refresh another host is doing already, or nobody left to wait. */
+		if (f->n_waiters == 0 || e->stopping) {
+			flight_drop(e, f);
+			return false;
+		}
+		f->state = FLIGHT_REMOTE;
+		f->remote_seen = true;
+		f->claim_at_us = retry_at_us > now_us ? retry_at_us : now_us;
+		return true;
+	case ENGINE_CLAIM_OWNED:
+	case ENGINE_CLAIM_UNAVAILABLE:
+		break;
+	}
+	f->lease_owned = result == ENGINE_CLAIM_OWNED;
+	if (e->stopping || (f->n_waiters == 0 && !f->background)) {
+		flight_drop(e, f);
+		return false;
+	}
+	if (e->gate == ENGINE_GATE_CLOSED) {
+		while ((w = flight_first_waiter(f)))
+			answer_unavailable(e, waiter_caller(w), now_s);
+		flight_drop(e, f);
+		return false;
+	}
+	claims_remove(e, f);
+	f->state = FLIGHT_QUEUED;
+	f->qitem.cls = f->background ? QUEUE_BACKGROUND : QUEUE_FOREGROUND;
+	queue_make_room(e);
+	if (queue_push(e->queue, &f->qitem) < 0) {
+		flight_fail(e, f, now_s, ENGINE_OUTCOME_QUEUE_FULL, 503, NULL, "Proxy.QueueFull",
+			    QUEUE_FULL_MESSAGE, 1, "quota-wait");
+		return false;
+	}
+	/* Its callers wait for quota now, each within its own limit (set at submission). */
+	return true;
+}
+
+void engine_claim_poke(struct engine *e, const struct cams_key *key, int64_t now_us)
+{
+	struct flight *f = flight_find(e->flights, key);
+
+	if (f && f->state == FLIGHT_REMOTE)
+		f->claim_at_us = now_us;
 }
 
 /* ---- stop ---------------------------------------------------------------------------- */
@@ -672,6 +1052,9 @@ void engine_stop(struct engine *e, int64_t now_us, int64_t now_s)
 	for (size_t i = 0; i < n; i++)
 		answer_shutting_down(e, queued[i]);
 	free(queued);
+	while (e->n_claims > 0)
+		flight_drop(e, e->claims[e->n_claims - 1]);
+	e->n_held = 0;
 	while ((item = queue_pop(e->queue))) {
 		struct flight *f = container_of(item, struct flight, qitem);
 
@@ -688,11 +1071,11 @@ void engine_abort(struct engine *e, int64_t now_s)
 	e->stopping = true;
 	while (e->heap_len > 0)
 		answer_shutting_down(e, e->heap[0]);
-	/* Pending SENDs name flights that are about to be forgotten. */
+	/* Pending SENDs name flights about to be forgotten; claims and grants are moot. */
 	for (size_t i = 0; i < e->actions_len; i++) {
 		struct engine_action_slot *s = &e->actions[(e->actions_head + i) % e->actions_cap];
 
-		if (s->kind == ENGINE_ACTION_SEND)
+		if (s->kind != ENGINE_ACTION_ANSWER)
 			continue;
 		e->actions[(e->actions_head + n) % e->actions_cap] = *s;
 		n++;
@@ -700,6 +1083,8 @@ void engine_abort(struct engine *e, int64_t now_s)
 	e->actions_len = n;
 	queue_free(e->queue);
 	e->queue = queue_new(e->settings.queue_max ? e->settings.queue_max : 1);
+	e->n_claims = 0;
+	e->n_held = 0;
 	flight_table_clear(e->flights);
 	e->in_flight = 0;
 }
@@ -736,6 +1121,7 @@ void engine_free(struct engine *e)
 	limiter_free(e->limiter);
 	free(e->heap);
 	free(e->actions);
+	free(e->claims);
 	free(e);
 }
 

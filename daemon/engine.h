@@ -17,6 +17,12 @@
  *                         a failure at once);
  *   ENGINE_ACTION_ANSWER  this caller's answer is in caller->answer; hand it
  *                         back. The engine has forgotten the caller.
+ *   ENGINE_ACTION_RESERVE (gate GRANTS) ask the shared limiter for one grant;
+ *                         report it with engine_grant() or
+ *                         engine_grant_failed(), exactly once;
+ *   ENGINE_ACTION_CLAIM   (settings.shared) look the key up in the shared
+ *                         tier and take its lease when absent; report with
+ *                         engine_claim_done(key, claim_seq, ...).
  *
  * and engine_next_wake_us() says when time next matters (a send slot, a
  * deadline). The driver (proxy.c) owns the thread, the inbox, the libcurl
@@ -43,6 +49,25 @@
  *    slot; the others are answered 503 now.
  *  - Failures fall back to a caller's stale entry where the caller accepts
  *    one and the entry is within stale-while-revalidate or stale-if-error.
+ *
+ * Many hosts (issue #14). The gate says who decides when a call may go:
+ *  - LOCAL: the local limiter alone (no Redis; or a fallback budget, the
+ *    driver configuring the limiter's rate);
+ *  - GRANTS: the shared limiter. A send needs a grant that is due
+ *    (send_at <= now <= latest); the engine asks for at most
+ *    grants_max_pending at a time (held + asked), never more than flights
+ *    queued; a grant past its latest time is thrown away unsent, never used
+ *    late. The first grant after sends under LOCAL is asked no earlier
+ *    than one window (1 s + margin) after the last of them;
+ *  - CLOSED: no send at all (fail closed): callers waiting for quota, and
+ *    every new miss, are answered 503 Proxy.SharedQuotaUnavailable (or
+ *    their stale entry where allowed); calls on the wire finish.
+ * With settings.shared a new flight first CLAIMs its key: a HIT in the
+ * shared tier answers its callers (ENGINE_OUTCOME_HIT_SHARED); OWNED (the
+ * lease is this flight's) or UNAVAILABLE (no Redis) queue it as usual;
+ * HELD (another host is fetching it) parks it REMOTE until the driver's
+ * retry time or a notice (engine_claim_poke), then it claims again. Its
+ * callers wait as for quota: their wait limit bounds it.
  *
  * Threads: one owner (the engine thread, or a test).
  */
@@ -81,6 +106,8 @@ enum engine_outcome {
 	ENGINE_OUTCOME_GONE,           /* the caller left before its answer */
 	ENGINE_OUTCOME_BAD_REQUEST,    /* 4xx decided by the front end */
 	ENGINE_OUTCOME_UNAUTHORIZED,   /* 401 decided by the front end */
+	ENGINE_OUTCOME_HIT_SHARED,     /* a local miss answered from the shared tier (Redis) */
+	ENGINE_OUTCOME_QUOTA_UNAVAILABLE, /* 503 Proxy.SharedQuotaUnavailable (fail closed) */
 	ENGINE_OUTCOME_COUNT,
 };
 
@@ -144,6 +171,23 @@ struct engine_settings {
 	unsigned upstream_retries;   /* throttled attempts retried at most this often */
 	struct limiter_options limiter;
 	unsigned weights[QUEUE_MAX_CLIENTS]; /* per client, 1..1000 */
+	bool shared;                 /* claim new flights in the shared tier first */
+	unsigned grants_max_pending; /* GRANTS: grants held or asked at once, >= 1 */
+};
+
+/* Who decides when a call may go; see the top of this file. */
+enum engine_gate {
+	ENGINE_GATE_LOCAL = 0,
+	ENGINE_GATE_GRANTS,
+	ENGINE_GATE_CLOSED,
+};
+
+/* What a claim found (engine_claim_done). */
+enum engine_claim {
+	ENGINE_CLAIM_HIT = 1,    /* the shared tier has the entry */
+	ENGINE_CLAIM_OWNED,      /* absent; the lease is this flight's */
+	ENGINE_CLAIM_HELD,       /* absent; another host holds the lease */
+	ENGINE_CLAIM_UNAVAILABLE,/* no answer from Redis: fetch locally */
 };
 
 /* How a flight's upstream call ended, as the driver classified it. */
@@ -183,6 +227,8 @@ struct engine_reply {
 enum engine_action_kind {
 	ENGINE_ACTION_SEND = 1,
 	ENGINE_ACTION_ANSWER,
+	ENGINE_ACTION_RESERVE,
+	ENGINE_ACTION_CLAIM,
 };
 
 struct engine_action {
@@ -190,6 +236,10 @@ struct engine_action {
 	struct flight *flight;         /* SEND: key, attempts (1 on the first call), client, background */
 	struct engine_caller *caller;  /* ANSWER */
 	int64_t quota_wait_us;         /* SEND: how long the flight waited for quota */
+	/* CLAIM (copies: the flight may be gone before the answer comes) */
+	struct cams_key key;
+	uint64_t claim_seq;
+	bool background;               /* a refresh: a shared entry must be newer */
 };
 
 /* Counters of what the engine did, for metrics and tests. */
@@ -200,6 +250,12 @@ struct engine_stats {
 	uint64_t joined;          /* callers that joined a flight */
 	uint64_t throttles;
 	uint64_t departed;        /* callers gone before their answer */
+	uint64_t grants;          /* grants received (GRANTS) */
+	uint64_t grants_used;     /* grants a send used */
+	uint64_t grants_discarded;/* grants thrown away unsent (late, unneeded, gate changed) */
+	uint64_t shared_hits;     /* callers answered from the shared tier */
+	uint64_t shared_joins;    /* ... of them, after waiting for another host's call */
+	uint64_t quota_unavailable; /* callers answered 503 Proxy.SharedQuotaUnavailable */
 };
 
 struct engine;
@@ -232,6 +288,31 @@ void engine_caller_gone(struct engine *e, struct engine_caller *c, int64_t now_u
 /* The upstream call of flight f (from a SEND) ended with r. */
 void engine_upstream_done(struct engine *e, struct flight *f, const struct engine_reply *r,
 			  int64_t now_us, int64_t now_s);
+/*
+ * The gate (see the top). To CLOSED: callers waiting for quota or for the
+ * shared tier are answered now; grants held are thrown away.
+ */
+void engine_set_gate(struct engine *e, enum engine_gate g, int64_t now_us, int64_t now_s);
+enum engine_gate engine_gate(const struct engine *e);
+/*
+ * A RESERVE was granted: the slot may be used from send_at_us to latest_us
+ * (monotonic); outside it the grant is thrown away.
+ */
+void engine_grant(struct engine *e, int64_t send_at_us, int64_t latest_us, int64_t now_us);
+/* A RESERVE was refused or failed: ask again no earlier than retry_at_us. */
+void engine_grant_failed(struct engine *e, int64_t retry_at_us, int64_t now_us);
+/*
+ * A CLAIM's answer. entry (HIT) is borrowed. retry_at_us (HELD): when to
+ * claim again. true if the flight took it; false if the claim was stale
+ * (the flight is gone or claimed again): with OWNED the driver gives the
+ * lease back.
+ */
+bool engine_claim_done(struct engine *e, const struct cams_key *key, uint64_t claim_seq,
+		       enum engine_claim result, struct cache_entry *entry, int64_t retry_at_us,
+		       int64_t now_us, int64_t now_s);
+/* A notice for key: a REMOTE flight claims again now. */
+void engine_claim_poke(struct engine *e, const struct cams_key *key, int64_t now_us);
+
 /* Time is now: send what the limiter allows, refuse callers past their deadline. */
 void engine_tick(struct engine *e, int64_t now_us, int64_t now_s);
 

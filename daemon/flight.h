@@ -28,6 +28,8 @@ struct flight_waiter {
 enum flight_state {
 	FLIGHT_QUEUED = 0,   /* waiting for quota */
 	FLIGHT_SENDING,      /* the upstream call is in progress */
+	FLIGHT_CLAIMING,     /* shared tier: its lookup (and lease) is asked of Redis */
+	FLIGHT_REMOTE,       /* shared tier: another host holds the lease; claimed again later */
 };
 
 struct flight {
@@ -41,6 +43,12 @@ struct flight {
 	bool revalidate;             /* a caller asked no-cache */
 	int64_t queued_at_us;
 	int64_t sent_at_us;
+	/* shared tier (engine.c sets, the driver reads) */
+	uint64_t claim_seq;          /* the current claim's number (lease token) */
+	bool lease_owned;            /* the claim took the key's lease: release or fill it */
+	bool remote_seen;            /* another host's lease was seen: a HIT now is a join */
+	int64_t claim_at_us;         /* FLIGHT_REMOTE: when to claim again */
+	size_t claim_index;          /* private: in the engine's claim list */
 	struct flight *hash_next;    /* private */
 };
 

@@ -759,6 +759,14 @@ static enum MHD_Result handle_sdk(struct http_request *hr, const struct http_sna
 	return start_lookup(hr);
 }
 
+/* /readyz's body in each quota mode (metrics.h's order). */
+static const char *const readyz_body[METRICS_QUOTA_MODE_COUNT] = {
+	[METRICS_QUOTA_LOCAL] = "{\"status\":\"ready\",\"quota\":\"local\"}\n",
+	[METRICS_QUOTA_SHARED] = "{\"status\":\"ready\",\"quota\":\"shared\"}\n",
+	[METRICS_QUOTA_CLOSED] = "{\"status\":\"ready\",\"quota\":\"closed\"}\n",
+	[METRICS_QUOTA_FALLBACK] = "{\"status\":\"ready\",\"quota\":\"fallback\"}\n",
+};
+
 static enum MHD_Result handle_text(struct http_request *hr, int status, const char *type,
 				   const char *text)
 {
@@ -969,10 +977,14 @@ static enum MHD_Result route_request(struct http_request *hr, const struct http_
 	case ROUTE_READYZ:
 		if (!is_get)
 			break;
-		/* Ready: engine running and its loop turning (it wakes every second). */
+		/*
+		 * Ready: engine running and its loop turning (it wakes every
+		 * second). Ready in every quota mode: hits are served whatever
+		 * Redis does; "quota" says who decides upstream sends.
+		 */
 		if (proxy_ready(h->proxy) && clock_mono_us() - proxy_heartbeat_us(h->proxy) < 5000000)
 			return handle_text(hr, MHD_HTTP_OK, "application/json",
-					   "{\"status\":\"ready\"}\n");
+					   readyz_body[metrics_quota_mode()]);
 		return handle_text(hr, MHD_HTTP_SERVICE_UNAVAILABLE, "application/json",
 				   "{\"status\":\"not ready\"}\n");
 	case ROUTE_METRICS: {
@@ -1020,10 +1032,14 @@ static void count_outcome(enum engine_outcome outcome)
 		[ENGINE_OUTCOME_GONE] = -1, /* counted as a departure by the engine */
 		[ENGINE_OUTCOME_BAD_REQUEST] = METRICS_RESULT_BAD_REQUEST,
 		[ENGINE_OUTCOME_UNAUTHORIZED] = -1,
+		[ENGINE_OUTCOME_HIT_SHARED] = METRICS_RESULT_HIT,
+		[ENGINE_OUTCOME_QUOTA_UNAVAILABLE] = METRICS_RESULT_ERROR,
 	};
 
 	if (outcome == ENGINE_OUTCOME_QUOTA_WAIT)
 		metrics_count(METRICS_QUOTA_REJECTED);
+	else if (outcome == ENGINE_OUTCOME_QUOTA_UNAVAILABLE)
+		metrics_count(METRICS_QUOTA_UNAVAILABLE);
 	else if (outcome == ENGINE_OUTCOME_QUEUE_FULL)
 		metrics_count(METRICS_QUEUE_FULL);
 	else if (outcome == ENGINE_OUTCOME_UNAUTHORIZED)

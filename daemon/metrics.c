@@ -41,11 +41,22 @@ struct histogram {
 };
 static struct histogram histograms[METRICS_HIST_COUNT];
 
+static atomic_uint_fast64_t redis_errors[METRICS_REDIS_ERROR_COUNT];
+static atomic_int quota_mode;
+
 static atomic_uint_fast64_t client_calls[METRICS_MAX_CLIENTS];
 static atomic_int_fast64_t client_depth[METRICS_MAX_CLIENTS];
 
 static const char *const result_labels[METRICS_RESULT_COUNT] = {
 	"hit", "miss", "stale", "not_modified", "negative", "error", "bad_request",
+};
+
+static const char *const redis_error_labels[METRICS_REDIS_ERROR_COUNT] = {
+	"timeout", "disconnect", "protocol",
+};
+
+static const char *const quota_mode_labels[METRICS_QUOTA_MODE_COUNT] = {
+	"local", "shared", "closed", "fallback",
 };
 
 /*
@@ -121,12 +132,40 @@ static const char *const result_labels[METRICS_RESULT_COUNT] = {
 	  "Number of open file descriptors.") \
 	X("process_resident_memory_bytes", GAUGE, "", SRC_PROCESS_RSS, 0, 0, \
 	  "Resident memory size in bytes.") \
+	X("camskeyd_redis_up", GAUGE, "", SRC_GAUGE, METRICS_GAUGE_REDIS_UP, 0, \
+	  "1 when the Redis connection is ready (0 also without Redis).") \
+	X("camskeyd_redis_commands_total", COUNTER, "", SRC_COUNTER, METRICS_REDIS_COMMANDS, 0, \
+	  "Commands sent to Redis.") \
+	X("camskeyd_redis_errors_total", COUNTER, "kind", SRC_REDIS_ERRORS, 0, 0, \
+	  "Redis failures, by kind: timeout, disconnect, protocol.") \
+	X("camskeyd_redis_reconnects_total", COUNTER, "", SRC_COUNTER, METRICS_REDIS_RECONNECTS, 0, \
+	  "Redis connections started after the first.") \
+	X("camskeyd_quota_mode", GAUGE, "mode", SRC_QUOTA_MODE, 0, 0, \
+	  "1 for who decides upstream sends now: local, shared, closed or fallback.") \
+	X("camskeyd_quota_grants_total", COUNTER, "", SRC_COUNTER, METRICS_GRANTS, 0, \
+	  "Grants received from the shared limiter.") \
+	X("camskeyd_quota_grants_discarded_total", COUNTER, "", SRC_COUNTER, \
+	  METRICS_GRANTS_DISCARDED, 0, "Grants thrown away unsent (late, or no longer needed).") \
+	X("camskeyd_quota_grants_refused_total", COUNTER, "", SRC_COUNTER, METRICS_GRANTS_REFUSED, \
+	  0, "Grant requests the shared limiter refused (pending or horizon).") \
+	X("camskeyd_quota_unavailable_total", COUNTER, "", SRC_COUNTER, METRICS_QUOTA_UNAVAILABLE, \
+	  0, "Callers answered 503 Proxy.SharedQuotaUnavailable.") \
+	X("camskeyd_shared_hits_total", COUNTER, "", SRC_COUNTER, METRICS_SHARED_HITS, 0, \
+	  "Local misses answered from the shared tier in Redis.") \
+	X("camskeyd_shared_joins_total", COUNTER, "", SRC_COUNTER, METRICS_SHARED_JOINS, 0, \
+	  "Local misses answered by another host's upstream call.") \
+	X("camskeyd_shared_fills_total", COUNTER, "", SRC_COUNTER, METRICS_SHARED_FILLS, 0, \
+	  "Entries this host published to the shared tier.") \
+	X("camskeyd_shared_notices_total", COUNTER, "", SRC_COUNTER, METRICS_SHARED_NOTICES, 0, \
+	  "Notices from other hosts (fill, free, purge) applied.") \
 	X("camskeyd_request_duration_seconds", HISTOGRAM, "", SRC_HISTOGRAM, METRICS_HIST_REQUEST, \
 	  0, "Time from request to answer.") \
 	X("camskeyd_quota_wait_seconds", HISTOGRAM, "", SRC_HISTOGRAM, METRICS_HIST_QUOTA_WAIT, 0, \
 	  "Time an upstream call waited for quota.") \
 	X("camskeyd_upstream_duration_seconds", HISTOGRAM, "", SRC_HISTOGRAM, METRICS_HIST_UPSTREAM, \
-	  0, "Upstream call duration.")
+	  0, "Upstream call duration.") \
+	X("camskeyd_redis_round_trip_seconds", HISTOGRAM, "", SRC_HISTOGRAM, METRICS_HIST_REDIS_RTT, \
+	  0, "Round trip of a shared limiter request.")
 
 /* Where a family's samples come from. */
 enum source {
@@ -140,6 +179,8 @@ enum source {
 	SRC_HISTOGRAM,     /* histograms[index] */
 	SRC_PROCESS_FDS,   /* entries of /proc/self/fd, read when rendered */
 	SRC_PROCESS_RSS,   /* resident pages of /proc/self/statm x page size */
+	SRC_REDIS_ERRORS,  /* redis_errors[], by kind */
+	SRC_QUOTA_MODE,    /* quota_mode: 1 for the current mode, 0 for the others */
 };
 
 /* What the exposition needs beyond the public metrics_family. */
@@ -213,6 +254,26 @@ void metrics_observe_us(enum metrics_histogram h, int64_t duration_us)
 	atomic_fetch_add_explicit(&hist->buckets[i], 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&hist->count, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&hist->sum_us, (uint64_t)duration_us, memory_order_relaxed);
+}
+
+void metrics_redis_errors(enum metrics_redis_error kind, uint64_t n)
+{
+	atomic_fetch_add_explicit(&redis_errors[kind], n, memory_order_relaxed);
+}
+
+void metrics_set_quota_mode(enum metrics_quota_mode mode)
+{
+	atomic_store_explicit(&quota_mode, (int)mode, memory_order_relaxed);
+}
+
+enum metrics_quota_mode metrics_quota_mode(void)
+{
+	return (enum metrics_quota_mode)atomic_load_explicit(&quota_mode, memory_order_relaxed);
+}
+
+const char *metrics_quota_mode_name(enum metrics_quota_mode mode)
+{
+	return mode < METRICS_QUOTA_MODE_COUNT ? quota_mode_labels[mode] : "local";
 }
 
 void metrics_client_call(unsigned client)
@@ -394,6 +455,20 @@ static void render_family(struct buf *out, const struct metrics_family *fam,
 	case SRC_PROCESS_RSS:
 		buf_printf(out, "%s %lld\n", fam->name, process_rss_bytes());
 		break;
+	case SRC_REDIS_ERRORS:
+		for (i = 0; i < METRICS_REDIS_ERROR_COUNT; i++)
+			buf_printf(out, "%s{kind=\"%s\"} %llu\n", fam->name, redis_error_labels[i],
+				   (unsigned long long)atomic_load_explicit(&redis_errors[i],
+									    memory_order_relaxed));
+		break;
+	case SRC_QUOTA_MODE: {
+		unsigned mode = (unsigned)metrics_quota_mode();
+
+		for (i = 0; i < METRICS_QUOTA_MODE_COUNT; i++)
+			buf_printf(out, "%s{mode=\"%s\"} %d\n", fam->name, quota_mode_labels[i],
+				   i == mode ? 1 : 0);
+		break;
+	}
 	}
 }
 

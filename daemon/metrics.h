@@ -43,6 +43,17 @@ enum metrics_counter {
 	METRICS_UNAUTHORIZED,         /* 401 */
 	METRICS_SLOW_CLIENTS,         /* connections ended: request head too late */
 	METRICS_HTTP_REQUESTS,        /* every request that reached its teardown, whatever its answer */
+	/* many hosts (Redis) */
+	METRICS_REDIS_COMMANDS,       /* commands sent to Redis */
+	METRICS_REDIS_RECONNECTS,     /* connections started after the first */
+	METRICS_GRANTS,               /* shared limiter grants received */
+	METRICS_GRANTS_DISCARDED,     /* grants thrown away unsent */
+	METRICS_GRANTS_REFUSED,       /* grant requests refused (pending, horizon) */
+	METRICS_QUOTA_UNAVAILABLE,    /* 503 Proxy.SharedQuotaUnavailable */
+	METRICS_SHARED_HITS,          /* misses answered from the shared tier */
+	METRICS_SHARED_JOINS,         /* ... after waiting for another host's call */
+	METRICS_SHARED_FILLS,         /* entries this host published */
+	METRICS_SHARED_NOTICES,       /* notices from other hosts applied */
 	METRICS_COUNTER_COUNT,
 };
 
@@ -57,6 +68,7 @@ enum metrics_gauge {
 	METRICS_GAUGE_RELOAD_OK,          /* 1: the last (re)load applied, 0: refused */
 	METRICS_GAUGE_RELOAD_TIME_S,      /* wall clock of the last applied (re)load */
 	METRICS_GAUGE_START_TIME_S,       /* wall clock of the start */
+	METRICS_GAUGE_REDIS_UP,           /* 1: the Redis connection is ready */
 	METRICS_GAUGE_COUNT,
 };
 
@@ -64,6 +76,7 @@ enum metrics_histogram {
 	METRICS_HIST_REQUEST,       /* request duration, seconds */
 	METRICS_HIST_QUOTA_WAIT,    /* time a flight waited for quota */
 	METRICS_HIST_UPSTREAM,      /* upstream call duration */
+	METRICS_HIST_REDIS_RTT,     /* a limiter request's round trip */
 	METRICS_HIST_COUNT,
 };
 
@@ -83,6 +96,28 @@ void metrics_observe_us(enum metrics_histogram h, int64_t duration_us);
 #define METRICS_MAX_CLIENTS 128
 void metrics_client_call(unsigned client);
 void metrics_client_queue_depth(unsigned client, int64_t depth);
+
+/* Redis errors by kind (camskeyd_redis_errors_total{kind}). */
+enum metrics_redis_error {
+	METRICS_REDIS_TIMEOUT,
+	METRICS_REDIS_DISCONNECT,
+	METRICS_REDIS_PROTOCOL,
+	METRICS_REDIS_ERROR_COUNT,
+};
+void metrics_redis_errors(enum metrics_redis_error kind, uint64_t n);
+
+/* Who decides upstream sends (camskeyd_quota_mode{mode}, /readyz). */
+enum metrics_quota_mode {
+	METRICS_QUOTA_LOCAL = 0,  /* no Redis: this host alone */
+	METRICS_QUOTA_SHARED,     /* the shared limiter in Redis */
+	METRICS_QUOTA_CLOSED,     /* Redis unreachable: no upstream call (fail closed) */
+	METRICS_QUOTA_FALLBACK,   /* Redis unreachable: this host's fallback budget */
+	METRICS_QUOTA_MODE_COUNT,
+};
+void metrics_set_quota_mode(enum metrics_quota_mode mode);
+enum metrics_quota_mode metrics_quota_mode(void);
+/* "local", "shared", "closed", "fallback". */
+const char *metrics_quota_mode_name(enum metrics_quota_mode mode);
 
 /* Render everything in Prometheus text format 0.0.4. */
 void metrics_render(struct buf *out);

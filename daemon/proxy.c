@@ -24,6 +24,27 @@
  *
  * Clocks. Only this file's engine loop reads clocks for the engine; the
  * engine and the other pure modules get the time as arguments.
+ *
+ * Many hosts (with `redis`). The engine thread also owns two Redis
+ * connections (redis.c), polled beside the transfers in the same
+ * curl_multi_poll (their sockets as extra descriptors; no thread of their
+ * own, no blocking call): one for commands (the shared limiter's grants
+ * and pauses, the shared tier's claims, fills, releases and purges), one
+ * subscribed to the scope's notice channel. Each turn it sets the
+ * engine's gate from the connection's state: GRANTS while it is ready (or
+ * for the first connect timeout after it went away: a blip makes callers
+ * wait, not fail), then CLOSED (fail closed), or LOCAL at
+ * redis-fallback-rate once it has been unreachable for one window. It
+ * carries out the engine's RESERVE (redis_grant: a grant is usable from
+ * its slot until PROXY_GRANT_LATE_US after, on this host's monotonic
+ * clock; the window asked of Redis is widened by as much, so a grant used
+ * late within that tolerance still keeps every sliding second's bound) and
+ * CLAIM actions (shared_claim), publishes what its calls fetched
+ * (shared_fill), gives leases back (shared_release), tells every host of
+ * a throttle (redis_pause) and applies other hosts' notices: a FILL of a
+ * key this host holds with another fingerprint is read from the shared
+ * tier into the local one (a rotation), a PURGE deletes it, and any notice
+ * wakes a flight waiting for that key.
  */
 #include "proxy.h"
 
@@ -46,6 +67,8 @@
 #include "log.h"
 #include "mem.h"
 #include "metrics.h"
+#include "redis.h"
+#include "shared.h"
 #include "upstream.h"
 
 #define PROXY_REFRESH_RING 1024
@@ -54,6 +77,14 @@
 #define PROXY_IDLE_POLL_MS 1000
 #define PROXY_REFRESH_AHEAD_BATCH 16
 #define PROXY_POLL_BATCH 256
+#define PROXY_PURGE_RING 64
+/* Redis: how far ahead a host may book a grant, and how late it may use one. */
+#define PROXY_GRANT_HORIZON_MS 2000
+#define PROXY_GRANT_LATE_US 10000
+#define PROXY_GRANT_RETRY_US 100000
+/* A flight waiting for another host's call looks again this often (notices come first). */
+#define PROXY_REMOTE_POLL_MS 250
+#define PROXY_LEASE_MAX_MS 60000
 
 #define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
@@ -64,6 +95,7 @@ struct proxy_settings {
 	uint64_t negative_ttl_s;
 	uint64_t refresh_ahead_s;
 	unsigned upstream_timeout_ms;
+	unsigned lease_ms;           /* a shared-tier lease: the wait for quota plus the call */
 	enum signer_kind signature;
 	struct engine_settings engine;
 };
@@ -95,6 +127,21 @@ struct proxy {
 	struct upstream *upstream;
 	struct engine *engine;
 	struct engine_stats counted;  /* engine stats already added to the metrics */
+	struct cams_key purge_ring[PROXY_PURGE_RING]; /* under lock: purges for the shared tier */
+	unsigned purge_len;
+
+	/* many hosts (Redis): engine thread only; redis NULL: this host alone */
+	struct redis *redis;          /* commands */
+	struct redis *sub;            /* the notice channel */
+	char scope[REDIS_NAME_MAX + 1];
+	char host_id[REDIS_NAME_MAX + 1];
+	double fallback_rate;         /* 0: fail closed */
+	unsigned redis_connect_ms;
+	int64_t redis_down_since_us;  /* when the connection was last not ready; 0 while ready */
+	enum metrics_quota_mode mode;
+	bool fallback_active;         /* the engine's limiter runs at fallback_rate */
+	bool redis_closing;           /* redis_free() is calling back: start nothing */
+	struct redis_stats redis_seen;/* already counted in the metrics */
 	int64_t next_disconnect_check_us;
 	int64_t next_maintain_us;
 	pthread_t thread;
@@ -112,6 +159,11 @@ static void settings_from_config(struct proxy_settings *s, const struct config *
 	s->negative_ttl_s = cfg->negative_ttl_s;
 	s->refresh_ahead_s = cfg->refresh_ahead_s;
 	s->upstream_timeout_ms = cfg->upstream_timeout_ms;
+	s->lease_ms = cfg->upstream_timeout_ms + cfg->max_wait_ms < PROXY_LEASE_MAX_MS
+			      ? cfg->upstream_timeout_ms + cfg->max_wait_ms
+			      : PROXY_LEASE_MAX_MS;
+	s->engine.shared = cfg->redis[0] != '\0';
+	s->engine.grants_max_pending = cfg->redis_max_pending;
 	s->signature = cfg->signature == CONFIG_SIGNATURE_V1 ? SIGNER_V1 : SIGNER_V3;
 	s->engine.stale_while_revalidate_s = cfg->stale_while_revalidate_s;
 	s->engine.stale_if_error_s = cfg->stale_if_error_s;
@@ -301,6 +353,439 @@ static void sync_engine_counters(struct proxy *p)
 	count_delta(METRICS_FLIGHTS_JOINED, st->joined, &p->counted.joined);
 	count_delta(METRICS_REFRESHES, st->refreshes, &p->counted.refreshes);
 	count_delta(METRICS_CLIENT_GONE, st->departed, &p->counted.departed);
+	count_delta(METRICS_GRANTS, st->grants, &p->counted.grants);
+	count_delta(METRICS_GRANTS_DISCARDED, st->grants_discarded, &p->counted.grants_discarded);
+	count_delta(METRICS_SHARED_HITS, st->shared_hits, &p->counted.shared_hits);
+	count_delta(METRICS_SHARED_JOINS, st->shared_joins, &p->counted.shared_joins);
+}
+
+/* ---- many hosts: Redis (engine thread) -------------------------------------------- */
+
+/*
+ * The shared limiter's window: one second (or 1/rate below one call a
+ * second), the limiter's margin, and the lateness a grant may be used with.
+ */
+static unsigned grant_window_ms(struct proxy *p)
+{
+	double rate = p->settings.engine.limiter.rate;
+	int64_t base_us = rate >= 1.0 ? 1000000 : (int64_t)ceil(1e6 / rate);
+
+	return (unsigned)((base_us + limiter_margin_us(engine_limiter(p->engine)) +
+			   PROXY_GRANT_LATE_US + 999) / 1000);
+}
+
+static void make_token(const struct proxy *p, uint64_t seq, char *out, size_t size)
+{
+	snprintf(out, size, "%s#%" PRIu64, p->host_id, seq);
+}
+
+static void count_redis_error(int error, const char *what, const char *text)
+{
+	if (error == -EPROTO) {
+		metrics_redis_errors(METRICS_REDIS_PROTOCOL, 1);
+		log_warn("redis_error", "op=%s detail=%s", what, text ? text : "-");
+	}
+	/* timeouts and lost connections are counted from the connection's stats */
+}
+
+static void on_grant(void *cookie, int error, const struct redis_grant *g, const char *text)
+{
+	struct proxy *p = cookie;
+	int64_t now_us = clock_mono_us();
+
+	if (error != 0) {
+		count_redis_error(error, "grant", text);
+		engine_grant_failed(p->engine, now_us + PROXY_GRANT_RETRY_US, now_us);
+		return;
+	}
+	metrics_observe_us(METRICS_HIST_REDIS_RTT, g->replied_us - g->issued_us);
+	if (g->verdict != REDIS_GRANT_GRANTED) {
+		metrics_count(METRICS_GRANTS_REFUSED);
+		engine_grant_failed(p->engine, g->replied_us + g->delay_us, now_us);
+		return;
+	}
+	/* Never early (send_at counts from the reply); never later than the tolerance. */
+	engine_grant(p->engine, g->send_at_us, g->issued_us + g->delay_us + PROXY_GRANT_LATE_US,
+		     now_us);
+}
+
+static void reserve(struct proxy *p, int64_t now_us)
+{
+	double rate = p->settings.engine.limiter.rate;
+	unsigned window_ms = grant_window_ms(p);
+	unsigned per_window = rate >= 1.0 ? (unsigned)floor(rate) : 1;
+	int64_t spacing_us = (int64_t)(window_ms - PROXY_GRANT_LATE_US / 1000) * 1000 / per_window;
+	struct redis_grant_request req = {
+		.scope = p->scope,
+		.host_id = p->host_id,
+		.rate = per_window > 1000 ? 1000 : per_window,
+		.window_ms = window_ms,
+		.spacing_us = (unsigned)(spacing_us < 1 ? 1 : spacing_us),
+		.max_pending = p->settings.engine.grants_max_pending,
+		.horizon_ms = PROXY_GRANT_HORIZON_MS,
+	};
+
+	if (p->redis_closing || redis_grant(p->redis, &req, now_us, on_grant, p) < 0)
+		engine_grant_failed(p->engine, now_us + PROXY_GRANT_RETRY_US, now_us);
+}
+
+/* Every host waits now: a throttle or a hint this host saw. */
+static void on_pause(void *cookie, int error, int64_t pause_left_us, const char *text)
+{
+	(void)cookie;
+	(void)pause_left_us;
+	if (error != 0)
+		count_redis_error(error, "pause", text);
+}
+
+static void pause_all_hosts(struct proxy *p, unsigned pause_ms, int64_t now_us)
+{
+	if (!p->redis || p->redis_closing || pause_ms == 0)
+		return;
+	redis_pause(p->redis, p->scope, pause_ms, grant_window_ms(p), PROXY_GRANT_HORIZON_MS,
+		    now_us, on_pause, p);
+}
+
+/* An entry read from the shared tier, into the local one (a rotation is logged). */
+static void store_shared(struct proxy *p, struct cache_entry *e)
+{
+	struct cache_entry *old = NULL;
+
+	if (cache_put(p->cache, e, &old) < 0) {
+		metrics_count(METRICS_CACHE_ERRORS);
+		return;
+	}
+	if (old && old->kind == CACHE_KIND_KEY && e->kind == CACHE_KIND_KEY &&
+	    strcmp(old->etag, e->etag) != 0) {
+		char masked[LOG_PHONE_MASKED_MAX];
+
+		log_info("key_rotated_shared",
+			 "phone=%s cust_space_id=%s old_fingerprint=%s new_fingerprint=%s",
+			 log_mask_phone(e->key.phone, masked, sizeof(masked)),
+			 e->key.cust_space_id[0] ? e->key.cust_space_id : "-", old->etag, e->etag);
+	}
+	cache_entry_unref(old);
+}
+
+struct claim_cookie {
+	struct proxy *p;
+	struct cams_key key;
+	uint64_t seq;
+	bool lookup_only;  /* a notice's re-read: no flight, no lease */
+};
+
+static void on_released(void *cookie, int error, const char *text)
+{
+	(void)cookie;
+	if (error != 0)
+		count_redis_error(error, "release", text);
+}
+
+static void release_lease(struct proxy *p, const struct cams_key *key, uint64_t seq,
+			  int64_t now_us)
+{
+	char token[SHARED_TOKEN_MAX + 1];
+
+	if (p->redis_closing)
+		return;
+	make_token(p, seq, token, sizeof(token));
+	shared_release(p->redis, p->scope, key, token, p->host_id, now_us, on_released, p);
+}
+
+static void on_claim(void *cookie, int error, const struct shared_claim *cl, const char *text)
+{
+	struct claim_cookie *c = cookie;
+	struct proxy *p = c->p;
+	int64_t now_us = clock_mono_us(), now_s = clock_wall_s();
+	enum engine_claim result = ENGINE_CLAIM_UNAVAILABLE;
+	struct cache_entry *entry = NULL;
+	int64_t retry_at_us = 0, wait_ms;
+
+	if (error != 0) {
+		count_redis_error(error, "claim", text);
+	} else {
+		switch (cl->result) {
+		case SHARED_CLAIM_HIT:
+			entry = cl->entry;
+			result = ENGINE_CLAIM_HIT;
+			store_shared(p, entry);
+			break;
+		case SHARED_CLAIM_OWNED:
+			result = ENGINE_CLAIM_OWNED;
+			break;
+		case SHARED_CLAIM_HELD:
+			result = ENGINE_CLAIM_HELD;
+			wait_ms = cl->lease_left_ms < PROXY_REMOTE_POLL_MS ? cl->lease_left_ms
+									 : PROXY_REMOTE_POLL_MS;
+			retry_at_us = now_us + (wait_ms > 10 ? wait_ms : 10) * 1000;
+			break;
+		case SHARED_CLAIM_ABSENT:
+			break;
+		}
+	}
+	if (!c->lookup_only &&
+	    !engine_claim_done(p->engine, &c->key, c->seq, result, entry, retry_at_us, now_us,
+			       now_s) &&
+	    result == ENGINE_CLAIM_OWNED)
+		release_lease(p, &c->key, c->seq, now_us);
+	cache_entry_unref(entry);
+	free(c);
+}
+
+/* The engine's CLAIM: the shared tier first, the lease when it is absent. */
+static void claim(struct proxy *p, const struct engine_action *act, int64_t now_us,
+		  int64_t now_s)
+{
+	struct claim_cookie *c = xcalloc(1, sizeof(*c));
+	char token[SHARED_TOKEN_MAX + 1];
+	/* A refresh wants an entry newer than the one it is refreshing. */
+	uint64_t min_pttl_ms = act->background ? p->settings.refresh_ahead_s * 1000 + 1000 : 1000;
+
+	c->p = p;
+	c->key = act->key;
+	c->seq = act->claim_seq;
+	make_token(p, act->claim_seq, token, sizeof(token));
+	if (p->redis_closing || redis_state(p->redis) != REDIS_STATE_READY ||
+	    shared_claim(p->redis, p->scope, &act->key, token, p->settings.lease_ms,
+			 min_pttl_ms > UINT32_MAX ? UINT32_MAX : (unsigned)min_pttl_ms, true, now_us,
+			 now_s, on_claim, c) < 0) {
+		free(c);
+		engine_claim_done(p->engine, &act->key, act->claim_seq, ENGINE_CLAIM_UNAVAILABLE, NULL,
+				  0, now_us, now_s);
+	}
+}
+
+static void on_filled(void *cookie, int error, const char *text)
+{
+	(void)cookie;
+	if (error != 0)
+		count_redis_error(error, "fill", text);
+}
+
+/*
+ * What a call of this host brought, for the other hosts: an entry (a key or
+ * a definitive error) is published and the lease given back with it; a
+ * failure gives the lease back; a throttle slows every host (the flight,
+ * queued again, keeps its lease).
+ */
+static void after_call_shared(struct proxy *p, const struct cams_key *key, bool owned,
+			      uint64_t seq, const struct engine_reply *r, int64_t now_us,
+			      int64_t now_s)
+{
+	char token[SHARED_TOKEN_MAX + 1];
+
+	if (!p->redis || p->redis_closing)
+		return;
+	make_token(p, seq, token, sizeof(token));
+	switch (r->kind) {
+	case ENGINE_REPLY_ENTRY:
+		if (shared_fill(p->redis, p->scope, r->entry, owned ? token : NULL, p->host_id,
+				now_us, now_s, on_filled, p) == 0)
+			metrics_count(METRICS_SHARED_FILLS);
+		break;
+	case ENGINE_REPLY_THROTTLED:
+		pause_all_hosts(p, grant_window_ms(p), now_us);
+		break;
+	case ENGINE_REPLY_FAILED:
+		if (owned)
+			release_lease(p, key, seq, now_us);
+		break;
+	}
+	/* Remain:0 and TimeLeft: the upstream's window ends then, for every host. */
+	if (r->ratelimit_remain == 0 && r->ratelimit_time_left_ms > 0)
+		pause_all_hosts(p, (unsigned)(r->ratelimit_time_left_ms > 60000
+						      ? 60000
+						      : r->ratelimit_time_left_ms),
+				now_us);
+}
+
+/* A FILL for a key this host holds with another fingerprint: read the new one. */
+static void refetch_if_changed(struct proxy *p, const struct shared_notice *n, int64_t now_us,
+			       int64_t now_s)
+{
+	struct cache_entry *e;
+	struct claim_cookie *c;
+	char token[SHARED_TOKEN_MAX + 1];
+	bool changed;
+
+	if (cache_lookup(p->cache, &n->key, now_s, &e) != 1)
+		return; /* not held here: nothing to bring up to date */
+	changed = strcmp(e->etag, n->etag) != 0;
+	cache_entry_unref(e);
+	if (!changed)
+		return;
+	c = xcalloc(1, sizeof(*c));
+	c->p = p;
+	c->key = n->key;
+	c->lookup_only = true;
+	make_token(p, 0, token, sizeof(token));
+	if (shared_claim(p->redis, p->scope, &n->key, token, 1, 1000, false, now_us, now_s, on_claim,
+			 c) < 0)
+		free(c);
+}
+
+/* A notice from the channel (inside redis_on_readable of the subscriber). */
+static void on_notice(void *cookie, const char *data, size_t len)
+{
+	struct proxy *p = cookie;
+	int64_t now_us = clock_mono_us(), now_s = clock_wall_s();
+	struct shared_notice n;
+
+	if (p->redis_closing)
+		return;
+	if (shared_notice_parse(data, len, &n) < 0) {
+		metrics_redis_errors(METRICS_REDIS_PROTOCOL, 1);
+		return;
+	}
+	if (strcmp(n.host_id, p->host_id) == 0)
+		return;
+	metrics_count(METRICS_SHARED_NOTICES);
+	engine_claim_poke(p->engine, &n.key, now_us);
+	switch (n.kind) {
+	case SHARED_NOTICE_FILL:
+		refetch_if_changed(p, &n, now_us, now_s);
+		break;
+	case SHARED_NOTICE_PURGE:
+		if (cache_delete(p->cache, &n.key) < 0)
+			metrics_count(METRICS_CACHE_ERRORS);
+		break;
+	case SHARED_NOTICE_FREE:
+		break;
+	}
+}
+
+/*
+ * Who decides upstream sends, from the connection's state: see the top of
+ * this file. Logged when it changes.
+ */
+static void update_quota_mode(struct proxy *p, int64_t now_us, int64_t now_s)
+{
+	enum metrics_quota_mode mode = METRICS_QUOTA_SHARED;
+	enum engine_gate gate = ENGINE_GATE_GRANTS;
+
+	if (!p->redis)
+		return;
+	if (redis_state(p->redis) == REDIS_STATE_READY) {
+		p->redis_down_since_us = 0;
+	} else {
+		int64_t down_us;
+
+		if (!p->redis_down_since_us)
+			p->redis_down_since_us = now_us;
+		down_us = now_us - p->redis_down_since_us;
+		if (p->fallback_rate > 0 && down_us >= (int64_t)grant_window_ms(p) * 1000)
+			mode = METRICS_QUOTA_FALLBACK;
+		else if (down_us >= (int64_t)p->redis_connect_ms * 1000)
+			mode = METRICS_QUOTA_CLOSED;
+		else if (p->mode == METRICS_QUOTA_FALLBACK)
+			mode = METRICS_QUOTA_FALLBACK;
+	}
+	if (mode == METRICS_QUOTA_CLOSED)
+		gate = ENGINE_GATE_CLOSED;
+	else if (mode == METRICS_QUOTA_FALLBACK)
+		gate = ENGINE_GATE_LOCAL;
+	if ((mode == METRICS_QUOTA_FALLBACK) != p->fallback_active) {
+		struct engine_settings s = p->settings.engine;
+
+		p->fallback_active = mode == METRICS_QUOTA_FALLBACK;
+		if (p->fallback_active)
+			s.limiter.rate = p->fallback_rate;
+		engine_configure(p->engine, &s, now_us);
+	}
+	engine_set_gate(p->engine, gate, now_us, now_s);
+	if (mode != p->mode) {
+		char err[160];
+
+		if (mode == METRICS_QUOTA_SHARED)
+			log_info("quota_mode", "mode=shared");
+		else
+			log_warn("quota_mode", "mode=%s redis_error=%s", metrics_quota_mode_name(mode),
+				 log_quote(redis_last_error(p->redis), err, sizeof(err)));
+		p->mode = mode;
+		metrics_set_quota_mode(mode);
+	}
+}
+
+static unsigned redis_waitfds(struct proxy *p, struct upstream_waitfd *fds)
+{
+	struct redis *conns[2] = { p->redis, p->sub };
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < 2; i++) {
+		if (!conns[i] || redis_fd(conns[i]) < 0 || redis_events(conns[i]) == 0)
+			continue;
+		fds[n].fd = redis_fd(conns[i]);
+		fds[n].events = redis_events(conns[i]);
+		n++;
+	}
+	return n;
+}
+
+/* What the sockets brought, then deadlines and reconnections. */
+static void redis_service(struct proxy *p, const struct upstream_waitfd *fds, unsigned n)
+{
+	struct redis *conns[2] = { p->redis, p->sub };
+	int64_t now_us = clock_mono_us();
+
+	if (!p->redis)
+		return;
+	for (unsigned i = 0; i < n; i++) {
+		for (unsigned j = 0; j < 2; j++) {
+			if (redis_fd(conns[j]) != fds[i].fd)
+				continue;
+			if (fds[i].revents & (POLLIN | POLLERR | POLLHUP))
+				redis_on_readable(conns[j], now_us);
+			if ((fds[i].revents & POLLOUT) && redis_fd(conns[j]) == fds[i].fd)
+				redis_on_writable(conns[j], now_us);
+			break;
+		}
+	}
+	now_us = clock_mono_us();
+	redis_tick(p->redis, now_us);
+	redis_tick(p->sub, now_us);
+}
+
+static int64_t redis_wake_us(struct proxy *p)
+{
+	int64_t a, b;
+
+	if (!p->redis)
+		return INT64_MAX;
+	a = redis_next_wake_us(p->redis);
+	b = redis_next_wake_us(p->sub);
+	return a < b ? a : b;
+}
+
+/* The connections' counters into the metrics. */
+static void update_redis_metrics(struct proxy *p)
+{
+	struct redis_stats a, b;
+	uint64_t timeouts, disconnects, reconnects;
+
+	if (!p->redis)
+		return;
+	redis_get_stats(p->redis, &a);
+	redis_get_stats(p->sub, &b);
+	metrics_gauge_set(METRICS_GAUGE_REDIS_UP, redis_state(p->redis) == REDIS_STATE_READY &&
+							  redis_state(p->sub) == REDIS_STATE_READY);
+	count_delta(METRICS_REDIS_COMMANDS, a.commands, &p->redis_seen.commands);
+	timeouts = a.timeouts + b.timeouts;
+	disconnects = a.disconnects + b.disconnects;
+	reconnects = (a.connects > 1 ? a.connects - 1 : 0) + (b.connects > 1 ? b.connects - 1 : 0);
+	if (timeouts > p->redis_seen.timeouts)
+		metrics_redis_errors(METRICS_REDIS_TIMEOUT, timeouts - p->redis_seen.timeouts);
+	if (disconnects > p->redis_seen.disconnects)
+		metrics_redis_errors(METRICS_REDIS_DISCONNECT, disconnects - p->redis_seen.disconnects);
+	p->redis_seen.timeouts = timeouts;
+	p->redis_seen.disconnects = disconnects;
+	count_delta(METRICS_REDIS_RECONNECTS, reconnects, &p->redis_seen.connects);
+}
+
+/* Purges asked on the HTTP threads, for the other hosts. */
+static void send_purges(struct proxy *p, const struct cams_key *keys, unsigned n, int64_t now_us)
+{
+	for (unsigned i = 0; i < n && p->redis; i++)
+		shared_purge(p->redis, p->scope, &keys[i], p->host_id, now_us, on_released, p);
 }
 
 /* Carry out every action the engine has decided, until it has none. */
@@ -310,13 +795,23 @@ static void run_actions(struct proxy *p, int64_t now_us, int64_t now_s)
 
 	sync_engine_counters(p);
 	while (engine_next_action(p->engine, &act)) {
-		if (act.kind == ENGINE_ACTION_SEND) {
+		switch (act.kind) {
+		case ENGINE_ACTION_SEND:
 			start_call(p, act.flight, act.quota_wait_us, now_us, now_s);
-		} else {
+			break;
+		case ENGINE_ACTION_ANSWER: {
 			struct proxy_request *req =
 				container_of(act.caller, struct proxy_request, call);
 
 			req->on_done(req);
+			break;
+		}
+		case ENGINE_ACTION_RESERVE:
+			reserve(p, now_us);
+			break;
+		case ENGINE_ACTION_CLAIM:
+			claim(p, &act, now_us, now_s);
+			break;
 		}
 	}
 }
@@ -433,6 +928,10 @@ static void on_upstream_done(struct upstream_result *res, void *cls)
 	int answer_status;
 	unsigned attempt;
 	bool parsed = false;
+	/* read before the engine may finish f */
+	struct cams_key key = f->key;
+	bool lease_owned = f->lease_owned;
+	uint64_t claim_seq = f->claim_seq;
 
 	log_mask_phone(f->key.phone, masked, sizeof(masked));
 	flight_request_id(f, rid, sizeof(rid));
@@ -556,6 +1055,7 @@ out:
 	/* f may be gone after this: the engine finishes flights it answers. */
 	engine_upstream_done(p->engine, f, &reply, now_us, now_s);
 	f = NULL;
+	after_call_shared(p, &key, lease_owned, claim_seq, &reply, now_us, now_s);
 	if (reply.kind == ENGINE_REPLY_THROTTLED) {
 		struct limiter *l = engine_limiter(p->engine);
 
@@ -687,6 +1187,7 @@ static void update_gauges(struct proxy *p, int64_t now_us)
 	metrics_gauge_set(METRICS_GAUGE_EFFECTIVE_RATE_MILLI,
 			  (int64_t)llround(limiter_effective_rate(l, now_us) * 1000.0));
 	metrics_gauge_set(METRICS_GAUGE_RATE_MARGIN_US, limiter_margin_us(l));
+	update_redis_metrics(p);
 	for (unsigned c = 0; c < QUEUE_MAX_CLIENTS && c < METRICS_MAX_CLIENTS; c++)
 		metrics_client_queue_depth(c, (int64_t)engine_queue_len_client(p->engine, c));
 }
@@ -699,8 +1200,9 @@ static void *engine_main(void *arg)
 
 	for (;;) {
 		int64_t now_us = clock_mono_us(), now_s = clock_wall_s(), wake_us;
-		struct cams_key refresh[64];
-		unsigned n_refresh = 0;
+		struct cams_key refresh[64], purges[PROXY_PURGE_RING];
+		struct upstream_waitfd fds[2];
+		unsigned n_refresh = 0, n_purges, n_fds;
 		bool stopping;
 		int timeout_ms;
 
@@ -713,13 +1215,21 @@ static void *engine_main(void *arg)
 			p->refresh_head = (p->refresh_head + 1) % PROXY_REFRESH_RING;
 			p->refresh_len--;
 		}
+		n_purges = p->purge_len;
+		memcpy(purges, p->purge_ring, n_purges * sizeof(purges[0]));
+		p->purge_len = 0;
 		stopping = p->stopping;
 		if (p->settings_pending) {
 			p->settings_pending = false;
 			p->settings = p->pending;
 			engine_configure(p->engine, &p->settings.engine, now_us);
+			p->fallback_active = false; /* the fallback rate is applied again below */
 		}
 		pthread_mutex_unlock(&p->lock);
+
+		redis_service(p, NULL, 0);
+		update_quota_mode(p, now_us, now_s);
+		send_purges(p, purges, n_purges, now_us);
 
 		if (stopping && !stop_deadline_us) {
 			stop_deadline_us = now_us + (int64_t)p->grace_ms * 1000;
@@ -775,9 +1285,13 @@ static void *engine_main(void *arg)
 		} else if (stop_deadline_us < wake_us) {
 			wake_us = stop_deadline_us;
 		}
+		if (redis_wake_us(p) < wake_us)
+			wake_us = redis_wake_us(p);
 		timeout_ms = wake_us > now_us ? (int)((wake_us - now_us + 999) / 1000) : 0;
-		if (upstream_poll(p->upstream, timeout_ms, on_upstream_done, p) < 0)
+		n_fds = redis_waitfds(p, fds);
+		if (upstream_poll_fds(p->upstream, fds, n_fds, timeout_ms, on_upstream_done, p) < 0)
 			log_error("upstream_poll_failed", "detail=%s", "curl_multi_poll");
+		redis_service(p, fds, n_fds);
 		/* Answers the upstream brought are handed back now, not next turn. */
 		run_actions(p, clock_mono_us(), clock_wall_s());
 	}
@@ -806,6 +1320,57 @@ static void *engine_main(void *arg)
 
 /* ---- lifecycle --------------------------------------------------------------- */
 
+/* The two connections, the scope and the host id (nothing is sent yet). */
+static int redis_setup(struct proxy *p, const struct config *cfg, struct signer *signer,
+		       char *errbuf, size_t errbuf_size)
+{
+	char password[REDIS_PASSWORD_MAX + 1], channel[REDIS_NAME_MAX + 64];
+	struct redis_options ro = {
+		.url = cfg->redis,
+		.command_timeout_ms = cfg->redis_timeout_ms,
+		.connect_timeout_ms = 4 * cfg->redis_timeout_ms,
+		.backoff_min_ms = 100,
+		.backoff_max_ms = 5000,
+	};
+	int rc;
+
+	if (cfg->quota_scope[0])
+		snprintf(p->scope, sizeof(p->scope), "%s", cfg->quota_scope);
+	else
+		signer_access_key_id(signer, p->scope, sizeof(p->scope));
+	if (config_host_id(cfg, p->host_id, sizeof(p->host_id)) < 0 ||
+	    shared_channel(p->scope, channel, sizeof(channel)) < 0) {
+		snprintf(errbuf, errbuf_size,
+			 "redis: the quota scope and host id must be 1 to 128 of [A-Za-z0-9._:-]");
+		return -EINVAL;
+	}
+	rc = redis_load_password(getenv("CREDENTIALS_DIRECTORY"), NULL, password, sizeof(password),
+				 errbuf, errbuf_size);
+	if (rc < 0 && rc != -ENOENT)
+		return rc;
+	ro.password = rc == 0 ? password : NULL;
+	rc = redis_new(&ro, &p->redis, errbuf, errbuf_size);
+	if (rc == 0) {
+		ro.subscribe = channel;
+		ro.on_message = on_notice;
+		ro.message_cookie = p;
+		rc = redis_new(&ro, &p->sub, errbuf, errbuf_size);
+	}
+	explicit_bzero(password, sizeof(password));
+	if (rc < 0)
+		return rc;
+	p->fallback_rate = cfg->redis_fallback_rate;
+	p->redis_connect_ms = ro.connect_timeout_ms;
+	p->redis_down_since_us = clock_mono_us();
+	p->mode = METRICS_QUOTA_SHARED;
+	metrics_set_quota_mode(METRICS_QUOTA_SHARED);
+	/* Until the first connection is ready, callers wait (for its connect timeout). */
+	engine_set_gate(p->engine, ENGINE_GATE_GRANTS, clock_mono_us(), clock_wall_s());
+	log_info("redis", "url=%s scope=%s host_id=%s fallback_rate=%g", cfg->redis, p->scope,
+		 p->host_id, p->fallback_rate);
+	return 0;
+}
+
 int proxy_new(const struct config *cfg, struct cache *cache, struct signer *signer,
 	      struct proxy **ret, char *errbuf, size_t errbuf_size)
 {
@@ -830,6 +1395,13 @@ int proxy_new(const struct config *cfg, struct cache *cache, struct signer *sign
 	settings_from_config(&p->pending, cfg);
 	p->settings = p->pending;
 	p->engine = engine_new(&p->settings.engine, clock_mono_us());
+	if (cfg->redis[0]) {
+		rc = redis_setup(p, cfg, signer, errbuf, errbuf_size);
+		if (rc < 0) {
+			proxy_free(p);
+			return rc;
+		}
+	}
 	atomic_store(&p->stale_while_revalidate_s, cfg->stale_while_revalidate_s);
 	atomic_store(&p->stale_if_error_s, cfg->stale_if_error_s);
 	*ret = p;
@@ -870,6 +1442,10 @@ void proxy_free(struct proxy *p)
 	 * Calls still on the wire when the grace ran out had their callers
 	 * answered; their transfers go with the upstream client.
 	 */
+	/* Their callbacks (-ECANCELED) still reach the engine: before it goes. */
+	p->redis_closing = true;
+	redis_free(p->redis);
+	redis_free(p->sub);
 	upstream_free(p->upstream);
 	engine_free(p->engine);
 	pthread_mutex_destroy(&p->lock);
@@ -913,5 +1489,15 @@ void proxy_render_metrics(struct proxy *p, struct buf *out)
 
 int proxy_purge(struct proxy *p, const struct cams_key *key)
 {
-	return cache_delete(p->cache, key);
+	int rc = cache_delete(p->cache, key);
+
+	/* The other hosts' too (a notice), from the engine thread that owns Redis. */
+	if (p->redis) {
+		pthread_mutex_lock(&p->lock);
+		if (p->purge_len < PROXY_PURGE_RING)
+			p->purge_ring[p->purge_len++] = *key;
+		pthread_mutex_unlock(&p->lock);
+		upstream_wakeup(p->upstream);
+	}
+	return rc;
 }

@@ -19,9 +19,15 @@
  *  - the context is freed only outside hiredis's callbacks: a failure seen
  *    in a callback sets drop_requested and the entry point drops after
  *    hiredis returns.
+ * Subscriber connections (redis_options.subscribe): AUTH, then SUBSCRIBE;
+ * READY on its confirmation; hiredis keeps the channel's callback for every
+ * message. hiredis 0.14 cannot match a PING's answer in subscribed mode (it
+ * routes the ["pong", ""] array to a channel callback it does not find), so
+ * liveness re-sends SUBSCRIBE for the same channel, whose confirmation comes
+ * to that callback, with a deadline.
  * Not done here: name resolution (numeric addresses only), TLS (hiredis
- * 0.14 has none), pub/sub, reading the password (redis_load_password does,
- * the caller passes it in), logging.
+ * 0.14 has none), reading the password (redis_load_password does, the
+ * caller passes it in), logging.
  * Threads: one owner thread. Logs: nothing.
  */
 #include "redis.h"
@@ -35,6 +41,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "buf.h"
@@ -44,7 +51,7 @@
 
 #include "redis_limiter_lua.h" /* generated: redis_limiter_lua[] (NUL-terminated) */
 
-#define ARGS_MAX 14
+#define ARGS_MAX REDIS_COMMAND_ARGS
 #define ENV_PASSWORD "CAMSKEYD_REDIS_PASSWORD"
 
 enum cmd_kind {
@@ -54,6 +61,7 @@ enum cmd_kind {
 	CMD_LOAD,   /* SCRIPT LOAD */
 	CMD_GRANT,  /* EVALSHA grant */
 	CMD_PAUSE,  /* EVALSHA pause */
+	CMD_PLAIN,  /* redis_command */
 };
 
 struct redis_cmd {
@@ -66,10 +74,12 @@ struct redis_cmd {
 	int64_t issued_us, deadline_us;
 	redis_grant_fn *grant_cb;
 	redis_pause_fn *pause_cb;
+	redis_reply_fn *reply_cb;
 	void *cookie;
 	/* EVALSHA's arguments after the SHA (owned), for the retry. */
 	int argc;
 	char *argv[ARGS_MAX];
+	size_t argvlen[ARGS_MAX];
 };
 
 struct redis {
@@ -98,6 +108,13 @@ struct redis {
 
 	struct redis_stats stats;
 	char last_error[200];
+
+	/* subscriber connections */
+	char *subscribe;           /* the channel, or NULL */
+	void (*on_message)(void *cookie, const char *data, size_t len);
+	void *message_cookie;
+	int64_t next_ping_us;      /* READY: when liveness is checked next */
+	int64_t ping_deadline_us;  /* a liveness SUBSCRIBE outstanding; 0: none */
 };
 
 /* ---- addresses and the password ---- */
@@ -381,6 +398,14 @@ static void cmd_fail(struct redis_cmd *c, int error, const char *text)
 		c->grant_cb(c->cookie, error, NULL, text);
 	else if (c->kind == CMD_PAUSE && c->pause_cb)
 		c->pause_cb(c->cookie, error, 0, text);
+	else if (c->kind == CMD_PLAIN && c->reply_cb)
+		c->reply_cb(c->cookie, error, NULL, text);
+}
+
+/* A command whose caller waits for a callback (the others are the handshake's). */
+static bool is_user(const struct redis_cmd *c)
+{
+	return c->kind == CMD_GRANT || c->kind == CMD_PAUSE || c->kind == CMD_PLAIN;
 }
 
 static void set_error(struct redis *r, const char *text)
@@ -427,6 +452,7 @@ static void drop(struct redis *r, int error, const char *text)
 	r->want_read = r->want_write = false;
 	r->drop_requested = false;
 	r->run_id[0] = '\0';
+	r->ping_deadline_us = 0;
 	set_error(r, text);
 	schedule_retry(r);
 	while (r->head)
@@ -468,10 +494,12 @@ static int cmd_submit(struct redis *r, struct redis_cmd *c)
 		argv[n++] = "EVALSHA";
 		argv[n++] = r->sha;
 	}
-	for (int i = 0; i < c->argc; i++)
-		argv[n++] = c->argv[i];
 	for (int i = 0; i < n; i++)
 		lens[i] = strlen(argv[i]);
+	for (int i = 0; i < c->argc; i++) {
+		lens[n] = c->argvlen[i];
+		argv[n++] = c->argv[i];
+	}
 	if (redisAsyncCommandArgv(r->ac, on_reply, c, n, argv, lens) != REDIS_OK)
 		return -EIO;
 	return 0;
@@ -486,8 +514,10 @@ static struct redis_cmd *cmd_new(struct redis *r, enum cmd_kind kind, int argc,
 	c->r = r;
 	c->kind = kind;
 	c->argc = argc;
-	for (int i = 0; i < argc; i++)
+	for (int i = 0; i < argc; i++) {
 		c->argv[i] = xstrdup(argv[i]);
+		c->argvlen[i] = strlen(argv[i]);
+	}
 	return c;
 }
 
@@ -526,17 +556,28 @@ static void parse_run_id(struct redis *r, const char *info, size_t len)
 	}
 }
 
+static void became_ready(struct redis *r)
+{
+	r->state = REDIS_STATE_READY;
+	r->failures = 0;
+	r->stats.readies++;
+	r->last_error[0] = '\0';
+}
+
 static void handshake_step_done(struct redis *r)
 {
+	if (r->subscribe) {
+		/* AUTH done; READY comes with the SUBSCRIBE confirmation */
+		if (r->handshake_left)
+			r->handshake_left--;
+		return;
+	}
 	if (r->handshake_left && --r->handshake_left == 0 && r->state == REDIS_STATE_CONNECTING) {
 		if (!r->run_id[0] || !r->sha[0]) {
 			request_drop(r, -EPROTO, "redis: no run_id in INFO server or no script SHA");
 			return;
 		}
-		r->state = REDIS_STATE_READY;
-		r->failures = 0;
-		r->stats.readies++;
-		r->last_error[0] = '\0';
+		became_ready(r);
 	}
 }
 
@@ -645,7 +686,7 @@ static void on_reply(redisAsyncContext *ac, void *reply_v, void *privdata)
 
 	if (!reply) {
 		/* The context is going away: ours (done commands) or a lost connection. */
-		if (!c->done && (c->kind == CMD_GRANT || c->kind == CMD_PAUSE)) {
+		if (!c->done && is_user(c)) {
 			r->state = REDIS_STATE_DISCONNECTED;
 			snprintf(text, sizeof(text), "redis: connection lost: %s",
 				 ac->errstr && *ac->errstr ? ac->errstr : "closed");
@@ -654,13 +695,22 @@ static void on_reply(redisAsyncContext *ac, void *reply_v, void *privdata)
 		cmd_free(c);
 		return;
 	}
-	if (c->kind != CMD_GRANT && c->kind != CMD_PAUSE) {
+	if (!is_user(c)) {
 		if (ac == r->ac)
 			on_internal_reply(r, c, reply);
 		cmd_free(c);
 		return;
 	}
 	if (c->done) {
+		cmd_free(c);
+		return;
+	}
+	if (c->kind == CMD_PLAIN) {
+		/* An error reply is an answer too: the caller reads it. */
+		c->done = true;
+		cmd_unlink(r, c);
+		count_reply(r, c);
+		c->reply_cb(c->cookie, 0, reply, NULL);
 		cmd_free(c);
 		return;
 	}
@@ -688,6 +738,46 @@ static void on_reply(redisAsyncContext *ac, void *reply_v, void *privdata)
 	else
 		deliver_pause(r, c, reply);
 	cmd_free(c);
+}
+
+/*
+ * The channel's callback: hiredis calls it for the SUBSCRIBE confirmation
+ * (the first: READY; later ones: liveness answered) and for every message;
+ * with NULL when the context is freed.
+ */
+static void on_subscribed(redisAsyncContext *ac, void *reply_v, void *privdata)
+{
+	struct redis *r = privdata;
+	redisReply *reply = reply_v;
+	const redisReply *kind;
+
+	if (!reply || ac != r->ac || reply->type != REDIS_REPLY_ARRAY || reply->elements < 3)
+		return;
+	kind = reply->element[0];
+	if (kind->type != REDIS_REPLY_STRING)
+		return;
+	if (strcasecmp(kind->str, "subscribe") == 0) {
+		r->ping_deadline_us = 0;
+		r->next_ping_us = r->now_us + 4 * (int64_t)r->command_timeout_ms * 1000;
+		if (r->state == REDIS_STATE_CONNECTING && r->handshake_left == 0)
+			became_ready(r);
+		return;
+	}
+	if (strcasecmp(kind->str, "message") == 0 && reply->element[2]->type == REDIS_REPLY_STRING &&
+	    r->on_message) {
+		r->stats.replies++;
+		r->on_message(r->message_cookie, reply->element[2]->str, reply->element[2]->len);
+	}
+}
+
+static int subscribe(struct redis *r)
+{
+	const char *argv[] = { "SUBSCRIBE", r->subscribe };
+	size_t lens[] = { 9, strlen(r->subscribe) };
+
+	if (redisAsyncCommandArgv(r->ac, on_subscribed, r, 2, argv, lens) != REDIS_OK)
+		return -EIO;
+	return 0;
 }
 
 static void on_connect(const redisAsyncContext *ac, int status)
@@ -729,6 +819,12 @@ static void on_connect(const redisAsyncContext *ac, int status)
 		snprintf(db, sizeof(db), "%u", r->addr.db);
 		rc |= internal(r, CMD_SELECT, 2, sel);
 		r->handshake_left++;
+	}
+	if (r->subscribe) {
+		rc |= subscribe(r);
+		if (rc)
+			request_drop(r, -EIO, "redis: cannot queue the handshake");
+		return;
 	}
 	rc |= internal(r, CMD_INFO, 2, info);
 	rc |= internal(r, CMD_LOAD, 3, load);
@@ -825,6 +921,11 @@ int redis_new(const struct redis_options *opt, struct redis **ret, char *errbuf,
 				    ((uint64_t)getpid() << 32) ^ (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)r;
 	if (!r->rng)
 		r->rng = 1;
+	if (opt->subscribe) {
+		r->subscribe = xstrdup(opt->subscribe);
+		r->on_message = opt->on_message;
+		r->message_cookie = opt->message_cookie;
+	}
 	r->state = REDIS_STATE_DISCONNECTED;
 	r->next_attempt_us = INT64_MIN; /* the first tick connects */
 	*ret = r;
@@ -848,6 +949,7 @@ void redis_free(struct redis *r)
 		mem_wipe(r->password, strlen(r->password));
 		free(r->password);
 	}
+	free(r->subscribe);
 	free(r);
 }
 
@@ -894,6 +996,16 @@ void redis_tick(struct redis *r, int64_t now_us)
 			break;
 		}
 	}
+	if (r->subscribe && r->state == REDIS_STATE_READY && r->ac) {
+		if (r->ping_deadline_us && now_us >= r->ping_deadline_us) {
+			r->stats.timeouts++;
+			drop(r, -ETIMEDOUT, "redis: the subscriber's liveness check timed out");
+		} else if (!r->ping_deadline_us && now_us >= r->next_ping_us) {
+			r->ping_deadline_us = now_us + (int64_t)r->command_timeout_ms * 1000;
+			if (subscribe(r) < 0)
+				drop(r, -EIO, "redis: cannot queue the liveness check");
+		}
+	}
 	if (r->state == REDIS_STATE_DISCONNECTED && !r->ac && now_us >= r->next_attempt_us)
 		start_connect(r);
 }
@@ -909,6 +1021,12 @@ int64_t redis_next_wake_us(const struct redis *r)
 	for (const struct redis_cmd *c = r->head; c; c = c->next)
 		if (c->deadline_us < t)
 			t = c->deadline_us;
+	if (r->subscribe && r->state == REDIS_STATE_READY) {
+		int64_t p = r->ping_deadline_us ? r->ping_deadline_us : r->next_ping_us;
+
+		if (p < t)
+			t = p;
+	}
 	return t;
 }
 
@@ -960,6 +1078,8 @@ int redis_grant(struct redis *r, const struct redis_grant_request *req, int64_t 
 	char kg[REDIS_NAME_MAX + 32], km[REDIS_NAME_MAX + 32];
 	char rate[16], window[24], spacing[24], pending[16], horizon[24];
 	struct redis_cmd *c;
+	if (r->subscribe)
+		return -EINVAL;
 
 	if (!cb || !req->rate || req->rate > 1000 || !req->window_ms || !req->spacing_us ||
 	    (uint64_t)req->spacing_us > (uint64_t)req->window_ms * 1000 ||
@@ -993,6 +1113,8 @@ int redis_pause(struct redis *r, const char *scope, unsigned pause_ms, unsigned 
 	char kg[REDIS_NAME_MAX + 32], km[REDIS_NAME_MAX + 32];
 	char pause[24], window[24], horizon[24];
 	struct redis_cmd *c;
+	if (r->subscribe)
+		return -EINVAL;
 
 	if (!cb || !window_ms || key_names(scope, kg, sizeof(kg), km, sizeof(km)) < 0)
 		return -EINVAL;
@@ -1009,6 +1131,34 @@ int redis_pause(struct redis *r, const char *scope, unsigned pause_ms, unsigned 
 		c = cmd_new(r, CMD_PAUSE, (int)(sizeof(argv) / sizeof(argv[0])), argv);
 	}
 	c->pause_cb = cb;
+	c->cookie = cookie;
+	r->now_us = now_us;
+	return submit_user(r, c, now_us);
+}
+
+int redis_command(struct redis *r, int argc, const char *const *argv, const size_t *argvlen,
+		  int64_t now_us, redis_reply_fn *cb, void *cookie)
+{
+	struct redis_cmd *c;
+
+	if (!cb || argc < 1 || argc > REDIS_COMMAND_ARGS || r->subscribe)
+		return -EINVAL;
+	if (r->state != REDIS_STATE_READY || !r->ac)
+		return -ENOTCONN;
+	if (r->n_pending >= REDIS_PENDING_MAX)
+		return -EAGAIN;
+	c = xcalloc(1, sizeof(*c));
+	c->r = r;
+	c->kind = CMD_PLAIN;
+	c->argc = argc;
+	for (int i = 0; i < argc; i++) {
+		/* binary safe, and NUL-terminated for nobody's sake but safety */
+		c->argv[i] = xmalloc(argvlen[i] + 1);
+		memcpy(c->argv[i], argv[i], argvlen[i]);
+		c->argv[i][argvlen[i]] = '\0';
+		c->argvlen[i] = argvlen[i];
+	}
+	c->reply_cb = cb;
 	c->cookie = cookie;
 	r->now_us = now_us;
 	return submit_user(r, c, now_us);

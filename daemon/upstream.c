@@ -674,16 +674,35 @@ static unsigned drain(struct upstream *u,
 int upstream_poll(struct upstream *u, int timeout_ms,
 		  void (*on_done)(struct upstream_result *res, void *cls), void *cls)
 {
+	return upstream_poll_fds(u, NULL, 0, timeout_ms, on_done, cls);
+}
+
+int upstream_poll_fds(struct upstream *u, struct upstream_waitfd *fds, unsigned n_fds,
+		      int timeout_ms, void (*on_done)(struct upstream_result *res, void *cls),
+		      void *cls)
+{
+	struct curl_waitfd wait[UPSTREAM_WAITFDS_MAX];
 	int running;
 
+	if (n_fds > UPSTREAM_WAITFDS_MAX)
+		return -EINVAL;
+	for (unsigned i = 0; i < n_fds; i++) {
+		fds[i].revents = 0;
+		/* CURL_WAIT_POLLIN/POLLOUT have poll.h's values (curl.h says so). */
+		wait[i].fd = fds[i].fd;
+		wait[i].events = fds[i].events;
+		wait[i].revents = 0;
+	}
 	/* Finish what is already done before sleeping. */
 	if (curl_multi_perform(u->multi, &running) != CURLM_OK)
 		return -EIO;
 	if (drain(u, on_done, cls) > 0)
 		return 0;
-	if (curl_multi_poll(u->multi, NULL, 0, timeout_ms < 0 ? 0 : timeout_ms, NULL) !=
-	    CURLM_OK)
+	if (curl_multi_poll(u->multi, n_fds ? wait : NULL, n_fds, timeout_ms < 0 ? 0 : timeout_ms,
+			    NULL) != CURLM_OK)
 		return -EIO;
+	for (unsigned i = 0; i < n_fds; i++)
+		fds[i].revents = wait[i].revents;
 	if (curl_multi_perform(u->multi, &running) != CURLM_OK)
 		return -EIO;
 	drain(u, on_done, cls);

@@ -81,6 +81,18 @@ int upstream_start(struct upstream *u, const struct signer_request *req, void *c
 int upstream_poll(struct upstream *u, int timeout_ms,
 		  void (*on_done)(struct upstream_result *res, void *cls), void *cls);
 
+/* A descriptor to wait on beside the transfers (the Redis sockets). */
+#define UPSTREAM_WAITFDS_MAX 4
+struct upstream_waitfd {
+	int fd;
+	short events;   /* POLLIN | POLLOUT */
+	short revents;  /* out: what was ready (0 if the poll did not sleep) */
+};
+/* upstream_poll(), also waking when one of fds is ready. -EINVAL: too many. */
+int upstream_poll_fds(struct upstream *u, struct upstream_waitfd *fds, unsigned n_fds,
+		      int timeout_ms, void (*on_done)(struct upstream_result *res, void *cls),
+		      void *cls);
+
 /* Make a sleeping upstream_poll() return. Any thread. */
 void upstream_wakeup(struct upstream *u);
 

@@ -5,13 +5,22 @@
  * re-signed retries at the head of the queue, callers who cannot wait),
  * background refreshes and callers joining them, departures, deadlines and
  * refusals with the predicted wait, the queue bound, stale fallbacks,
- * negative entries, weighted fair shares, reconfiguration and shutdown.
+ * negative entries, weighted fair shares, reconfiguration and shutdown;
+ * and for many hosts (issue #14) the gate (LOCAL, GRANTS, CLOSED), grants
+ * used only within [send_at, latest], the quiet window after local sends,
+ * failing closed, and claims in the shared tier (HIT, OWNED, HELD ->
+ * REMOTE, UNAVAILABLE, stale claim numbers).
  *
  * Each test is a scenario driven by a fixture: a fake clock (now_us, and a
  * wall clock derived from it), a fake upstream that records every SEND and
  * answers flights by hand or by itself after a latency, and an array of
- * callers whose ANSWERs are counted. Every fixture ends with stop and abort
- * and checks that every submitted caller was answered exactly once.
+ * callers whose ANSWERs are counted. RESERVE and CLAIM actions are recorded
+ * and answered by hand (fx_grant, fx_grant_failed, fx_claim) or by a policy
+ * after a latency; the fixture mirrors the grants the engine may use and
+ * flags a SEND under GRANTS with none due, a SEND while CLOSED, a RESERVE
+ * within one window of a local send, more than grants_max_pending asked and
+ * held. Every fixture ends with stop and abort and checks that every
+ * submitted caller was answered exactly once.
  *
  * Times below assume the default settings: rate 5/s, burst 1, margin 0, so
  * calls are spaced 200 ms and a throttle pauses sends for 1 s. Randomized
@@ -38,6 +47,8 @@
 #define MAX_SENDS 8192
 #define MAX_WIRE 1024
 #define LONG_WAIT_MS 600000u               /* a caller that waits for anything */
+#define MAX_PENDING 256
+#define MAX_CLAIM_LOG 16384
 
 /* ---- the fixture ---------------------------------------------------------- */
 
@@ -64,6 +75,35 @@ struct sent {
 	int64_t at_us;
 	int64_t quota_wait_us;
 	const struct flight *flight;  /* identity only; may be freed since */
+	enum engine_gate gate;        /* the gate when it was drained */
+	bool lease_owned;
+};
+
+/* A RESERVE the driver took: answered by hand or by grant_policy at due_us. */
+struct reserve {
+	int64_t asked_us;
+	int64_t due_us;               /* INT64_MAX: by hand */
+};
+
+/* A grant the engine was given and may use (the fixture's mirror of its held grants). */
+struct grant_window {
+	int64_t send_at_us, latest_us;
+};
+
+/* What grant_policy answers a RESERVE with. */
+struct grant_reply {
+	bool ok;
+	int64_t send_at_us, latest_us; /* ok */
+	int64_t retry_at_us;           /* !ok */
+};
+
+/* A CLAIM the driver took: answered by hand or by claim_policy at due_us. */
+struct claim {
+	struct cams_key key;
+	uint64_t seq;
+	bool background;
+	int64_t asked_us;
+	int64_t due_us;               /* INT64_MAX: by hand */
 };
 
 struct fx {
@@ -100,6 +140,31 @@ struct fx {
 	uint64_t replies;
 	uint64_t throttles_sent;
 	void *cls;                    /* for a test's hooks */
+
+	/* many hosts: RESERVEs and CLAIMs, answered by hand or by the policies */
+	struct reserve reserves[MAX_PENDING];   /* not answered yet, oldest first */
+	size_t n_reserves;
+	size_t reserves_total;
+	int64_t last_reserve_us;
+	struct claim claims[MAX_PENDING];       /* not answered yet, oldest first */
+	size_t n_claims;
+	struct claim *claim_log;                /* every CLAIM drained, in order */
+	size_t claims_total;
+	int64_t grant_latency_min_us, grant_latency_max_us;
+	void (*grant_policy)(struct fx *x, struct grant_reply *ret);
+	int64_t claim_latency_min_us, claim_latency_max_us;
+	enum engine_claim (*claim_policy)(struct fx *x, const struct claim *c,
+					  int64_t *ret_retry_at_us);
+	struct grant_window live[MAX_PENDING];  /* grants the engine may still use */
+	size_t n_live;
+	unsigned grant_violations;    /* SEND under GRANTS with no grant due */
+	unsigned sends_while_closed;
+	unsigned reserves_early;      /* RESERVE within one window of a local send */
+	unsigned reserves_over;       /* more grants asked + held than grants_max_pending */
+	unsigned actions_after_abort; /* RESERVE or CLAIM drained after engine_abort */
+	unsigned leases_released;     /* OWNED answers the engine refused */
+	unsigned unavailable_while_open; /* SharedQuotaUnavailable with the gate not closed */
+	int64_t last_local_send_us;   /* -1: none */
 };
 
 static struct engine_settings default_settings(void)
@@ -136,6 +201,9 @@ static struct fx *fx_new_with(const struct engine_settings *s)
 	x->answers = xcalloc(MAX_CALLERS, sizeof(*x->answers));
 	x->answered_us = xcalloc(MAX_CALLERS, sizeof(*x->answered_us));
 	x->sends = xcalloc(MAX_SENDS, sizeof(*x->sends));
+	x->claim_log = xcalloc(MAX_CLAIM_LOG, sizeof(*x->claim_log));
+	x->last_reserve_us = -1;
+	x->last_local_send_us = -1;
 	x->e = engine_new(&x->s, x->now_us);
 	return x;
 }
@@ -182,13 +250,85 @@ static size_t wire_index(const struct fx *x, const struct cams_key *key)
 	return SIZE_MAX;
 }
 
-static int64_t fake_latency(struct fx *x)
+static int64_t latency_between(int64_t min_us, int64_t max_us)
 {
-	int64_t span = x->latency_max_us - x->latency_min_us;
+	int64_t span = max_us - min_us;
 
 	if (span <= 0)
-		return x->latency_min_us > 0 ? x->latency_min_us : x->latency_max_us;
-	return x->latency_min_us + (int64_t)(harness_rng_next() % (uint64_t)(span + 1));
+		return min_us > 0 ? min_us : max_us;
+	return min_us + (int64_t)(harness_rng_next() % (uint64_t)(span + 1));
+}
+
+static int64_t fake_latency(struct fx *x)
+{
+	return latency_between(x->latency_min_us, x->latency_max_us);
+}
+
+/*
+ * A SEND under GRANTS uses the grant the engine holds with the earliest
+ * send_at among those not past their latest time (first given on a tie);
+ * it must be due. Mirrors the engine's held grants without reading them.
+ */
+static void use_live_grant(struct fx *x)
+{
+	size_t n = 0, best = SIZE_MAX;
+
+	for (size_t i = 0; i < x->n_live; i++)
+		if (x->live[i].latest_us >= x->now_us)
+			x->live[n++] = x->live[i];
+	x->n_live = n;
+	for (size_t i = 0; i < x->n_live; i++)
+		if (best == SIZE_MAX || x->live[i].send_at_us < x->live[best].send_at_us)
+			best = i;
+	if (best == SIZE_MAX || x->live[best].send_at_us > x->now_us) {
+		fprintf(stderr, "  SEND at %" PRId64 " under GRANTS with no grant due\n",
+			x->now_us - T0);
+		x->grant_violations++;
+		return;
+	}
+	memmove(&x->live[best], &x->live[best + 1], (x->n_live - best - 1) * sizeof(x->live[0]));
+	x->n_live--;
+}
+
+static void drained_reserve(struct fx *x)
+{
+	struct reserve *r;
+	size_t live = 0;
+
+	if (x->aborted)
+		x->actions_after_abort++;
+	if (x->last_local_send_us >= 0 && x->now_us < x->last_local_send_us + SEC)
+		x->reserves_early++;
+	assert(x->n_reserves < MAX_PENDING);
+	r = &x->reserves[x->n_reserves++];
+	r->asked_us = x->now_us;
+	r->due_us = x->grant_policy
+			    ? x->now_us + latency_between(x->grant_latency_min_us, x->grant_latency_max_us)
+			    : INT64_MAX;
+	x->reserves_total++;
+	x->last_reserve_us = x->now_us;
+	for (size_t i = 0; i < x->n_live; i++)
+		live += x->live[i].latest_us >= x->now_us;
+	if (x->n_reserves + live > (x->s.grants_max_pending ? x->s.grants_max_pending : 1))
+		x->reserves_over++;
+}
+
+static void drained_claim(struct fx *x, const struct engine_action *a)
+{
+	struct claim *c;
+
+	if (x->aborted)
+		x->actions_after_abort++;
+	assert(x->n_claims < MAX_PENDING && x->claims_total < MAX_CLAIM_LOG);
+	c = &x->claims[x->n_claims++];
+	c->key = a->key;
+	c->seq = a->claim_seq;
+	c->background = a->background;
+	c->asked_us = x->now_us;
+	c->due_us = x->claim_policy
+			    ? x->now_us + latency_between(x->claim_latency_min_us, x->claim_latency_max_us)
+			    : INT64_MAX;
+	x->claim_log[x->claims_total++] = *c;
 }
 
 static void fx_drain(struct fx *x)
@@ -213,6 +353,14 @@ static void fx_drain(struct fx *x)
 			s->at_us = x->now_us;
 			s->quota_wait_us = a.quota_wait_us;
 			s->flight = a.flight;
+			s->gate = engine_gate(x->e);
+			s->lease_owned = a.flight->lease_owned;
+			if (s->gate == ENGINE_GATE_CLOSED)
+				x->sends_while_closed++;
+			else if (s->gate == ENGINE_GATE_GRANTS)
+				use_live_grant(x);
+			else
+				x->last_local_send_us = x->now_us;
 			w = &x->wire[x->n_wire++];
 			w->flight = a.flight;
 			w->key = a.flight->key;
@@ -230,6 +378,13 @@ static void fx_drain(struct fx *x)
 					a.caller->answer.outcome);
 			else
 				x->answered_us[i] = x->now_us;
+			if (a.caller->answer.outcome == ENGINE_OUTCOME_QUOTA_UNAVAILABLE &&
+			    engine_gate(x->e) != ENGINE_GATE_CLOSED)
+				x->unavailable_while_open++;
+		} else if (a.kind == ENGINE_ACTION_RESERVE) {
+			drained_reserve(x);
+		} else if (a.kind == ENGINE_ACTION_CLAIM) {
+			drained_claim(x, &a);
 		} else {
 			x->bad_actions++;
 		}
@@ -481,6 +636,142 @@ static void fx_ok_all(struct fx *x)
 	}
 }
 
+/* ---- the fake shared tier: gate, grants, claims ------------------------------ */
+
+static void fx_set_gate(struct fx *x, enum engine_gate g)
+{
+	x->ticked_at_us = -1;
+	engine_set_gate(x->e, g, x->now_us, fx_now_s(x));
+	if (g != ENGINE_GATE_GRANTS)
+		x->n_live = 0; /* the engine throws its held grants away */
+	fx_drain(x);
+}
+
+static void reserve_pop(struct fx *x)
+{
+	assert(x->n_reserves > 0);
+	memmove(&x->reserves[0], &x->reserves[1], (x->n_reserves - 1) * sizeof(x->reserves[0]));
+	x->n_reserves--;
+}
+
+/* The oldest RESERVE is granted: the slot may be used from send_at_us to latest_us. */
+static void fx_grant(struct fx *x, int64_t send_at_us, int64_t latest_us)
+{
+	reserve_pop(x);
+	if (engine_gate(x->e) == ENGINE_GATE_GRANTS && !engine_stopping(x->e) &&
+	    latest_us >= x->now_us) {
+		assert(x->n_live < MAX_PENDING);
+		x->live[x->n_live].send_at_us = send_at_us;
+		x->live[x->n_live].latest_us = latest_us;
+		x->n_live++;
+	}
+	x->ticked_at_us = -1;
+	engine_grant(x->e, send_at_us, latest_us, x->now_us);
+	fx_drain(x);
+}
+
+/* The oldest RESERVE failed: ask again no earlier than retry_at_us. */
+static void fx_grant_failed(struct fx *x, int64_t retry_at_us)
+{
+	reserve_pop(x);
+	x->ticked_at_us = -1;
+	engine_grant_failed(x->e, retry_at_us, x->now_us);
+	fx_drain(x);
+}
+
+/* Answer pending claim i (a HIT carries a fresh entry for its key). */
+static bool fx_claim_reply(struct fx *x, size_t i, enum engine_claim result, int64_t retry_at_us)
+{
+	struct claim c;
+	struct cache_entry *ent = NULL;
+	int64_t now_s = fx_now_s(x);
+	bool took;
+
+	assert(i < x->n_claims);
+	c = x->claims[i];
+	memmove(&x->claims[i], &x->claims[i + 1], (x->n_claims - i - 1) * sizeof(x->claims[0]));
+	x->n_claims--;
+	if (result == ENGINE_CLAIM_HIT)
+		ent = entry_key(&c.key, now_s - 5, now_s + 3600);
+	x->ticked_at_us = -1;
+	took = engine_claim_done(x->e, &c.key, c.seq, result, ent, retry_at_us, x->now_us, now_s);
+	if (!took && result == ENGINE_CLAIM_OWNED)
+		x->leases_released++;
+	cache_entry_unref(ent);
+	fx_drain(x);
+	return took;
+}
+
+/* The pending claim of client's key n; SIZE_MAX if none. */
+static size_t claim_pending(const struct fx *x, unsigned client, unsigned n)
+{
+	struct cams_key k = key_of(client, n);
+
+	for (size_t i = 0; i < x->n_claims; i++)
+		if (key_eq(&x->claims[i].key, &k))
+			return i;
+	return SIZE_MAX;
+}
+
+/* Answer the pending claim of client's key n (there must be one). */
+static bool fx_claim(struct fx *x, unsigned client, unsigned n, enum engine_claim result,
+		     int64_t retry_at_us)
+{
+	size_t i = claim_pending(x, client, n);
+
+	assert(i != SIZE_MAX);
+	return fx_claim_reply(x, i, result, retry_at_us);
+}
+
+/* A claim answered with a claim_seq of our choosing (a stale one). */
+static bool fx_claim_seq(struct fx *x, unsigned client, unsigned n, uint64_t seq,
+			 enum engine_claim result, int64_t retry_at_us)
+{
+	struct cams_key k = key_of(client, n);
+	struct cache_entry *ent = NULL;
+	bool took;
+
+	if (result == ENGINE_CLAIM_HIT)
+		ent = entry_key(&k, fx_now_s(x) - 5, fx_now_s(x) + 3600);
+	x->ticked_at_us = -1;
+	took = engine_claim_done(x->e, &k, seq, result, ent, retry_at_us, x->now_us, fx_now_s(x));
+	if (!took && result == ENGINE_CLAIM_OWNED)
+		x->leases_released++;
+	cache_entry_unref(ent);
+	fx_drain(x);
+	return took;
+}
+
+static void fx_poke(struct fx *x, unsigned client, unsigned n)
+{
+	struct cams_key k = key_of(client, n);
+
+	x->ticked_at_us = -1;
+	engine_claim_poke(x->e, &k, x->now_us);
+	fx_drain(x);
+}
+
+/* The policies' answers, when due. */
+static void auto_grant(struct fx *x)
+{
+	struct grant_reply g;
+
+	memset(&g, 0, sizeof(g));
+	x->grant_policy(x, &g);
+	if (g.ok)
+		fx_grant(x, g.send_at_us, g.latest_us);
+	else
+		fx_grant_failed(x, g.retry_at_us);
+}
+
+static void auto_claim(struct fx *x, size_t i)
+{
+	int64_t retry_at_us = 0;
+	enum engine_claim r = x->claim_policy(x, &x->claims[i], &retry_at_us);
+
+	fx_claim_reply(x, i, r, retry_at_us);
+}
+
 static size_t wire_next_due(const struct fx *x)
 {
 	size_t best = SIZE_MAX;
@@ -505,15 +796,37 @@ static void fx_run_until(struct fx *x, int64_t t)
 		size_t due = wire_next_due(x);
 		int64_t due_us = due != SIZE_MAX ? x->wire[due].due_us : INT64_MAX;
 
+		size_t claim_due = SIZE_MAX;
+		int64_t reserve_due_us = x->n_reserves > 0 ? x->reserves[0].due_us : INT64_MAX;
+		int64_t claim_due_us = INT64_MAX;
+
+		for (size_t i = 0; i < x->n_claims; i++)
+			if (x->claims[i].due_us < claim_due_us) {
+				claim_due_us = x->claims[i].due_us;
+				claim_due = i;
+			}
 		assert(++guard < 50000000ul);
 		if (x->until_sends && x->n_sends >= x->until_sends)
 			return;
-		if (due_us <= t && due_us <= wake) {
+		if (due_us <= t && due_us <= wake && due_us <= reserve_due_us &&
+		    due_us <= claim_due_us) {
 			struct cams_key k = x->wire[due].key;
 
 			if (due_us > x->now_us)
 				x->now_us = due_us;
 			fx_reply_fake(x, &k, x->policy ? x->policy(x, &x->wire[due]) : FAKE_OK);
+			continue;
+		}
+		if (reserve_due_us <= t && reserve_due_us <= wake && reserve_due_us <= claim_due_us) {
+			if (reserve_due_us > x->now_us)
+				x->now_us = reserve_due_us;
+			auto_grant(x);
+			continue;
+		}
+		if (claim_due_us <= t && claim_due_us <= wake) {
+			if (claim_due_us > x->now_us)
+				x->now_us = claim_due_us;
+			auto_claim(x, claim_due);
 			continue;
 		}
 		if (wake > t)
@@ -646,6 +959,12 @@ static void fx_end(struct fx *x)
 	CHECK(x->bad_actions == 0);
 	CHECK(x->stalls == 0);
 	CHECK(x->sends_after_stop == 0);
+	CHECK(x->sends_while_closed == 0);
+	CHECK(x->grant_violations == 0);
+	CHECK(x->reserves_early == 0);
+	CHECK(x->reserves_over == 0);
+	CHECK(x->actions_after_abort == 0);
+	CHECK(x->unavailable_while_open == 0);
 	CHECK(engine_waiting(x->e) == 0);
 	CHECK(engine_flights(x->e) == 0);
 	CHECK(engine_stats(x->e)->sends == x->n_sends);
@@ -657,6 +976,7 @@ static void fx_end(struct fx *x)
 	free(x->answers);
 	free(x->answered_us);
 	free(x->sends);
+	free(x->claim_log);
 	free(x);
 }
 
@@ -2043,9 +2363,950 @@ TEST(abort_drops_sends_the_driver_has_not_taken)
 	fx_end(x);
 }
 
+/* ---- many hosts: the gate and shared grants ------------------------------------------------ */
+
+static struct engine_settings grants_settings(unsigned max_pending)
+{
+	struct engine_settings s = default_settings();
+
+	s.grants_max_pending = max_pending;
+	return s;
+}
+
+/* A fixture whose gate is GRANTS from the start (no local send before). */
+static struct fx *fx_new_grants(unsigned max_pending)
+{
+	struct engine_settings s = grants_settings(max_pending);
+	struct fx *x = fx_new_with(&s);
+
+	fx_set_gate(x, ENGINE_GATE_GRANTS);
+	return x;
+}
+
+TEST(grants_gate_sends_nothing_without_a_grant)
+{
+	struct fx *x = fx_new_grants(2);
+	struct engine_caller *a, *b, *c;
+
+	CHECK(engine_gate(x->e) == ENGINE_GATE_GRANTS);
+	a = fx_call(x, 0, 1, LONG_WAIT_MS);
+	b = fx_call(x, 0, 2, LONG_WAIT_MS);
+	c = fx_call(x, 0, 3, LONG_WAIT_MS);
+	fx_tick(x);
+	CHECK(x->n_sends == 0);
+	CHECK(x->n_reserves == 2);           /* grants_max_pending, not one per flight */
+	fx_advance(x, 5 * SEC);
+	CHECK(x->n_sends == 0);
+	CHECK(x->reserves_total == 2);       /* no RESERVE while two are asked */
+	CHECK(engine_queue_len(x->e) == 3);
+	CHECK_WAITING(x, a);
+
+	/* A grant due now sends one flight, in queue order; one more is asked. */
+	fx_grant(x, x->now_us, x->now_us + 100 * MS);
+	CHECK(engine_next_wake_us(x->e, x->now_us) == x->now_us);
+	fx_tick(x);
+	REQUIRE(x->n_sends == 1);
+	CHECK(send_of(x, 0, 1, 0) == 0);
+	CHECK(x->sends[0].gate == ENGINE_GATE_GRANTS);
+	CHECK(engine_stats(x->e)->grants == 1);
+	CHECK(engine_stats(x->e)->grants_used == 1);
+	CHECK(x->n_reserves == 2);
+	fx_ok(x, 0, 1);
+	CHECK_MISS(x, a);
+	CHECK_WAITING(x, b);
+	CHECK_WAITING(x, c);
+	fx_end(x);
+}
+
+TEST(grant_due_later_is_sent_exactly_at_its_send_at)
+{
+	struct fx *x = fx_new_grants(1);
+	struct engine_caller *a = fx_call(x, 0, 1, 10000);
+
+	fx_tick(x);
+	REQUIRE(x->n_reserves == 1);
+	fx_grant(x, T0 + 300 * MS, T0 + 400 * MS);
+	CHECK(engine_next_wake_us(x->e, x->now_us) == T0 + 300 * MS);
+	x->now_us = T0 + 300 * MS - 1;
+	fx_tick(x);
+	CHECK(x->n_sends == 0);
+	fx_run_until(x, T0 + SEC);
+	REQUIRE(x->n_sends == 1);
+	CHECK(x->sends[0].at_us == T0 + 300 * MS);
+	CHECK(x->sends[0].quota_wait_us == 300 * MS);
+	CHECK(engine_stats(x->e)->grants_used == 1);
+	CHECK(engine_stats(x->e)->grants_discarded == 0);
+	fx_ok(x, 0, 1);
+	CHECK_MISS(x, a);
+	fx_end(x);
+}
+
+TEST(grant_past_its_latest_time_is_discarded_and_never_sent)
+{
+	struct fx *x = fx_new_grants(1);
+	struct engine_caller *a = fx_call(x, 0, 1, 20000);
+
+	fx_tick(x);
+	/* Late on arrival. */
+	fx_grant(x, x->now_us - 200 * MS, x->now_us - 1);
+	CHECK(engine_stats(x->e)->grants_discarded == 1);
+	fx_tick(x);
+	CHECK(x->n_sends == 0);
+	CHECK(x->n_reserves == 1);           /* asked again */
+
+	/* Held, but the engine runs only after its latest time: thrown away. */
+	fx_grant(x, x->now_us + 100 * MS, x->now_us + 150 * MS);
+	CHECK(engine_stats(x->e)->grants_discarded == 1);
+	x->now_us += 151 * MS;
+	fx_tick(x);
+	CHECK(x->n_sends == 0);
+	CHECK(engine_stats(x->e)->grants_discarded == 2);
+	CHECK(x->n_reserves == 1);
+
+	/* Exactly at latest is still within the grant. */
+	fx_grant(x, x->now_us - 50 * MS, x->now_us);
+	fx_tick(x);
+	REQUIRE(x->n_sends == 1);
+	CHECK(engine_stats(x->e)->grants == 3);
+	CHECK(engine_stats(x->e)->grants_used == 1);
+	CHECK(engine_stats(x->e)->grants_discarded == 2);
+	fx_ok(x, 0, 1);
+	CHECK_MISS(x, a);
+	fx_end(x);
+}
+
+TEST(grants_asked_and_held_stay_within_max_pending_and_the_queue)
+{
+	struct fx *x = fx_new_grants(4);
+
+	fx_call(x, 0, 1, LONG_WAIT_MS);
+	fx_tick(x);
+	CHECK(x->n_reserves == 1);           /* one flight queued: one grant */
+	fx_call(x, 0, 2, LONG_WAIT_MS);
+	fx_call(x, 0, 3, LONG_WAIT_MS);
+	fx_tick(x);
+	CHECK(x->n_reserves == 3);
+	for (unsigned i = 4; i < 10; i++)
+		fx_call(x, 0, i, LONG_WAIT_MS);
+	fx_tick(x);
+	CHECK(x->n_reserves == 4);
+	/* Held grants count too: two held (not due), two asked. */
+	fx_grant(x, x->now_us + SEC, x->now_us + 2 * SEC);
+	fx_grant(x, x->now_us + SEC, x->now_us + 2 * SEC);
+	fx_tick(x);
+	CHECK(x->n_reserves == 2);
+	CHECK(x->reserves_total == 4);
+	fx_advance(x, 500 * MS);
+	CHECK(x->reserves_total == 4);
+	CHECK(x->n_sends == 0);
+	/* At send_at both go, and two more are asked. */
+	fx_run_until(x, x->now_us + 500 * MS);
+	CHECK(x->n_sends == 2);
+	CHECK(x->n_reserves == 4);
+	CHECK(x->reserves_total == 6);
+	fx_end(x);
+}
+
+TEST(grant_failed_delays_the_next_reserve_until_retry_at)
+{
+	struct fx *x = fx_new_grants(1);
+	struct engine_caller *a = fx_call(x, 0, 1, 20000);
+
+	fx_tick(x);
+	REQUIRE(x->n_reserves == 1);
+	fx_grant_failed(x, T0 + 500 * MS);
+	fx_tick(x);
+	CHECK(x->n_reserves == 0);
+	CHECK(engine_next_wake_us(x->e, x->now_us) == T0 + 500 * MS);
+	x->now_us = T0 + 500 * MS - 1;
+	fx_tick(x);
+	CHECK(x->reserves_total == 1);
+	fx_run_until(x, T0 + SEC);
+	CHECK(x->reserves_total == 2);
+	CHECK(x->last_reserve_us == T0 + 500 * MS);
+	/* A retry time in the past does not move it back. */
+	fx_grant_failed(x, T0);
+	fx_tick(x);
+	CHECK(x->reserves_total == 3);
+	fx_grant(x, x->now_us, x->now_us + 10 * MS);
+	fx_tick(x);
+	CHECK(x->n_sends == 1);
+	fx_ok(x, 0, 1);
+	CHECK_MISS(x, a);
+	fx_end(x);
+}
+
+TEST(next_wake_in_grants_is_the_held_send_at_or_the_reserve_time)
+{
+	struct fx *x = fx_new_grants(2);
+
+	/* Nothing queued: nothing to wake for. */
+	CHECK(engine_next_wake_us(x->e, x->now_us) == INT64_MAX);
+	fx_call(x, 0, 1, 30000);
+	fx_call(x, 0, 2, 30000);
+	/* RESERVE not asked yet: now. */
+	CHECK(engine_next_wake_us(x->e, x->now_us) == x->now_us);
+	fx_tick(x);
+	/* Both asked, none held: only the callers' deadline. */
+	CHECK(engine_next_wake_us(x->e, x->now_us) == T0 + 30 * SEC + 1);
+	fx_grant(x, T0 + 700 * MS, T0 + 800 * MS);
+	CHECK(engine_next_wake_us(x->e, x->now_us) == T0 + 700 * MS);
+	fx_grant(x, T0 + 400 * MS, T0 + 800 * MS);
+	CHECK(engine_next_wake_us(x->e, x->now_us) == T0 + 400 * MS);
+	fx_run_until(x, T0 + 400 * MS);
+	CHECK(x->n_sends == 1);
+	/* One held (700 ms), one flight queued: the held one is enough. */
+	CHECK(x->reserves_total == 2);
+	CHECK(engine_next_wake_us(x->e, x->now_us) == T0 + 700 * MS);
+	fx_run_until(x, T0 + 700 * MS);
+	CHECK(x->n_sends == 2);
+	CHECK(engine_next_wake_us(x->e, x->now_us) == INT64_MAX);
+	fx_ok_all(x);
+	/* A failed RESERVE: the retry time. */
+	fx_call(x, 0, 3, 30000);
+	fx_tick(x);
+	REQUIRE(x->n_reserves == 1);
+	fx_grant_failed(x, x->now_us + 250 * MS);
+	CHECK(engine_next_wake_us(x->e, x->now_us) == x->now_us + 250 * MS);
+	fx_end(x);
+}
+
+struct grants_backlog {
+	struct backlog b;            /* first: backlog_on_send reads x->cls as a backlog */
+	int64_t next_grant_us;
+};
+
+/* A fake shared limiter: grants spaced 200 ms, due at once when possible, 100 ms to use. */
+static void grant_spaced(struct fx *x, struct grant_reply *ret)
+{
+	struct grants_backlog *gb = x->cls;
+
+	ret->ok = true;
+	ret->send_at_us = gb->next_grant_us > x->now_us ? gb->next_grant_us : x->now_us;
+	ret->latest_us = ret->send_at_us + 100 * MS;
+	gb->next_grant_us = ret->send_at_us + 200 * MS;
+}
+
+TEST(weighted_fair_queue_decides_which_flight_a_grant_sends)
+{
+	struct engine_settings s = grants_settings(2);
+	struct fx *x;
+	struct grants_backlog gb;
+	size_t n[2];
+	double share;
+
+	s.weights[1] = 3;
+	x = fx_new_with(&s);
+	fx_set_gate(x, ENGINE_GATE_GRANTS);
+	backlog_start(x, &gb.b, 2, 4);
+	gb.next_grant_us = 0;
+	x->cls = &gb;
+	x->grant_policy = grant_spaced;
+	x->grant_latency_min_us = x->grant_latency_max_us = 5 * MS;
+	fx_run_until(x, T0 + 22 * SEC);
+	count_sends(x, T0 + 2 * SEC, T0 + 22 * SEC, n, 2);
+	share = (double)n[1] / (double)(n[0] + n[1]);
+	printf("# grants, weights 1:3 over 20 s: client0 %zu, client1 %zu sends\n", n[0], n[1]);
+	CHECK(n[0] + n[1] >= 95);
+	CHECK(share > 0.70 && share < 0.80);
+	CHECK(engine_stats(x->e)->grants_used == x->n_sends);
+	x->on_send = NULL;
+	fx_run_until(x, x->now_us + SEC);
+	fx_end(x);
+}
+
+TEST(throttle_in_grants_mode_requeues_and_the_retry_needs_a_new_grant)
+{
+	struct fx *x = fx_new_grants(1);
+	struct engine_caller *a = fx_call(x, 0, 1, 30000);
+
+	fx_tick(x);
+	fx_grant(x, x->now_us, x->now_us + 50 * MS);
+	fx_tick(x);
+	REQUIRE(x->n_sends == 1);
+	fx_advance(x, 20 * MS);
+	fx_throttle(x, 0, 1);
+	CHECK_WAITING(x, a);
+	CHECK(engine_queue_len(x->e) == 1);
+	fx_tick(x);
+	CHECK(x->n_reserves == 1);           /* the retry asks its own grant */
+	fx_advance(x, 3 * SEC);
+	CHECK(x->n_sends == 1);
+	fx_grant(x, x->now_us + 100 * MS, x->now_us + 200 * MS);
+	fx_run_until(x, x->now_us + 150 * MS);
+	REQUIRE(x->n_sends == 2);
+	CHECK(x->sends[1].attempts == 2);
+	CHECK(engine_stats(x->e)->retries == 1);
+	CHECK(engine_stats(x->e)->grants_used == 2);
+	fx_ok(x, 0, 1);
+	CHECK_MISS(x, a);
+	fx_end(x);
+}
+
+TEST(grants_after_local_sends_wait_one_window_after_the_last_local_send)
+{
+	struct engine_settings s = grants_settings(2);
+	struct fx *x = fx_new_with(&s);
+	struct engine_caller *c;
+
+	fx_call(x, 0, 1, 10000);
+	fx_call(x, 0, 2, 10000);
+	fx_run_until(x, T0 + 200 * MS);
+	REQUIRE(x->n_sends == 2);
+	CHECK(x->sends[1].at_us == T0 + 200 * MS);
+	CHECK(x->sends[1].gate == ENGINE_GATE_LOCAL);
+	fx_ok_all(x);
+	x->now_us = T0 + 300 * MS;
+	fx_set_gate(x, ENGINE_GATE_GRANTS);
+	c = fx_call(x, 0, 3, 10000);
+	fx_tick(x);
+	CHECK(x->reserves_total == 0);
+	CHECK(engine_next_wake_us(x->e, x->now_us) == T0 + 1200 * MS);
+	x->now_us = T0 + 1200 * MS - 1;
+	fx_tick(x);
+	CHECK(x->reserves_total == 0);
+	fx_run_until(x, T0 + 1300 * MS);
+	CHECK(x->reserves_total == 1);
+	CHECK(x->last_reserve_us == T0 + 1200 * MS);
+	fx_grant(x, x->now_us, x->now_us + 50 * MS);
+	fx_tick(x);
+	CHECK(x->n_sends == 3);
+	fx_ok(x, 0, 3);
+	CHECK_MISS(x, c);
+	fx_end(x);
+}
+
+TEST(grants_to_local_discards_held_grants)
+{
+	struct fx *x = fx_new_grants(3);
+	struct engine_caller *c[3];
+
+	for (unsigned i = 0; i < 3; i++)
+		c[i] = fx_call(x, 0, i, 10000);
+	fx_tick(x);
+	REQUIRE(x->n_reserves == 3);
+	fx_grant(x, x->now_us + 500 * MS, x->now_us + 600 * MS);
+	fx_grant(x, x->now_us + 700 * MS, x->now_us + 800 * MS);
+	fx_set_gate(x, ENGINE_GATE_LOCAL);
+	CHECK(engine_stats(x->e)->grants_discarded == 2);
+	/* The grant still asked comes back under LOCAL: thrown away too. */
+	fx_grant(x, x->now_us, x->now_us + 600 * MS);
+	CHECK(engine_stats(x->e)->grants_discarded == 3);
+	fx_run_until(x, x->now_us + 400 * MS);
+	CHECK(x->n_sends == 3);
+	CHECK(engine_stats(x->e)->grants_used == 0);
+	for (size_t i = 0; i < x->n_sends; i++)
+		CHECK(x->sends[i].gate == ENGINE_GATE_LOCAL);
+	CHECK(x->sends[1].at_us - x->sends[0].at_us == 200 * MS);
+	fx_ok_all(x);
+	for (unsigned i = 0; i < 3; i++)
+		CHECK_MISS(x, c[i]);
+	fx_end(x);
+}
+
+/* ---- many hosts: the closed gate ---------------------------------------------------- */
+
+#define CHECK_UNAVAILABLE(x, c)                                                        \
+	do {                                                                           \
+		CHECK_ANSWER((x), (c), ENGINE_OUTCOME_QUOTA_UNAVAILABLE, 503);         \
+		CHECK(body_has((c), "Proxy.SharedQuotaUnavailable"));                 \
+		CHECK((c)->answer.retry_after_s >= 1);                                 \
+		CHECK((c)->answer.entry == NULL);                                      \
+	} while (0)
+
+TEST(closed_gate_answers_new_misses_shared_quota_unavailable)
+{
+	struct fx *x = fx_new();
+	struct engine_caller *a, *b, *stale, *no_stale, *too_old;
+	int64_t now_s = fx_now_s(x);
+
+	fx_set_gate(x, ENGINE_GATE_CLOSED);
+	CHECK(engine_gate(x->e) == ENGINE_GATE_CLOSED);
+	a = fx_call(x, 0, 1, 10000);
+	CHECK_UNAVAILABLE(x, a);
+	CHECK(body_has(a, "caller-0"));
+	CHECK_STR(a->answer.code, "Proxy.SharedQuotaUnavailable");
+	b = fx_call(x, 0, 1, 0);
+	CHECK_UNAVAILABLE(x, b);
+	CHECK(engine_stats(x->e)->quota_unavailable == 2);
+
+	/* Stale within stale-if-error (3600 s): the entry instead. */
+	stale = fx_caller(x, 0, 2, 10000);
+	stale->stale = entry_key(&stale->key, now_s - 4000, now_s - 100);
+	fx_submit(x, stale);
+	CHECK_ANSWER(x, stale, ENGINE_OUTCOME_STALE_FALLBACK, 200);
+	CHECK(stale->answer.entry != NULL);
+	CHECK(status_has(stale, "stale"));
+	CHECK(status_has(stale, "detail=quota-unavailable"));
+	no_stale = fx_caller(x, 0, 3, 10000);
+	no_stale->stale = entry_key(&no_stale->key, now_s - 4000, now_s - 100);
+	no_stale->no_stale = true;
+	fx_submit(x, no_stale);
+	CHECK_UNAVAILABLE(x, no_stale);
+	too_old = fx_caller(x, 0, 4, 10000);
+	too_old->stale = entry_key(&too_old->key, now_s - 9000, now_s - 4000);
+	fx_submit(x, too_old);
+	CHECK_UNAVAILABLE(x, too_old);
+	CHECK(engine_stats(x->e)->quota_unavailable == 4);
+	fx_advance(x, 3 * SEC);
+	CHECK(x->n_sends == 0);
+	CHECK(engine_flights(x->e) == 0);
+	fx_end(x);
+}
+
+TEST(closing_the_gate_answers_quota_waiters_but_calls_on_the_wire_finish)
+{
+	struct fx *x = fx_new();
+	struct engine_caller *wire, *q1, *q2, *st, *joiner, *fresh, *after;
+	int64_t now_s = fx_now_s(x);
+
+	wire = fx_call(x, 0, 1, 10000);
+	fx_tick(x);
+	REQUIRE(x->n_sends == 1);
+	q1 = fx_call(x, 0, 2, 10000);
+	q2 = fx_join(x, 1, 0, 2, 10000);
+	st = fx_caller(x, 0, 3, 10000);
+	st->stale = entry_key(&st->key, now_s - 4000, now_s - 100);
+	fx_submit(x, st);
+	CHECK_WAITING(x, q1);
+	CHECK_WAITING(x, st);
+	x->now_us += 50 * MS;
+	fx_set_gate(x, ENGINE_GATE_CLOSED);
+	CHECK_UNAVAILABLE(x, q1);
+	CHECK_UNAVAILABLE(x, q2);
+	CHECK_ANSWER(x, st, ENGINE_OUTCOME_STALE_FALLBACK, 200);
+	CHECK(answered_at(x, q1) == T0 + 50 * MS);
+	CHECK_WAITING(x, wire);
+	CHECK(engine_stats(x->e)->quota_unavailable == 2);
+
+	/* Joiners of the call on the wire still join it; new misses do not. */
+	joiner = fx_join(x, 2, 0, 1, 10000);
+	CHECK_WAITING(x, joiner);
+	fresh = fx_call(x, 0, 4, 10000);
+	CHECK_UNAVAILABLE(x, fresh);
+	fx_advance(x, 3 * SEC);
+	CHECK(x->n_sends == 1);
+	fx_ok(x, 0, 1);
+	CHECK_MISS(x, wire);
+	CHECK_MISS(x, joiner);
+
+	/* Reopened: new misses are served again. */
+	fx_set_gate(x, ENGINE_GATE_LOCAL);
+	after = fx_call(x, 0, 5, 10000);
+	fx_run_until(x, x->now_us + 2 * SEC);
+	REQUIRE(on_wire(x, 0, 5));
+	CHECK(x->sends[send_of(x, 0, 5, 0)].gate == ENGINE_GATE_LOCAL);
+	fx_ok(x, 0, 5);
+	CHECK_MISS(x, after);
+	fx_end(x);
+}
+
+TEST(closed_gate_reopened_as_grants_serves_new_misses)
+{
+	struct engine_settings s = grants_settings(1);
+	struct fx *x = fx_new_with(&s);
+	struct engine_caller *a, *b;
+
+	fx_set_gate(x, ENGINE_GATE_CLOSED);
+	a = fx_call(x, 0, 1, 10000);
+	CHECK_UNAVAILABLE(x, a);
+	fx_set_gate(x, ENGINE_GATE_GRANTS);
+	b = fx_call(x, 0, 1, 10000);
+	fx_tick(x);
+	CHECK_WAITING(x, b);
+	REQUIRE(x->n_reserves == 1);
+	fx_grant(x, x->now_us, x->now_us + 10 * MS);
+	fx_tick(x);
+	CHECK(x->n_sends == 1);
+	fx_ok(x, 0, 1);
+	CHECK_MISS(x, b);
+	fx_end(x);
+}
+
+TEST(closing_grants_discards_held_grants_and_asks_none)
+{
+	struct fx *x = fx_new_grants(2);
+	struct engine_caller *a, *b;
+
+	a = fx_call(x, 0, 1, 10000);
+	b = fx_call(x, 0, 2, 10000);
+	fx_tick(x);
+	REQUIRE(x->n_reserves == 2);
+	fx_grant(x, x->now_us + 100 * MS, x->now_us + 200 * MS);
+	fx_set_gate(x, ENGINE_GATE_CLOSED);
+	CHECK(engine_stats(x->e)->grants_discarded == 1);
+	CHECK_UNAVAILABLE(x, a);
+	CHECK_UNAVAILABLE(x, b);
+	fx_grant(x, x->now_us, x->now_us + 200 * MS);
+	CHECK(engine_stats(x->e)->grants_discarded == 2);
+	fx_advance(x, 2 * SEC);
+	CHECK(x->n_sends == 0);
+	CHECK(x->reserves_total == 2);
+	fx_end(x);
+}
+
+TEST(throttle_while_closed_answers_the_callers_unavailable_instead_of_waiting)
+{
+	struct fx *x = fx_new();
+	struct engine_caller *a, *st;
+	int64_t now_s = fx_now_s(x);
+
+	a = fx_call(x, 0, 1, 20000);
+	fx_tick(x);
+	REQUIRE(x->n_sends == 1);
+	st = fx_caller(x, 0, 1, 20000);
+	st->stale = entry_key(&st->key, now_s - 4000, now_s - 100);
+	fx_submit(x, st);
+	fx_set_gate(x, ENGINE_GATE_CLOSED);
+	CHECK_WAITING(x, a);
+	CHECK_WAITING(x, st);
+	fx_advance(x, 50 * MS);
+	fx_throttle(x, 0, 1);
+	/* No quota can come while closed: answered now, not at the wait limit. */
+	CHECK_UNAVAILABLE(x, a);
+	CHECK_ANSWER(x, st, ENGINE_OUTCOME_STALE_FALLBACK, 200);
+	CHECK(engine_queue_len(x->e) == 0);
+	fx_advance(x, 30 * SEC);
+	CHECK(x->n_sends == 1);
+	fx_end(x);
+}
+
+/* ---- many hosts: claims in the shared tier ------------------------------------------ */
+
+static struct fx *fx_new_shared(void)
+{
+	struct engine_settings s = default_settings();
+
+	s.shared = true;
+	s.grants_max_pending = 2;
+	return fx_new_with(&s);
+}
+
+#define CHECK_SHARED_HIT(x, c)                                                         \
+	do {                                                                           \
+		CHECK_ANSWER((x), (c), ENGINE_OUTCOME_HIT_SHARED, 200);                \
+		CHECK((c)->answer.entry && key_eq(&(c)->answer.entry->key, &(c)->key)); \
+		CHECK_STR((c)->answer.cache_status, "hit; detail=shared");            \
+	} while (0)
+
+TEST(shared_new_flight_claims_its_key_and_sends_nothing)
+{
+	struct fx *x = fx_new_shared();
+	struct engine_caller *a, *b;
+	struct cams_key k1 = key_of(0, 1), k2 = key_of(0, 2);
+
+	a = fx_call(x, 0, 1, 10000);
+	b = fx_join(x, 1, 0, 1, 10000);
+	REQUIRE(x->claims_total == 1);
+	CHECK(key_eq(&x->claim_log[0].key, &k1));
+	CHECK(x->claim_log[0].seq > 0);
+	CHECK(!x->claim_log[0].background);
+	CHECK(engine_stats(x->e)->joined == 1);
+	CHECK(fx_refresh(x, 0, 2));
+	REQUIRE(x->claims_total == 2);
+	CHECK(key_eq(&x->claim_log[1].key, &k2));
+	CHECK(x->claim_log[1].background);
+	CHECK(x->claim_log[1].seq != x->claim_log[0].seq);
+	fx_advance(x, 2 * SEC);
+	CHECK(x->n_sends == 0);
+	CHECK(x->claims_total == 2);         /* one claim per flight */
+	CHECK(engine_queue_len(x->e) == 0);
+	CHECK(engine_flights(x->e) == 2);
+	CHECK_WAITING(x, a);
+	CHECK_WAITING(x, b);
+	fx_end(x);
+}
+
+TEST(shared_hit_answers_every_waiter_from_the_shared_tier_without_a_send)
+{
+	struct fx *x = fx_new_shared();
+	struct engine_caller *c[3];
+	uint64_t seq;
+
+	for (unsigned i = 0; i < 3; i++)
+		c[i] = fx_join(x, i, 0, 1, 10000);
+	REQUIRE(x->n_claims == 1);
+	seq = x->claims[0].seq;
+	x->now_us += 30 * MS;
+	CHECK(fx_claim(x, 0, 1, ENGINE_CLAIM_HIT, 0));
+	for (unsigned i = 0; i < 3; i++) {
+		CHECK_SHARED_HIT(x, c[i]);
+		CHECK(c[i]->answer.age_s == 5);
+		CHECK(answered_at(x, c[i]) == T0 + 30 * MS);
+	}
+	CHECK(c[1]->answer.entry == c[0]->answer.entry);
+	CHECK(engine_stats(x->e)->shared_hits == 3);
+	CHECK(engine_stats(x->e)->shared_joins == 0);
+	CHECK(engine_flights(x->e) == 0);
+	/* The same claim answered twice: the flight is gone. */
+	CHECK(!fx_claim_seq(x, 0, 1, seq, ENGINE_CLAIM_HIT, 0));
+	fx_advance(x, 2 * SEC);
+	CHECK(x->n_sends == 0);
+	fx_end(x);
+}
+
+TEST(shared_owned_queues_the_flight_with_its_lease_then_sends)
+{
+	struct fx *x = fx_new_shared();
+	struct engine_caller *a = fx_call(x, 0, 1, 10000);
+
+	fx_tick(x);
+	CHECK(x->n_sends == 0);
+	x->now_us += 20 * MS;
+	CHECK(fx_claim(x, 0, 1, ENGINE_CLAIM_OWNED, 0));
+	CHECK(engine_queue_len(x->e) == 1);
+	fx_tick(x);
+	REQUIRE(x->n_sends == 1);
+	CHECK(x->sends[0].lease_owned);
+	CHECK(x->sends[0].at_us == T0 + 20 * MS);
+	fx_ok(x, 0, 1);
+	CHECK_MISS(x, a);
+	CHECK(engine_stats(x->e)->shared_hits == 0);
+	fx_end(x);
+}
+
+TEST(shared_unavailable_queues_the_flight_without_a_lease)
+{
+	struct fx *x = fx_new_shared();
+	struct engine_caller *a = fx_call(x, 0, 1, 10000);
+
+	CHECK(fx_claim(x, 0, 1, ENGINE_CLAIM_UNAVAILABLE, 0));
+	fx_tick(x);
+	REQUIRE(x->n_sends == 1);
+	CHECK(!x->sends[0].lease_owned);
+	fx_ok(x, 0, 1);
+	CHECK_MISS(x, a);
+	/* A HIT without an entry is no hit: fetched locally. */
+	a = fx_call(x, 0, 2, 10000);
+	CHECK(engine_claim_done(x->e, &x->claims[0].key, x->claims[0].seq, ENGINE_CLAIM_HIT, NULL,
+				0, x->now_us, fx_now_s(x)));
+	x->n_claims = 0;
+	fx_drain(x);
+	fx_run_until(x, x->now_us + 200 * MS);  /* the local limiter's spacing */
+	REQUIRE(x->n_sends == 2);
+	CHECK(!x->sends[1].lease_owned);
+	fx_ok(x, 0, 2);
+	CHECK_MISS(x, a);
+	fx_end(x);
+}
+
+TEST(shared_held_parks_the_flight_remote_and_claims_again_at_retry_at)
+{
+	struct fx *x = fx_new_shared();
+	struct engine_caller *a, *b, *late;
+	uint64_t seq1, seq2;
+
+	a = fx_call(x, 0, 1, 10000);
+	b = fx_join(x, 1, 0, 1, 10000);
+	seq1 = x->claims[0].seq;
+	CHECK(fx_claim(x, 0, 1, ENGINE_CLAIM_HELD, T0 + 500 * MS));
+	CHECK(engine_next_wake_us(x->e, x->now_us) == T0 + 500 * MS);
+	/* A caller joining a REMOTE flight waits with the others, no new claim. */
+	late = fx_join(x, 2, 0, 1, 10000);
+	x->now_us = T0 + 500 * MS - 1;
+	fx_tick(x);
+	CHECK(x->claims_total == 1);
+	fx_run_until(x, T0 + 600 * MS);
+	REQUIRE(x->claims_total == 2);
+	CHECK(x->claim_log[1].asked_us == T0 + 500 * MS);
+	seq2 = x->claim_log[1].seq;
+	CHECK(seq2 != seq1);
+	/* The old claim's answer is stale. */
+	CHECK(!fx_claim_seq(x, 0, 1, seq1, ENGINE_CLAIM_HIT, 0));
+	CHECK_WAITING(x, a);
+	CHECK(fx_claim(x, 0, 1, ENGINE_CLAIM_HIT, 0));
+	CHECK_SHARED_HIT(x, a);
+	CHECK_SHARED_HIT(x, b);
+	CHECK_SHARED_HIT(x, late);
+	CHECK(engine_stats(x->e)->shared_hits == 3);
+	CHECK(engine_stats(x->e)->shared_joins == 3);
+	CHECK(x->n_sends == 0);
+	fx_end(x);
+}
+
+TEST(shared_poke_claims_a_remote_flight_again_at_once)
+{
+	struct fx *x = fx_new_shared();
+	struct engine_caller *a = fx_call(x, 0, 1, 10000);
+
+	CHECK(fx_claim(x, 0, 1, ENGINE_CLAIM_HELD, T0 + 5 * SEC));
+	x->now_us += 100 * MS;
+	fx_poke(x, 0, 1);
+	fx_poke(x, 0, 2);                    /* no flight: nothing */
+	CHECK(engine_next_wake_us(x->e, x->now_us) == x->now_us);
+	fx_tick(x);
+	REQUIRE(x->claims_total == 2);
+	CHECK(x->claim_log[1].asked_us == T0 + 100 * MS);
+	fx_poke(x, 0, 1);                    /* claiming, not remote: nothing */
+	fx_tick(x);
+	CHECK(x->claims_total == 2);
+	CHECK(fx_claim(x, 0, 1, ENGINE_CLAIM_OWNED, 0));
+	fx_tick(x);
+	REQUIRE(x->n_sends == 1);
+	CHECK(x->sends[0].lease_owned);
+	fx_ok(x, 0, 1);
+	CHECK_MISS(x, a);
+	CHECK(engine_stats(x->e)->shared_joins == 0);
+	fx_end(x);
+}
+
+TEST(shared_claim_of_a_finished_flight_or_an_old_claim_seq_is_refused)
+{
+	struct fx *x = fx_new_shared();
+	struct engine_caller *a, *b;
+	uint64_t seq;
+
+	/* The only caller leaves while claiming: the flight is dropped. */
+	a = fx_call(x, 0, 1, 10000);
+	fx_gone(x, a);
+	CHECK_ANSWER(x, a, ENGINE_OUTCOME_GONE, 0);
+	CHECK(engine_flights(x->e) == 0);
+	CHECK(!fx_claim(x, 0, 1, ENGINE_CLAIM_OWNED, 0));
+	CHECK(x->leases_released == 1);      /* the driver gives the lease back */
+
+	/* A flight claimed again: the first claim's OWNED is refused. */
+	b = fx_call(x, 0, 2, 10000);
+	seq = x->claims[0].seq;
+	CHECK(fx_claim(x, 0, 2, ENGINE_CLAIM_HELD, x->now_us + 100 * MS));
+	fx_advance(x, 100 * MS);
+	REQUIRE(x->n_claims == 1);
+	CHECK(!fx_claim_seq(x, 0, 2, seq, ENGINE_CLAIM_OWNED, 0));
+	CHECK(x->leases_released == 2);
+	CHECK(engine_queue_len(x->e) == 0);
+	/* A claim answered for a flight already queued is stale too. */
+	seq = x->claims[0].seq;
+	CHECK(fx_claim(x, 0, 2, ENGINE_CLAIM_OWNED, 0));
+	CHECK(!fx_claim_seq(x, 0, 2, seq, ENGINE_CLAIM_OWNED, 0));
+	CHECK(x->leases_released == 3);
+	fx_tick(x);
+	CHECK(x->n_sends == 1);
+	fx_ok(x, 0, 2);
+	CHECK_MISS(x, b);
+	fx_end(x);
+}
+
+TEST(callers_of_a_remote_flight_are_refused_at_their_wait_limit_and_it_is_dropped)
+{
+	struct fx *x = fx_new_shared();
+	struct engine_caller *a, *b;
+
+	a = fx_call(x, 0, 1, 1000);
+	b = fx_join(x, 1, 0, 1, 2000);
+	CHECK(fx_claim(x, 0, 1, ENGINE_CLAIM_HELD, T0 + 10 * SEC));
+	fx_run_until(x, T0 + 1500 * MS);
+	CHECK_ANSWER(x, a, ENGINE_OUTCOME_QUOTA_WAIT, 503);
+	CHECK(body_has(a, "Proxy.QuotaWait"));
+	CHECK(a->answer.retry_after_s >= 1);
+	CHECK(answered_at(x, a) <= T0 + 1000 * MS + MS);
+	CHECK_WAITING(x, b);
+	CHECK(engine_flights(x->e) == 1);
+	fx_run_until(x, T0 + 2500 * MS);
+	CHECK_ANSWER(x, b, ENGINE_OUTCOME_QUOTA_WAIT, 503);
+	CHECK(engine_flights(x->e) == 0);
+	fx_run_until(x, T0 + 20 * SEC);
+	CHECK(x->claims_total == 1);         /* dropped: never claimed again */
+	CHECK(x->n_sends == 0);
+	fx_end(x);
+}
+
+TEST(callers_of_a_claiming_flight_are_refused_at_their_wait_limit)
+{
+	struct fx *x = fx_new_shared();
+	struct engine_caller *a = fx_call(x, 0, 1, 300);
+
+	fx_run_until(x, T0 + SEC);
+	CHECK_ANSWER(x, a, ENGINE_OUTCOME_QUOTA_WAIT, 503);
+	CHECK(engine_flights(x->e) == 0);
+	CHECK(!fx_claim(x, 0, 1, ENGINE_CLAIM_OWNED, 0));
+	fx_end(x);
+}
+
+TEST(background_refresh_answered_held_is_dropped)
+{
+	struct fx *x = fx_new_shared();
+
+	CHECK(fx_refresh(x, 0, 1));
+	fx_claim(x, 0, 1, ENGINE_CLAIM_HELD, T0 + 100 * MS);
+	CHECK(engine_flights(x->e) == 0);
+	fx_run_until(x, T0 + 2 * SEC);
+	CHECK(x->claims_total == 1);
+	CHECK(x->n_sends == 0);
+	/* A refresh answered HIT is done (the driver stores the entry), none answered. */
+	CHECK(fx_refresh(x, 0, 2));
+	CHECK(fx_claim(x, 0, 2, ENGINE_CLAIM_HIT, 0));
+	CHECK(engine_flights(x->e) == 0);
+	CHECK(engine_stats(x->e)->shared_hits == 0);
+	/* A refresh answered OWNED goes as background work. */
+	CHECK(fx_refresh(x, 0, 3));
+	CHECK(fx_claim(x, 0, 3, ENGINE_CLAIM_OWNED, 0));
+	fx_tick(x);
+	REQUIRE(x->n_sends == 1);
+	CHECK(x->sends[0].background);
+	CHECK(x->sends[0].lease_owned);
+	fx_ok(x, 0, 3);
+	fx_end(x);
+}
+
+TEST(caller_joining_a_claiming_refresh_is_served_by_its_claim)
+{
+	struct fx *x = fx_new_shared();
+	struct engine_caller *a;
+
+	CHECK(fx_refresh(x, 0, 1));
+	a = fx_call(x, 0, 1, 10000);
+	CHECK(x->claims_total == 1);
+	/* HELD now parks it for the caller instead of dropping it. */
+	CHECK(fx_claim(x, 0, 1, ENGINE_CLAIM_HELD, T0 + 100 * MS));
+	CHECK(engine_flights(x->e) == 1);
+	fx_run_until(x, T0 + 100 * MS);
+	REQUIRE(x->n_claims == 1);
+	CHECK(!x->claims[0].background);
+	CHECK(fx_claim(x, 0, 1, ENGINE_CLAIM_OWNED, 0));
+	fx_tick(x);
+	REQUIRE(x->n_sends == 1);
+	CHECK(!x->sends[0].background);
+	fx_ok(x, 0, 1);
+	CHECK_MISS(x, a);
+	fx_end(x);
+}
+
+TEST(owned_arriving_while_closed_is_refused_and_the_flight_dropped)
+{
+	struct fx *x = fx_new_shared();
+
+	CHECK(fx_refresh(x, 0, 1));
+	fx_set_gate(x, ENGINE_GATE_CLOSED);
+	CHECK(!fx_claim(x, 0, 1, ENGINE_CLAIM_OWNED, 0));
+	CHECK(x->leases_released == 1);
+	CHECK(engine_flights(x->e) == 0);
+	fx_set_gate(x, ENGINE_GATE_LOCAL);
+	fx_advance(x, SEC);
+	CHECK(x->n_sends == 0);
+	fx_end(x);
+}
+
+TEST(closing_the_gate_answers_callers_waiting_for_a_claim_at_once)
+{
+	struct fx *x = fx_new_shared();
+	struct engine_caller *claiming, *remote, *st, *wire, *joiner;
+	int64_t now_s = fx_now_s(x);
+
+	wire = fx_call(x, 0, 3, 10000);
+	CHECK(fx_claim(x, 0, 3, ENGINE_CLAIM_OWNED, 0));
+	fx_tick(x);
+	REQUIRE(x->n_sends == 1);
+	claiming = fx_call(x, 0, 1, 10000);
+	remote = fx_call(x, 0, 2, 10000);
+	st = fx_caller(x, 1, 2, 10000);
+	st->key = key_of(0, 2);
+	st->stale = entry_key(&st->key, now_s - 4000, now_s - 100);
+	fx_submit(x, st);
+	CHECK(fx_claim(x, 0, 2, ENGINE_CLAIM_HELD, T0 + 5 * SEC));
+	fx_set_gate(x, ENGINE_GATE_CLOSED);
+	CHECK_UNAVAILABLE(x, claiming);
+	CHECK_UNAVAILABLE(x, remote);
+	CHECK_ANSWER(x, st, ENGINE_OUTCOME_STALE_FALLBACK, 200);
+	CHECK_WAITING(x, wire);
+	joiner = fx_join(x, 1, 0, 3, 10000);
+	CHECK_WAITING(x, joiner);
+	CHECK(engine_flights(x->e) == 1);
+	CHECK(!fx_claim(x, 0, 1, ENGINE_CLAIM_OWNED, 0));
+	fx_run_until(x, T0 + 10 * SEC);
+	CHECK(x->claims_total == 3);
+	fx_ok(x, 0, 3);
+	CHECK_MISS(x, wire);
+	CHECK_MISS(x, joiner);
+	fx_end(x);
+}
+
+TEST(stop_answers_callers_of_claiming_and_remote_flights_and_later_claims_are_refused)
+{
+	struct fx *x = fx_new_shared();
+	struct engine_caller *a, *b;
+
+	a = fx_call(x, 0, 1, 10000);
+	b = fx_call(x, 0, 2, 10000);
+	CHECK(fx_claim(x, 0, 2, ENGINE_CLAIM_HELD, T0 + SEC));
+	CHECK(fx_refresh(x, 0, 3));
+	fx_stop(x);
+	CHECK_ANSWER(x, a, ENGINE_OUTCOME_SHUTTING_DOWN, 503);
+	CHECK_ANSWER(x, b, ENGINE_OUTCOME_SHUTTING_DOWN, 503);
+	CHECK(engine_flights(x->e) == 0);
+	CHECK(!fx_claim(x, 0, 1, ENGINE_CLAIM_OWNED, 0));
+	CHECK(!fx_claim(x, 0, 3, ENGINE_CLAIM_HIT, 0));
+	CHECK(!fx_claim_seq(x, 0, 2, 1, ENGINE_CLAIM_OWNED, 0));
+	fx_advance(x, 2 * SEC);
+	CHECK(x->claims_total == 3);
+	fx_end(x);
+}
+
+TEST(abort_drops_pending_claim_and_reserve_actions)
+{
+	struct engine_settings s = default_settings();
+	struct fx *x;
+	struct engine_caller *a, *b;
+
+	s.shared = true;
+	s.grants_max_pending = 2;
+	x = fx_new_with(&s);
+	fx_set_gate(x, ENGINE_GATE_GRANTS);
+	a = fx_call(x, 0, 1, 10000);
+	CHECK(fx_claim(x, 0, 1, ENGINE_CLAIM_OWNED, 0));
+	/* Not drained: b's CLAIM, then a's RESERVE. */
+	b = fx_caller(x, 0, 2, 10000);
+	x->submitted[caller_index(x, b)] = true;
+	engine_submit(x->e, b, x->now_us, fx_now_s(x));
+	engine_tick(x->e, x->now_us, fx_now_s(x));
+	engine_stop(x->e, x->now_us, fx_now_s(x));
+	x->stopped = true;
+	fx_abort(x);
+	CHECK(x->claims_total == 1);
+	CHECK(x->reserves_total == 0);
+	CHECK(x->actions_after_abort == 0);
+	CHECK_ANSWER(x, a, ENGINE_OUTCOME_SHUTTING_DOWN, 503);
+	CHECK_ANSWER(x, b, ENGINE_OUTCOME_SHUTTING_DOWN, 503);
+	fx_end(x);
+}
+
+
+TEST(flights_claiming_for_callers_count_against_queue_max)
+{
+	struct engine_settings s = default_settings();
+	struct fx *x;
+	struct engine_caller *c[4];
+
+	s.shared = true;
+	s.queue_max = 2;
+	x = fx_new_with(&s);
+	c[0] = fx_call(x, 0, 0, LONG_WAIT_MS);
+	c[1] = fx_call(x, 0, 1, LONG_WAIT_MS);
+	CHECK(fx_claim(x, 0, 1, ENGINE_CLAIM_HELD, T0 + 5 * SEC)); /* remote counts too */
+	c[2] = fx_call(x, 0, 2, LONG_WAIT_MS);
+	CHECK_ANSWER(x, c[2], ENGINE_OUTCOME_QUEUE_FULL, 503);
+	CHECK(!fx_refresh(x, 0, 3));         /* no room left for background work */
+	CHECK(x->claims_total == 2);
+	CHECK(fx_claim(x, 0, 0, ENGINE_CLAIM_OWNED, 0));
+	CHECK(engine_queue_len(x->e) == 1);
+	/* A HIT frees its room: a new key fits. */
+	fx_poke(x, 0, 1);
+	fx_tick(x);
+	CHECK(fx_claim(x, 0, 1, ENGINE_CLAIM_HIT, 0));
+	CHECK_SHARED_HIT(x, c[1]);
+	c[3] = fx_call(x, 0, 3, LONG_WAIT_MS);
+	CHECK_WAITING(x, c[3]);
+	CHECK(fx_claim(x, 0, 3, ENGINE_CLAIM_UNAVAILABLE, 0));
+	CHECK(engine_queue_len(x->e) + engine_in_flight(x->e) == 2);
+	fx_run_until(x, x->now_us + SEC);
+	fx_ok_all(x);
+	CHECK_MISS(x, c[0]);
+	CHECK_MISS(x, c[3]);
+	fx_end(x);
+}
+
 /* ---- randomized scenario ------------------------------------------------------------ */
 
 struct chaos {
+	size_t closed_waiters;     /* a caller waiting for quota or a claim while closed */
 	size_t deadline_violations;
 	size_t quota_wait_late;
 	size_t bad_retry_after;
@@ -2078,6 +3339,8 @@ static void chaos_check(struct fx *x, struct chaos *ch)
 			continue;
 		if (wire_index(x, &c->key) == SIZE_MAX && x->now_us > deadline + MS)
 			ch->deadline_violations++;
+		if (wire_index(x, &c->key) == SIZE_MAX && engine_gate(x->e) == ENGINE_GATE_CLOSED)
+			ch->closed_waiters++;
 	}
 }
 
@@ -2159,6 +3422,169 @@ TEST(random_traffic_answers_every_caller_once_within_the_sliding_second)
 	fx_end(x);
 }
 
+static void grant_random(struct fx *x, struct grant_reply *ret)
+{
+	uint64_t r = harness_rng_next() % 100;
+
+	ret->ok = r < 80;
+	if (r < 60) {
+		ret->send_at_us = x->now_us + (int64_t)(harness_rng_next() % (300 * MS));
+		ret->latest_us = ret->send_at_us + (int64_t)(harness_rng_next() % (100 * MS));
+	} else if (r < 72) {
+		/* late on arrival */
+		ret->send_at_us = x->now_us - 100 * MS;
+		ret->latest_us = x->now_us - 1 - (int64_t)(harness_rng_next() % (50 * MS));
+	} else if (r < 80) {
+		/* a window of one instant */
+		ret->send_at_us = x->now_us + (int64_t)(harness_rng_next() % (50 * MS));
+		ret->latest_us = ret->send_at_us;
+	} else {
+		ret->retry_at_us = x->now_us + (int64_t)(harness_rng_next() % (500 * MS));
+	}
+}
+
+static enum engine_claim claim_random(struct fx *x, const struct claim *c, int64_t *ret_retry_at_us)
+{
+	uint64_t r = harness_rng_next() % 100;
+
+	(void)c;
+	*ret_retry_at_us = x->now_us + 50 * MS + (int64_t)(harness_rng_next() % (800 * MS));
+	if (r < 20)
+		return ENGINE_CLAIM_HIT;
+	if (r < 55)
+		return ENGINE_CLAIM_OWNED;
+	if (r < 80)
+		return ENGINE_CLAIM_HELD;
+	return ENGINE_CLAIM_UNAVAILABLE;
+}
+
+static void random_many_hosts(bool shared, uint64_t salt)
+{
+	struct engine_settings s = default_settings();
+	struct fx *x;
+	struct chaos ch;
+	int64_t end_us = T0 + 60 * SEC;
+	size_t outcomes[ENGINE_OUTCOME_COUNT], bad_shared = 0, gates = 0;
+	size_t by_gate[3] = { 0, 0, 0 };
+
+	memset(&ch, 0, sizeof(ch));
+	memset(outcomes, 0, sizeof(outcomes));
+	harness_rng_reset(salt);
+	s.queue_max = 24;
+	s.weights[1] = 2;
+	s.weights[2] = 3;
+	s.shared = shared;
+	s.grants_max_pending = 3;
+	x = fx_new_with(&s);
+	x->latency_min_us = 10 * MS;
+	x->latency_max_us = 400 * MS;
+	x->policy = policy_random;
+	x->grant_policy = grant_random;
+	x->grant_latency_min_us = 0;
+	x->grant_latency_max_us = 60 * MS;
+	x->claim_policy = claim_random;
+	x->claim_latency_min_us = 0;
+	x->claim_latency_max_us = 40 * MS;
+	fx_set_gate(x, ENGINE_GATE_GRANTS);
+	while (x->now_us < end_us && x->n_callers < MAX_CALLERS - 1) {
+		uint64_t what = harness_rng_next() % 100;
+		unsigned client = (unsigned)(harness_rng_next() % 4);
+		unsigned n = (unsigned)(harness_rng_next() % 40);
+
+		fx_advance(x, (int64_t)(harness_rng_next() % (150 * MS)));
+		chaos_check(x, &ch);
+		if (what < 70) {
+			static const uint32_t waits[] = { 0, 100, 300, 1000, 2000, 5000, 20000 };
+			struct engine_caller *c = fx_caller(x, client, n, waits[harness_rng_next() % 7]);
+			uint64_t st = harness_rng_next() % 10;
+
+			c->key = key_of(0, n);   /* clients share keys */
+			if (st < 3) {
+				int64_t now_s = fx_now_s(x);
+				int64_t past = (int64_t)(harness_rng_next() % 5000);
+
+				c->stale = entry_key(&c->key, now_s - past - 3600, now_s - past);
+			}
+			c->no_stale = st == 9;
+			fx_submit(x, c);
+		} else if (what < 78) {
+			fx_refresh(x, 0, n);
+		} else if (what < 88) {
+			size_t i = x->n_callers ? (size_t)(harness_rng_next() % x->n_callers) : 0;
+
+			if (x->n_callers && x->submitted[i] && !x->answers[i])
+				fx_gone(x, &x->callers[i]);
+		} else if (what < 92) {
+			fx_poke(x, 0, n);
+		} else if (what < 96) {
+			uint64_t g = harness_rng_next() % 100;
+
+			fx_set_gate(x, g < 30 ? ENGINE_GATE_LOCAL
+					      : g < 75 ? ENGINE_GATE_GRANTS : ENGINE_GATE_CLOSED);
+			gates++;
+		}
+		chaos_check(x, &ch);
+	}
+	for (size_t i = 0; i < x->n_sends; i++) {
+		if (x->sends[i].attempts < 1 || x->sends[i].attempts > 1 + s.upstream_retries)
+			ch.bad_attempts++;
+		by_gate[x->sends[i].gate]++;
+	}
+	for (size_t i = 0; i < x->n_callers; i++) {
+		const struct engine_caller *c = &x->callers[i];
+		int64_t deadline = c->submitted_us + (int64_t)c->max_wait_ms * 1000;
+
+		if (!x->answers[i])
+			continue;
+		outcomes[c->answer.outcome]++;
+		if (c->answer.outcome == ENGINE_OUTCOME_QUOTA_WAIT && x->answered_us[i] > deadline + MS)
+			ch.quota_wait_late++;
+		if ((c->answer.outcome == ENGINE_OUTCOME_QUOTA_WAIT ||
+		     c->answer.outcome == ENGINE_OUTCOME_QUEUE_FULL ||
+		     c->answer.outcome == ENGINE_OUTCOME_THROTTLED ||
+		     c->answer.outcome == ENGINE_OUTCOME_QUOTA_UNAVAILABLE) &&
+		    c->answer.retry_after_s < 1)
+			ch.bad_retry_after++;
+		if (c->answer.outcome == ENGINE_OUTCOME_HIT_SHARED &&
+		    (!c->answer.entry || !key_eq(&c->answer.entry->key, &c->key)))
+			bad_shared++;
+	}
+	printf("# many hosts%s: %zu callers, %zu sends (local %zu, grants %zu), %zu gate changes, "
+	       "%zu claims, %zu reserves, %" PRIu64 " grants discarded, %zu shared hits, "
+	       "%zu unavailable\n",
+	       shared ? " (shared)" : "", x->n_callers, x->n_sends, by_gate[ENGINE_GATE_LOCAL],
+	       by_gate[ENGINE_GATE_GRANTS], gates, x->claims_total, x->reserves_total,
+	       engine_stats(x->e)->grants_discarded, outcomes[ENGINE_OUTCOME_HIT_SHARED],
+	       outcomes[ENGINE_OUTCOME_QUOTA_UNAVAILABLE]);
+	CHECK(ch.deadline_violations == 0);
+	CHECK(ch.quota_wait_late == 0);
+	CHECK(ch.bad_retry_after == 0);
+	CHECK(ch.bad_attempts == 0);
+	CHECK(bad_shared == 0);
+	CHECK(ch.closed_waiters == 0);
+	CHECK(outcomes[ENGINE_OUTCOME_HIT_SHARED] == engine_stats(x->e)->shared_hits);
+	CHECK(outcomes[ENGINE_OUTCOME_QUOTA_UNAVAILABLE] == engine_stats(x->e)->quota_unavailable);
+	CHECK(by_gate[ENGINE_GATE_GRANTS] == engine_stats(x->e)->grants_used);
+	CHECK(by_gate[ENGINE_GATE_CLOSED] == 0);
+	CHECK(by_gate[ENGINE_GATE_GRANTS] > 0);
+	CHECK(!shared || outcomes[ENGINE_OUTCOME_HIT_SHARED] > 0);
+	CHECK(outcomes[ENGINE_OUTCOME_QUOTA_UNAVAILABLE] > 0);
+	/* Stop with calls, claims and RESERVEs outstanding; some finish, abort the rest. */
+	fx_stop(x);
+	fx_advance(x, 150 * MS);
+	fx_end(x);
+}
+
+TEST(random_many_hosts_traffic_answers_every_caller_once_and_sends_only_on_a_due_grant)
+{
+	random_many_hosts(false, 23);
+}
+
+TEST(random_shared_tier_traffic_answers_every_caller_once_and_sends_only_on_a_due_grant)
+{
+	random_many_hosts(true, 29);
+}
+
 int main(void)
 {
 	/* A fixed default seed; $TEST_SEED replays another. */
@@ -2213,5 +3639,38 @@ int main(void)
 	RUN(throttle_after_stop_answers_instead_of_retrying);
 	RUN(abort_drops_sends_the_driver_has_not_taken);
 	RUN(random_traffic_answers_every_caller_once_within_the_sliding_second);
+	RUN(grants_gate_sends_nothing_without_a_grant);
+	RUN(grant_due_later_is_sent_exactly_at_its_send_at);
+	RUN(grant_past_its_latest_time_is_discarded_and_never_sent);
+	RUN(grants_asked_and_held_stay_within_max_pending_and_the_queue);
+	RUN(grant_failed_delays_the_next_reserve_until_retry_at);
+	RUN(next_wake_in_grants_is_the_held_send_at_or_the_reserve_time);
+	RUN(weighted_fair_queue_decides_which_flight_a_grant_sends);
+	RUN(throttle_in_grants_mode_requeues_and_the_retry_needs_a_new_grant);
+	RUN(grants_after_local_sends_wait_one_window_after_the_last_local_send);
+	RUN(grants_to_local_discards_held_grants);
+	RUN(closed_gate_answers_new_misses_shared_quota_unavailable);
+	RUN(closing_the_gate_answers_quota_waiters_but_calls_on_the_wire_finish);
+	RUN(closed_gate_reopened_as_grants_serves_new_misses);
+	RUN(closing_grants_discards_held_grants_and_asks_none);
+	RUN(throttle_while_closed_answers_the_callers_unavailable_instead_of_waiting);
+	RUN(shared_new_flight_claims_its_key_and_sends_nothing);
+	RUN(shared_hit_answers_every_waiter_from_the_shared_tier_without_a_send);
+	RUN(shared_owned_queues_the_flight_with_its_lease_then_sends);
+	RUN(shared_unavailable_queues_the_flight_without_a_lease);
+	RUN(shared_held_parks_the_flight_remote_and_claims_again_at_retry_at);
+	RUN(shared_poke_claims_a_remote_flight_again_at_once);
+	RUN(shared_claim_of_a_finished_flight_or_an_old_claim_seq_is_refused);
+	RUN(callers_of_a_remote_flight_are_refused_at_their_wait_limit_and_it_is_dropped);
+	RUN(callers_of_a_claiming_flight_are_refused_at_their_wait_limit);
+	RUN(background_refresh_answered_held_is_dropped);
+	RUN(caller_joining_a_claiming_refresh_is_served_by_its_claim);
+	RUN(owned_arriving_while_closed_is_refused_and_the_flight_dropped);
+	RUN(closing_the_gate_answers_callers_waiting_for_a_claim_at_once);
+	RUN(stop_answers_callers_of_claiming_and_remote_flights_and_later_claims_are_refused);
+	RUN(abort_drops_pending_claim_and_reserve_actions);
+	RUN(flights_claiming_for_callers_count_against_queue_max);
+	RUN(random_many_hosts_traffic_answers_every_caller_once_and_sends_only_on_a_due_grant);
+	RUN(random_shared_tier_traffic_answers_every_caller_once_and_sends_only_on_a_due_grant);
 	return harness_done();
 }
