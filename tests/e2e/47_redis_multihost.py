@@ -48,10 +48,10 @@ BASE_ARGS = ["--rate", str(RATE), "--max-wait-ms", "60000", "--queue-max", "1000
 
 # ---- helpers ---------------------------------------------------------------------------
 
-def cluster(n=HOSTS, args=(), sim_args=None):
+def cluster(n=HOSTS, args=(), sim_args=None, host_args=None):
     sim = Sim(quota=RATE, **(sim_args or {}))
     redis = RedisServer()
-    ds = redis_daemons(n, sim.url, redis, BASE_ARGS + list(args))
+    ds = redis_daemons(n, sim.url, redis, BASE_ARGS + list(args), host_args=host_args)
     for d in ds:
         wait_until(lambda d=d: quota_mode(d) == "shared", 15, what="h%s quota mode shared"
                    % d.port)
@@ -341,17 +341,8 @@ def test_a_cold_key_asked_on_every_host_at_once_costs_one_call():
     stop_cleanly(ds)
 
 
-def test_a_rotation_refetched_on_one_host_is_served_by_the_others_without_their_call():
-    sim, redis, ds = cluster()
-    phone = "8617400000001"
-    old = warm_everywhere(sim, ds, phone)
-    for d in ds[1:]:  # local hits now
-        _, hdrs, _ = d.key(phone)
-        assert hdrs["cache-status"].startswith("camskeyd; hit"), hdrs
-    sim.fault(phone, "rotate", count=1)
-    status, hdrs, _ = ds[0].key(phone, headers={"Cache-Control": "no-cache"})
-    new = etag_of(hdrs)
-    assert status == 200 and new != old, (status, old, new)
+def wait_new_key_everywhere(sim, ds, phone, new, label):
+    """Poll B, C... (plain GETs) until each serves etag new; seconds per host."""
     t0 = time.monotonic()
     seen = {}
     for _ in range(400):
@@ -366,8 +357,8 @@ def test_a_rotation_refetched_on_one_host_is_served_by_the_others_without_their_
             break
         time.sleep(0.02)
     s = sim.stats()
-    print("# rotation on h1 served by %s after %s s; calls for the key %d"
-          % (["h%d" % (i + 1) for i in sorted(seen)],
+    print("# %s: the new key served by %s after %s s; calls for the key %d"
+          % (label, ["h%d" % (i + 1) for i in sorted(seen)],
              ["%.2f" % seen[i] for i in sorted(seen)], s["by_phone"].get(phone)))
     assert len(seen) == len(ds) - 1, "hosts still serving the old key after 10 s: %s" % [
         "h%d" % (i + 1) for i in range(1, len(ds)) if i not in seen]
@@ -375,6 +366,48 @@ def test_a_rotation_refetched_on_one_host_is_served_by_the_others_without_their_
     assert max(seen.values()) <= 5.0, seen
     assert s["by_phone"].get(phone) == 2, "B and C made calls of their own: %d" % s[
         "by_phone"].get(phone)
+
+
+def local_hits_everywhere(ds, phone):
+    for d in ds[1:]:
+        _, hdrs, _ = d.key(phone)
+        assert hdrs["cache-status"].startswith("camskeyd; hit"), hdrs
+
+
+def test_a_rotation_refetched_with_no_cache_on_one_host_is_served_by_the_others():
+    sim, redis, ds = cluster()
+    phone = "8617400000001"
+    old = warm_everywhere(sim, ds, phone)
+    local_hits_everywhere(ds, phone)
+    sim.fault(phone, "rotate", count=1)
+    # no-cache: the caller wants the upstream's answer, not a cached one --
+    # neither this host's nor the shared tier's.
+    status, hdrs, _ = ds[0].key(phone, headers={"Cache-Control": "no-cache"})
+    new = etag_of(hdrs)
+    assert status == 200 and "fwd=miss" in hdrs.get("cache-status", ""), \
+        "no-cache on h1 made no upstream call: %s (calls for the key %d)" % (
+            hdrs.get("cache-status"), sim.stats()["by_phone"].get(phone))
+    assert new != old, (old, new)
+    wait_new_key_everywhere(sim, ds, phone, new, "rotation refetched with no-cache on h1")
+    stop_cleanly(ds)
+
+
+def test_a_rotation_seen_by_a_refresh_on_one_host_reaches_the_others():
+    # h1 refreshes keys with less than 29 s of their 30 left (so a second
+    # after the fetch); h2 and h3 never refresh: only the notice brings them
+    # the new key.
+    sim, redis, ds = cluster(args=["--ttl", "30"], host_args={0: ["--refresh-ahead", "29"]})
+    phone = "8617400000002"
+    old = warm_everywhere(sim, ds, phone)
+    local_hits_everywhere(ds, phone)
+    sim.fault(phone, "rotate", count=1)
+    time.sleep(1.5)
+    status, hdrs, _ = ds[0].key(phone)  # a hit; starts the refresh
+    assert status == 200 and etag_of(hdrs) == old, hdrs
+    wait_until(lambda: sim.stats()["by_phone"].get(phone) == 2, 10, what="h1's refresh")
+    new = wait_until(lambda: (lambda e: e if e != old else None)(etag_of(ds[0].key(phone)[1])),
+                     5, what="h1 serving the refreshed key")
+    wait_new_key_everywhere(sim, ds, phone, new, "rotation seen by h1's refresh")
     stop_cleanly(ds)
 
 
@@ -506,7 +539,10 @@ def test_flushall_during_a_backlog():
 
 
 def test_a_daemon_killed_while_holding_a_lease_does_not_block_the_key():
-    sim, redis, ds = cluster()
+    # The lease covers the wait for quota plus the call (max-wait-ms +
+    # upstream-timeout-ms, at most 60 s): 5 s + 5 s here, so the waiters
+    # (20 s) outlive the dead host's lease.
+    sim, redis, ds = cluster(args=["--max-wait-ms", "5000"])
     phone = "8617990000001"
     # h1's call for the key hangs at the simulator: h1 holds the lease.
     sim.fault(phone, "hang", count=1)
@@ -514,8 +550,10 @@ def test_a_daemon_killed_while_holding_a_lease_does_not_block_the_key():
                               daemon=True)
     holder.start()
     wait_until(lambda: sim.stats()["by_phone"].get(phone) == 1, 10, what="h1's call on the wire")
-    leases = redis.keys("camskeyd:v1:*:l:*")
-    assert any(k.endswith(":" + phone) for k in leases), leases
+    leases = [k for k in redis.keys("camskeyd:v1:*:l:*") if k.endswith(":" + phone)]
+    assert leases, redis.keys()
+    lease_pttl = redis.cli("PTTL", leases[0])
+    print("# h1's lease for the key: %d ms left" % lease_pttl)
     traffic = Traffic(ds[1:], "861798", callers=3, max_wait_ms=FAULT_WAIT_MS)
     waiters = []
 
@@ -539,20 +577,25 @@ def test_a_daemon_killed_while_holding_a_lease_does_not_block_the_key():
     s = check_quota(sim)
     print("# h1 killed holding the lease: waiters on h2/h3 answered %s (%.1f s after the kill "
           "at the latest); calls for the key %d; backlog on h2/h3 %s"
-          % ([(w[0], "%.1f" % w[1]) for w in waiters], max(w[1] for w in waiters),
+          % ([(w[0], "%.1f" % w[1], w[2]) + ((w[3],) if w[0] != 200 else ())
+              for w in waiters], max(w[1] for w in waiters),
              s["by_phone"].get(phone), traffic.counts()))
     traffic.check_answered()
+    # Waiters are answered within their wait limit (capped by --max-wait-ms):
+    # the key, or a 503 with Retry-After while the dead host's lease lasts.
     for status, elapsed, cs, body in waiters:
-        assert status in (200, 503, 504), (status, body)
-        assert elapsed <= 20 + ANSWER_SLACK_S, elapsed
+        assert status in (200, 503), (status, body)
+        assert elapsed <= 5 + ANSWER_SLACK_S, elapsed
     # the dead host's call and at most one more (the lease taken over)
     assert s["by_phone"].get(phone) <= 2, s["by_phone"].get(phone)
-    # the key is not blocked: it is fetched (or already shared) within a bound
+    # the key is not blocked past the lease: fetched within its bound
     t0 = time.monotonic()
-    wait_until(lambda: cold_get(ds[1], phone, 3000)[0] == 200, 30,
-               what="the key after the lease holder died")
-    print("# the key served on h2 %.1f s after the waiters (%.1f s after the kill)"
-          % (time.monotonic() - t0, time.monotonic() - t_kill))
+    bound_s = lease_pttl / 1000.0 + 5.0 - (t0 - t_kill)
+    wait_until(lambda: cold_get(ds[1], phone, 3000)[0] == 200, max(bound_s, 1.0),
+               what="the key after the lease holder died (lease %d ms)" % lease_pttl)
+    print("# the key served on h2 %.1f s after the kill (the lease had %.1f s left 0.5 s "
+          "before it)" % (time.monotonic() - t_kill, lease_pttl / 1000.0))
+    assert s["by_phone"].get(phone) <= 2
     assert after_s < 60
     stop_cleanly(ds, skip=(0,))
 

@@ -478,18 +478,21 @@ class RedisServer:
             self.log.close()
 
 
-def redis_daemons(n, upstream, redis, args=(), host_prefix="h", extra_env=None, **kw):
+def redis_daemons(n, upstream, redis, args=(), host_prefix="h", extra_env=None, host_args=None,
+                  **kw):
     """n daemons, each on its own port with its own SQLite file and
     --host-id hN (h1..hn), all on one upstream and one Redis (same AccessKey,
-    so the same default quota scope). Started one after the other, each ready."""
+    so the same default quota scope). Started one after the other, each ready.
+    host_args: {index from 0: [more arguments for that host only]}."""
     out = []
     for i in range(1, n + 1):
+        more = list((host_args or {}).get(i - 1, ()))
         env = None
         if extra_env:
             env = credentials_env()
             env.update(extra_env)
         out.append(Daemon(upstream, ["--redis", redis.url, "--host-id", "%s%d" % (host_prefix, i)]
-                          + list(args), env=env, **kw))
+                          + list(args) + more, env=env, **kw))
     return out
 
 
