@@ -58,12 +58,16 @@ def cluster(n=HOSTS, args=(), sim_args=None, host_args=None):
     return sim, redis, ds
 
 
-def quota_mode(d):
+def quota_mode(d, statuses=None):
+    """/readyz's quota mode; statuses (a set) collects the HTTP status seen with it."""
     try:
         status, doc = d.readyz(timeout=2)
     except OSError:
         return None
-    return (doc or {}).get("quota")
+    mode = (doc or {}).get("quota")
+    if statuses is not None:
+        statuses.add((status, mode))
+    return mode
 
 
 def msum(d, name, **labels):
@@ -466,12 +470,13 @@ def fault_during_backlog(label, prefix, inject, recover=None, down_s=2.5, expect
     calls_before = sim.stats()["calls"]
     inject(redis)
     t_fault = time.monotonic()
-    modes, hit_ms, hit_bad = set(), [], []
+    modes, ready, redis_up, hit_ms, hit_bad = set(), set(), set(), [], []
     for _ in range(200):
         if time.monotonic() - t_fault >= down_s:
             break
         for d in ds:
-            modes.add(quota_mode(d))
+            modes.add(quota_mode(d, ready))
+            redis_up.add(d.metric("camskeyd_redis_up"))
             t = time.monotonic()
             status, hdrs, _ = d.key(hot)
             hit_ms.append(1000 * (time.monotonic() - t))
@@ -492,16 +497,19 @@ def fault_during_backlog(label, prefix, inject, recover=None, down_s=2.5, expect
     reconnects = total(ds, "camskeyd_redis_reconnects_total")
     discarded = total(ds, "camskeyd_quota_grants_discarded_total")
     print("# %s: answers %s; calls %d (%d before the fault); max in a sliding second %d; "
-          "throttled %d; modes seen %s, at the end %s; hits during the fault %d (max %.0f ms, "
-          "%d wrong); resumed on each host after %s s; redis errors %d, reconnects %d, "
-          "grants discarded %d"
+          "throttled %d; /readyz seen %s, at the end %s; camskeyd_redis_up seen %s; hits "
+          "during the fault %d (max %.0f ms, %d wrong); resumed on each host after %s s; "
+          "redis errors %d, reconnects %d, grants discarded %d"
           % (label, counts, s["calls"], calls_before, s["max_in_sliding_second"], s["throttled"],
-             sorted(m for m in modes if m), final_modes, len(hit_ms), max(hit_ms or [0]),
+             sorted(ready, key=str), final_modes, sorted(redis_up, key=str), len(hit_ms),
+             max(hit_ms or [0]),
              len(hit_bad), ["%.1f" % r for r in resumed], errs, reconnects, discarded))
     traffic.check_answered()
     assert not hit_bad, "hits not served from the local tier during the fault: %s" % hit_bad[:3]
+    assert all(status == 200 for status, _ in ready), "/readyz during the fault: %s" % ready
     if expect_closed:
         assert "closed" in modes, "no host reported quota closed: %s" % modes
+        assert 0 in redis_up, "no host reported camskeyd_redis_up 0: %s" % redis_up
         assert any(r["code"] == "Proxy.SharedQuotaUnavailable" for r in traffic.records), counts
     if expect_no_503:
         assert not [r for r in traffic.records if r["status"] == 503], counts
@@ -515,7 +523,7 @@ def fault_during_backlog(label, prefix, inject, recover=None, down_s=2.5, expect
 
 def test_redis_killed_and_restarted_during_a_backlog():
     fault_during_backlog("kill -9 of Redis, restart after 2.5 s", "861760",
-                         inject=lambda r: r.kill9(), recover=lambda r: r._start(),
+                         inject=lambda r: r.kill9(), recover=lambda r: r.restart(),
                          expect_closed=True)
 
 
