@@ -26,7 +26,7 @@ import threading
 import time
 
 import camtest
-from camtest import DAEMON, Daemon, RedisServer, Sim, key_path, redis_daemons, request, wait_until
+from camtest import DAEMON, RedisServer, Sim, key_path, redis_daemons, request, wait_until
 
 RATE = 5
 HOSTS = 3
@@ -412,6 +412,44 @@ def test_a_rotation_seen_by_a_refresh_on_one_host_reaches_the_others():
     new = wait_until(lambda: (lambda e: e if e != old else None)(etag_of(ds[0].key(phone)[1])),
                      5, what="h1 serving the refreshed key")
     wait_new_key_everywhere(sim, ds, phone, new, "rotation seen by h1's refresh")
+    stop_cleanly(ds)
+
+
+def test_a_callers_freshness_limit_holds_for_the_shared_tier():
+    # max-age=1 from the caller: an entry 3 s old will not do, from either tier.
+    sim, redis, ds = cluster(n=2)
+    phone = "8617400000003"
+    assert ds[0].key(phone)[0] == 200
+    time.sleep(3.2)
+    status, hdrs, _ = ds[1].key(phone, headers={"Cache-Control": "max-age=1"})
+    print("# max-age=1 on h2 for an entry 3 s old: %s, Age %s, calls for the key %d"
+          % (hdrs.get("cache-status"), hdrs.get("age"), sim.stats()["by_phone"].get(phone)))
+    assert status == 200, status
+    assert int(hdrs.get("age", "0")) <= 1, "served an entry older than max-age=1: %s" % hdrs
+    stop_cleanly(ds)
+
+
+def test_a_throttle_seen_by_one_host_pauses_every_host():
+    sim, redis, ds = cluster()
+    traffic = Traffic(ds, "861745", callers=4, max_wait_ms=60000, keys_per_host=12)
+    wait_until(lambda: sim.stats()["calls"] >= 6, 20, what="the backlog under way")
+    sim.fault("*", "error", code="System.LimitControl", count=1)
+    wait_until(lambda: total(ds, "camskeyd_upstream_throttles_total") >= 1, 15,
+               what="one host seeing the throttle")
+    metas = redis.keys("camskeyd:v1:*:meta")
+    assert len(metas) == 1, metas
+    pause_until = int(redis.cli("HGET", metas[0], "pause_until_us") or b"0")
+    traffic.join(90)
+    traffic.check_answered()
+    s = check_quota(sim)
+    arr = s["arrivals_ms"]
+    gaps = sorted((b - a for a, b in zip(arr, arr[1:])), reverse=True)
+    print("# one injected System.LimitControl during a 3-host backlog: answers %s; calls %d; "
+          "pause recorded in Redis: %s; longest gaps between arrivals %s ms"
+          % (traffic.counts(), s["calls"], pause_until > 0, ["%.0f" % g for g in gaps[:3]]))
+    assert traffic.counts() == {"200": HOSTS * 12}, traffic.counts()
+    assert pause_until > 0, "the throttle did not reach the shared limiter"
+    assert s["faults"] == 1 and s["calls"] == HOSTS * 12 + 1, s["calls"]
     stop_cleanly(ds)
 
 
