@@ -14,12 +14,24 @@
  * to a file for a retry), draws a progress bar with an ETA when stderr is
  * a terminal, and records its position in FILE.progress, so an interrupted
  * warm resumes where it stopped.
+ *
+ * stats prints the local database's figures and then, when `redis` is
+ * configured, the shared tier's, read from Redis with hiredis's blocking
+ * API (the CLI has no event loop to keep free): entries and leases of the
+ * scope (SCAN, bounded), grants in the limiter's log, and the server's
+ * version, run_id, memory and maxmemory-policy, with a warning when the
+ * policy could evict the limiter's keys. Every Redis call has a 2 s
+ * deadline. An unreachable Redis keeps the local figures printed, says so
+ * on stderr and exits 1. The password comes as the daemon's does
+ * (redis_load_password); the scope is quota-scope, or the AccessKey ID
+ * loaded as the daemon loads it (the signer, freed at once).
  */
 #include "cli.h"
 
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
 #include <errno.h>
+#include <hiredis/hiredis.h>
 #include <microhttpd.h>
 #include <openssl/crypto.h>
 #include <sqlite3.h>
@@ -32,7 +44,9 @@
 
 #include "cache.h"
 #include "mem.h"
+#include "redis.h"
 #include "route.h"
+#include "signer.h"
 #include "span.h"
 
 #ifndef CAMSKEYD_VERSION
@@ -216,6 +230,269 @@ static int count_row(const struct cache_entry *e, void *cls)
 	if (e->expires_at_s <= s->now)
 		s->expired++;
 	return 0;
+}
+
+/* ---- stats: the shared tier on Redis ---------------------------------------- */
+
+/* Each blocking Redis call of the CLI: connecting, and every command. */
+#define SHARED_DEADLINE_MS 2000
+/*
+ * SCAN calls per pattern (COUNT 1000 each: up to ten million keys looked
+ * at, a few seconds on a large server); past it the count is a lower bound.
+ */
+#define SHARED_SCAN_CALLS_MAX 10000
+
+/*
+ * The scope: quota-scope, or the AccessKey ID the daemon would load (the
+ * same sources, in the same order). 0, or 1 with a line on stderr.
+ */
+static int shared_scope(const struct config *cfg, char *out, size_t size)
+{
+	char profile[4096], errbuf[512];
+	struct signer_source src = {
+		.credentials_file = cfg->credentials_file,
+		.credentials_dir = getenv("CREDENTIALS_DIRECTORY"),
+		.use_environment = 1,
+	};
+	const char *home = getenv("HOME");
+	struct signer *signer;
+
+	if (cfg->quota_scope && cfg->quota_scope[0]) {
+		snprintf(out, size, "%s", cfg->quota_scope);
+		return 0;
+	}
+	if (home && *home) {
+		snprintf(profile, sizeof(profile), "%s/.alibabacloud/credentials", home);
+		src.profile_file = profile;
+	}
+	if (signer_new(&src, &signer, errbuf, sizeof(errbuf)) < 0) {
+		fprintf(stderr, "camskeyd: shared tier: the scope is the AccessKey ID when "
+				"quota-scope is empty, and it could not be loaded (%s); give "
+				"--quota-scope as the daemon has it\n", errbuf);
+		return 1;
+	}
+	signer_access_key_id(signer, out, size);
+	signer_free(signer);
+	return 0;
+}
+
+/* The value of field in an INFO answer ("" if absent), into out. */
+static void info_field(const redisReply *info, const char *field, char *out, size_t size)
+{
+	size_t n = strlen(field);
+	const char *p;
+
+	out[0] = '\0';
+	if (!info || info->type != REDIS_REPLY_STRING)
+		return;
+	for (p = info->str; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL) {
+		if (strncmp(p, field, n) == 0 && p[n] == ':') {
+			size_t len = strcspn(p + n + 1, "\r\n");
+
+			snprintf(out, size, "%.*s", (int)len, p + n + 1);
+			return;
+		}
+	}
+}
+
+/* May this maxmemory-policy evict the limiter's keys (they carry expiries)? */
+static bool policy_may_evict(const char *policy)
+{
+	return strcmp(policy, "noeviction") != 0 && strncmp(policy, "volatile-", 9) != 0;
+}
+
+/* A command's reply, or NULL with the error printed (connection or error reply). */
+static redisReply *shared_command(redisContext *c, const char *what, int argc,
+				  const char **argv)
+{
+	redisReply *reply = redisCommandArgv(c, argc, argv, NULL);
+
+	if (!reply) {
+		/* hiredis reports its read timeout as the socket's EAGAIN. */
+		if (c->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK))
+			fprintf(stderr, "camskeyd: shared tier: %s: no answer within %d ms (a "
+					"stalled server?)\n", what, SHARED_DEADLINE_MS);
+		else
+			fprintf(stderr, "camskeyd: shared tier: %s: %s\n", what,
+				c->errstr[0] ? c->errstr : "no answer");
+		return NULL;
+	}
+	if (reply->type == REDIS_REPLY_ERROR) {
+		fprintf(stderr, "camskeyd: shared tier: %s: %s\n", what, reply->str);
+		freeReplyObject(reply);
+		return NULL;
+	}
+	return reply;
+}
+
+/*
+ * Count the keys matching pattern with SCAN ... COUNT 1000, at most
+ * SHARED_SCAN_CALLS_MAX calls (*ret_bounded then). 0 or -EIO (printed).
+ */
+static int shared_count(redisContext *c, const char *pattern, uint64_t *ret_count,
+			bool *ret_bounded)
+{
+	char cursor[32] = "0";
+	uint64_t count = 0;
+	unsigned calls = 0;
+
+	do {
+		const char *argv[] = { "SCAN", cursor, "MATCH", pattern, "COUNT", "1000" };
+		redisReply *r = shared_command(c, "SCAN", 6, argv);
+
+		if (!r)
+			return -EIO;
+		if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+		    r->element[0]->type != REDIS_REPLY_STRING ||
+		    r->element[1]->type != REDIS_REPLY_ARRAY) {
+			fprintf(stderr, "camskeyd: shared tier: SCAN: unexpected answer\n");
+			freeReplyObject(r);
+			return -EIO;
+		}
+		snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
+		count += r->element[1]->elements;
+		freeReplyObject(r);
+	} while (strcmp(cursor, "0") != 0 && ++calls < SHARED_SCAN_CALLS_MAX);
+	*ret_count = count;
+	*ret_bounded = strcmp(cursor, "0") != 0;
+	return 0;
+}
+
+/* Connect, AUTH, SELECT; NULL with the error printed. */
+static redisContext *shared_connect(const struct config *cfg, const struct redis_address *a)
+{
+	struct timeval tv = { SHARED_DEADLINE_MS / 1000, (SHARED_DEADLINE_MS % 1000) * 1000 };
+	char password[REDIS_PASSWORD_MAX + 1], errbuf[256], db[16];
+	redisContext *c;
+	redisReply *r;
+	int rc;
+
+	rc = redis_load_password(getenv("CREDENTIALS_DIRECTORY"), NULL, password,
+				 sizeof(password), errbuf, sizeof(errbuf));
+	if (rc < 0 && rc != -ENOENT) {
+		fprintf(stderr, "camskeyd: shared tier: %s\n", errbuf);
+		return NULL;
+	}
+	if (rc == -ENOENT)
+		password[0] = '\0';
+	c = a->is_unix ? redisConnectUnixWithTimeout(a->path, tv)
+		       : redisConnectWithTimeout(a->host, (int)a->port, tv);
+	if (!c || c->err) {
+		fprintf(stderr, "camskeyd: shared tier: cannot reach Redis at %s: %s\n", cfg->redis,
+			c ? c->errstr : "out of memory");
+		goto out_fail;
+	}
+	if (redisSetTimeout(c, tv) != REDIS_OK) {
+		fprintf(stderr, "camskeyd: shared tier: %s: cannot set a timeout\n", cfg->redis);
+		goto out_fail;
+	}
+	if (password[0]) {
+		const char *argv[] = { "AUTH", a->user, password };
+
+		r = a->user[0] ? shared_command(c, "AUTH", 3, argv)
+			       : shared_command(c, "AUTH", 2, (const char *[]){ "AUTH", password });
+		if (!r)
+			goto out_fail;
+		freeReplyObject(r);
+	} else if (a->user[0]) {
+		fprintf(stderr, "camskeyd: shared tier: user '%s' given but no password "
+				"($CREDENTIALS_DIRECTORY/redis-password or CAMSKEYD_REDIS_PASSWORD)\n",
+			a->user);
+		goto out_fail;
+	}
+	if (a->db > 0) {
+		snprintf(db, sizeof(db), "%u", a->db);
+		r = shared_command(c, "SELECT", 2, (const char *[]){ "SELECT", db });
+		if (!r)
+			goto out_fail;
+		freeReplyObject(r);
+	}
+	mem_wipe(password, sizeof(password));
+	return c;
+out_fail:
+	mem_wipe(password, sizeof(password));
+	if (c)
+		redisFree(c);
+	return NULL;
+}
+
+/* The "shared tier" lines of `cache stats`. 0, or 1 (printed why). */
+static int shared_stats(const struct config *cfg)
+{
+	char scope[REDIS_NAME_MAX + 1], pattern[REDIS_NAME_MAX + 64], key[REDIS_NAME_MAX + 64];
+	char version[64], run_id[64], used[64], maxmem[64], policy[64], errbuf[256];
+	char meta_run_id[64] = "";
+	struct redis_address addr;
+	uint64_t entries = 0, leases = 0;
+	long long grants = 0;
+	bool entries_bounded = false, leases_bounded = false;
+	redisContext *c;
+	redisReply *r;
+	int rc = 1;
+
+	if (redis_parse_url(cfg->redis, &addr, errbuf, sizeof(errbuf)) < 0) {
+		fprintf(stderr, "camskeyd: shared tier: %s\n", errbuf);
+		return 1;
+	}
+	if (shared_scope(cfg, scope, sizeof(scope)) != 0)
+		return 1;
+	c = shared_connect(cfg, &addr);
+	if (!c)
+		return 1;
+
+	snprintf(pattern, sizeof(pattern), REDIS_KEY_PREFIX "{%s}:e:*", scope);
+	if (shared_count(c, pattern, &entries, &entries_bounded) < 0)
+		goto out_free;
+	snprintf(pattern, sizeof(pattern), REDIS_KEY_PREFIX "{%s}:l:*", scope);
+	if (shared_count(c, pattern, &leases, &leases_bounded) < 0)
+		goto out_free;
+	snprintf(key, sizeof(key), REDIS_KEY_PREFIX "{%s}:grants", scope);
+	r = shared_command(c, "ZCARD", 2, (const char *[]){ "ZCARD", key });
+	if (!r)
+		goto out_free;
+	grants = r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
+	freeReplyObject(r);
+	snprintf(key, sizeof(key), REDIS_KEY_PREFIX "{%s}:meta", scope);
+	r = shared_command(c, "HMGET", 3, (const char *[]){ "HMGET", key, "run_id" });
+	if (!r)
+		goto out_free;
+	if (r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
+	    r->element[0]->type == REDIS_REPLY_STRING)
+		snprintf(meta_run_id, sizeof(meta_run_id), "%s", r->element[0]->str);
+	freeReplyObject(r);
+	r = shared_command(c, "INFO server", 2, (const char *[]){ "INFO", "server" });
+	if (!r)
+		goto out_free;
+	info_field(r, "redis_version", version, sizeof(version));
+	info_field(r, "run_id", run_id, sizeof(run_id));
+	freeReplyObject(r);
+	r = shared_command(c, "INFO memory", 2, (const char *[]){ "INFO", "memory" });
+	if (!r)
+		goto out_free;
+	info_field(r, "used_memory_human", used, sizeof(used));
+	info_field(r, "maxmemory", maxmem, sizeof(maxmem));
+	info_field(r, "maxmemory_policy", policy, sizeof(policy));
+	freeReplyObject(r);
+
+	printf("shared_redis %s\nshared_scope %s\n", cfg->redis, scope);
+	printf("shared_entries %s%" PRIu64 "\nshared_leases %s%" PRIu64 "\nshared_grants %lld\n",
+	       entries_bounded ? ">=" : "", entries, leases_bounded ? ">=" : "", leases, grants);
+	printf("shared_limiter_state %s\n",
+	       !meta_run_id[0] ? "none (the next grant waits one window plus the horizon)"
+	       : strcmp(meta_run_id, run_id) == 0 ? "current"
+	       : "from another server (the next grant waits one window plus the horizon)");
+	printf("redis_version %s\nredis_run_id %s\nredis_used_memory %s\nredis_maxmemory %s%s\n"
+	       "redis_maxmemory_policy %s\n", version, run_id, used, maxmem,
+	       strcmp(maxmem, "0") == 0 ? " (no limit)" : "", policy);
+	if (policy[0] && policy_may_evict(policy))
+		fprintf(stderr, "camskeyd: warning: maxmemory-policy %s may evict the shared "
+				"limiter's keys (" REDIS_KEY_PREFIX "{%s}:grants, :meta), which "
+				"makes every host wait a window and can forget recent grants; set "
+				"noeviction (see docs/OPERATIONS.md)\n", policy, scope);
+	rc = 0;
+out_free:
+	redisFree(c);
+	return rc;
 }
 
 /* ---- warm ------------------------------------------------------------------- */
@@ -545,6 +822,10 @@ int cli_main(const struct config *cfg, int argc, char **argv)
 		printf("entries %" PRIu64 "\nkeys %" PRIu64 "\nvalid %" PRIu64 "\nnegative %" PRIu64
 		       "\nexpired %" PRIu64 "\nmax_entries %" PRIu64 "\ndatabase %s\n",
 		       s.total, s.keys, s.valid, s.negative, s.expired, cfg->max_entries, cfg->cache);
+		/* The local figures stay printed whatever Redis does. */
+		fflush(stdout);
+		if (cfg->redis && cfg->redis[0] && shared_stats(cfg) != 0)
+			rc = 1;
 	} else if (strcmp(argv[0], "show") == 0) {
 		struct cache_entry *e;
 

@@ -159,19 +159,23 @@ static const struct choice log_level_choices[] = {
 	  "longest a caller waits for quota unless it asks for less") \
 	U(queue_max, "queue-max", "10000", "", "N", true, 1, 1000000, \
 	  "upstream calls (distinct keys) callers wait for quota for; refreshes use only room left; past it 503 Proxy.QueueFull") \
-	/* many hosts (Redis) */ \
+	/* shared (Redis): quota, cache and flights across hosts */ \
 	S(redis, "redis", "", "URL", false, check_redis_url, \
-	  "share the quota, the cache and flights with other hosts on Redis: redis://[USER@]IP[:PORT][/DB] or unix:///PATH (numeric addresses only); empty: this host alone") \
+	  "share the quota, the cache and flights with other hosts on Redis: " \
+	  "redis://[user@]IP[:PORT][/DB] or unix:///PATH; empty: this host alone") \
 	S(host_id, "host-id", "", "NAME", false, check_redis_name, \
-	  "this host's name in the shared limiter and leases ([A-Za-z0-9._:-], up to 128); empty: the host name and the listen port") \
+	  "this host's name in the shared limiter and leases; empty: the host name and the listen port") \
 	S(quota_scope, "quota-scope", "", "NAME", false, check_redis_name, \
-	  "hosts sharing one account's quota set the same scope ([A-Za-z0-9._:-], up to 128); empty: the AccessKey ID") \
+	  "hosts sharing one account's quota set the same scope; empty: the AccessKey ID") \
 	D(redis_fallback_rate, "redis-fallback-rate", "0", "1/s", "N", false, 0, 1000, \
-	  "0: while Redis is unreachable no upstream call is made (fail closed); N: this host's own budget once Redis has been unreachable for a window (all hosts' budgets must add up to at most the quota)") \
+	  "0: while Redis is unreachable no upstream call is made (fail closed: misses answer " \
+	  "503 Proxy.SharedQuotaUnavailable, stale-if-error entries served); N: each host's own " \
+	  "budget, used once Redis has been unreachable for a window; the budgets of all hosts " \
+	  "must add up to at most the quota") \
 	U(redis_timeout_ms, "redis-timeout-ms", "250", "ms", "MS", false, 10, 10000, \
 	  "deadline of every Redis command; connecting and the handshake get four times as long") \
 	U(redis_max_pending, "redis-max-pending", "2", "", "N", false, 1, 16, \
-	  "shared limiter grants one host may hold before they are due (fairness between hosts)") \
+	  "reservations of the shared limiter one host may hold before they are due (fairness between hosts)") \
 	/* cache */ \
 	S(cache, "cache", "./camskeyd.db", "FILE", false, check_not_empty, \
 	  "SQLite cache database ($STATE_DIRECTORY/cache.db when systemd sets STATE_DIRECTORY)") \
@@ -532,72 +536,45 @@ static int check_url(const char *value, struct buf *reason)
 	return 0;
 }
 
+/* Empty (no Redis), or what redis_parse_url accepts (its message as the reason). */
 static int check_redis_url(const char *value, struct buf *reason)
 {
 	struct redis_address addr;
-	char err[256];
+	char why[256];
 
 	if (value[0] == '\0')
 		return 0;
-	if (redis_parse_url(value, &addr, err, sizeof(err)) < 0) {
-		buf_adds(reason, err);
-		return -EINVAL;
-	}
-	return 0;
+	if (redis_parse_url(value, &addr, why, sizeof(why)) == 0)
+		return 0;
+	/* Its messages start with "redis: ", which the key name already says. */
+	buf_adds(reason, strncmp(why, "redis: ", 7) == 0 ? why + 7 : why);
+	return -EINVAL;
 }
 
-/* A scope or host id: [A-Za-z0-9._:-]{1,128}, or empty (the default). */
-static bool redis_name_char(char c)
+/* A character of a host id or quota scope: [A-Za-z0-9._:-]. */
+static bool is_redis_name_char(char c)
 {
 	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
 	       c == '.' || c == '_' || c == ':' || c == '-';
 }
 
+/* host-id, quota-scope: empty (the default is derived), or 1..128 of the alphabet. */
 static int check_redis_name(const char *value, struct buf *reason)
 {
 	size_t n = strlen(value);
 
-	for (size_t i = 0; i < n; i++) {
-		if (!redis_name_char(value[i])) {
-			buf_adds(reason, "may contain only letters, digits, '.', '_', ':' and '-', got ");
-			add_quoted(reason, value, n);
-			return -EINVAL;
-		}
-	}
-	if (n > REDIS_NAME_MAX) {
-		buf_printf(reason, "must be at most %d characters", REDIS_NAME_MAX);
-		return -EINVAL;
-	}
-	return 0;
-}
+	if (n <= REDIS_NAME_MAX) {
+		size_t i = 0;
 
-int config_host_id(const struct config *cfg, char *out, size_t size)
-{
-	char host[256], id[256 + 128];
-	const char *port;
-	size_t n;
-
-	if (cfg->host_id && cfg->host_id[0]) {
-		if (snprintf(out, size, "%s", cfg->host_id) >= (int)size)
-			return -EINVAL;
-		return 0;
+		while (i < n && is_redis_name_char(value[i]))
+			i++;
+		if (i == n)
+			return 0;
 	}
-	if (gethostname(host, sizeof(host)) < 0 || host[0] == '\0')
-		snprintf(host, sizeof(host), "camskeyd");
-	host[sizeof(host) - 1] = '\0';
-	/* "127.0.0.1:8080" -> 8080; "unix:/path" -> the path's last part */
-	port = cfg->listen ? strrchr(cfg->listen, strncmp(cfg->listen, "unix:", 5) == 0 ? '/' : ':')
-			   : NULL;
-	snprintf(id, sizeof(id), "%s:%s", host, port ? port + 1 : "0");
-	n = strlen(id);
-	if (n > REDIS_NAME_MAX)
-		n = REDIS_NAME_MAX;
-	if (n + 1 > size)
-		return -EINVAL;
-	for (size_t i = 0; i < n; i++)
-		out[i] = redis_name_char(id[i]) ? id[i] : '-';
-	out[n] = '\0';
-	return 0;
+	buf_printf(reason, "must be empty or 1 to %d characters of A-Z a-z 0-9 . _ : -, got ",
+		   REDIS_NAME_MAX);
+	add_quoted(reason, value, n);
+	return -EINVAL;
 }
 
 static int check_not_empty(const char *value, struct buf *reason)
@@ -980,6 +957,53 @@ unsigned config_keep_restart_keys(struct config *next, const struct config *runn
 		}
 	}
 	return n;
+}
+
+/* The bytes a host id is made of; anything else becomes '-' (config_host_id). */
+static size_t add_sanitised(char *out, size_t at, size_t cap, const char *s)
+{
+	for (; *s && at < cap; s++)
+		out[at++] = is_redis_name_char(*s) ? *s : '-';
+	return at;
+}
+
+int config_host_id(const struct config *cfg, char *out, size_t size)
+{
+	char host[256];
+	const char *listen = cfg->listen ? cfg->listen : "";
+	const char *where;
+	size_t cap, n = 0;
+
+	if (size < 2)
+		return -EINVAL;
+	cap = size - 1 < REDIS_NAME_MAX ? size - 1 : REDIS_NAME_MAX;
+	if (cfg->host_id && cfg->host_id[0]) {
+		n = add_sanitised(out, 0, cap, cfg->host_id);
+		out[n] = '\0';
+		return 0;
+	}
+	if (gethostname(host, sizeof(host)) < 0)
+		return -errno;
+	/* POSIX leaves a truncated name unterminated. */
+	host[sizeof(host) - 1] = '\0';
+	/*
+	 * The listen port tells two daemons of one host apart; a UNIX socket
+	 * has none, so its path does (without the leading '/').
+	 */
+	if (strncmp(listen, "unix:", 5) == 0) {
+		where = listen + 5;
+		while (*where == '/')
+			where++;
+	} else {
+		where = strrchr(listen, ':');
+		where = where ? where + 1 : listen;
+	}
+	n = add_sanitised(out, 0, cap, host[0] ? host : "localhost");
+	if (n < cap)
+		out[n++] = ':';
+	n = add_sanitised(out, n, cap, where);
+	out[n] = '\0';
+	return 0;
 }
 
 const struct config_client *config_client_find(const struct config *cfg, const char *name)
@@ -1621,13 +1645,6 @@ int config_validate(const struct config *cfg, struct buf *err)
 		}
 	}
 
-	if (cfg->redis_fallback_rate > cfg->rate) {
-		buf_printf(err, "redis-fallback-rate: must not exceed rate (%g), is %g: it is this "
-			   "host's share of the quota while Redis is unreachable\n", cfg->rate,
-			   cfg->redis_fallback_rate);
-		errors++;
-	}
-
 	if (n_clients > CONFIG_MAX_CLIENTS) {
 		buf_printf(err, "client: more than %d clients\n", CONFIG_MAX_CLIENTS);
 		errors++;
@@ -1721,6 +1738,17 @@ int config_validate(const struct config *cfg, struct buf *err)
 			   "address: the public keys it returns could be read or swapped on the "
 			   "way; use https://, or set allow-insecure-upstream = yes\n",
 			   cfg->upstream);
+		errors++;
+	}
+	/*
+	 * A fallback budget above rate would let one host alone exceed the
+	 * quota while Redis is away. Without redis the key is ignored, so it
+	 * is not checked either.
+	 */
+	if (cfg->redis && cfg->redis[0] && cfg->redis_fallback_rate > cfg->rate) {
+		buf_printf(err, "redis-fallback-rate: %g/s is more than rate (%g/s); it is one "
+			   "host's budget while Redis is unreachable, and the budgets of all hosts "
+			   "must add up to at most the quota\n", cfg->redis_fallback_rate, cfg->rate);
 		errors++;
 	}
 	/*

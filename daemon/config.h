@@ -77,13 +77,18 @@ struct config {
 	unsigned max_wait_ms;      /* default longest wait for quota */
 	unsigned queue_max;        /* waiting callers, in all */
 
-	/* many hosts (Redis) */
-	char *redis;               /* URL, or "": this host alone */
-	char *host_id;             /* or "": config_host_id() makes one */
-	char *quota_scope;         /* or "": the AccessKey ID */
-	double redis_fallback_rate;/* 0: fail closed */
-	unsigned redis_timeout_ms; /* each command; connecting 4x */
-	unsigned redis_max_pending;/* grants held before due */
+	/*
+	 * shared (Redis): none of these reloads. The Redis password is never
+	 * configuration: redis_load_password() (redis.h) reads
+	 * $CREDENTIALS_DIRECTORY/redis-password or $CAMSKEYD_REDIS_PASSWORD.
+	 * Without redis the other keys are ignored.
+	 */
+	char *redis;               /* redis_parse_url() URL, or "": this host alone */
+	char *host_id;             /* [A-Za-z0-9._:-]{1,128}, or "": see config_host_id() */
+	char *quota_scope;         /* same alphabet, or "": the AccessKey ID */
+	double redis_fallback_rate; /* calls/s while Redis is unreachable; 0: fail closed */
+	unsigned redis_timeout_ms;  /* each command; connect + handshake get 4x */
+	unsigned redis_max_pending; /* not-yet-due shared grants one host may hold */
 
 	/* cache */
 	char *cache;               /* SQLite path */
@@ -177,13 +182,17 @@ void config_print(const struct config *cfg, FILE *out);
 /* The SYNOPSIS and flag list for --help. */
 void config_usage(FILE *out);
 
+/*
+ * This host's id in the shared limiter and the leases: cfg->host_id when
+ * set, else gethostname() ":" the listen port (for a unix: listen, the
+ * socket path without its leading '/'). Every character outside
+ * [A-Za-z0-9._:-] becomes '-', and the result is cut at REDIS_NAME_MAX
+ * (128) bytes and at size - 1. 0 with out NUL-terminated; -EINVAL (size
+ * under 2) or -errno of gethostname(), out untouched. Never logs.
+ */
+int config_host_id(const struct config *cfg, char *out, size_t size);
+
 /* Find a client by name; NULL if none. */
 const struct config_client *config_client_find(const struct config *cfg, const char *name);
 
-/*
- * This host's id for the shared limiter and leases: host-id, or the host
- * name and the listen port, characters outside [A-Za-z0-9._:-] made '-',
- * at most REDIS_NAME_MAX. 0, or -EINVAL if out is too small.
- */
-int config_host_id(const struct config *cfg, char *out, size_t size);
 #endif

@@ -14,6 +14,7 @@
 
 #include "harness.h"
 #include "mem.h"
+#include "redis.h"
 
 #define ERR_MAX 65536
 
@@ -115,6 +116,12 @@ TEST(defaults_are_the_documented_values)
 	CHECK(cfg.hot_entries == 0);
 	CHECK_STR(cfg.log_level, "info");
 	CHECK_STR(cfg.access_log, "misses");
+	CHECK_STR(cfg.redis, "");
+	CHECK_STR(cfg.host_id, "");
+	CHECK_STR(cfg.quota_scope, "");
+	CHECK(cfg.redis_fallback_rate == 0.0);
+	CHECK(cfg.redis_timeout_ms == 250);
+	CHECK(cfg.redis_max_pending == 2);
 	CHECK(cfg.n_clients == 0);
 	CHECK(cfg.config_file == NULL);
 	config_free(&cfg);
@@ -138,7 +145,7 @@ TEST(table_has_every_key_once_with_descriptions)
 	size_t n, i, j;
 	const struct config_key_info *k = config_keys(&n);
 
-	CHECK(n == 33);
+	CHECK(n == 39);
 	for (i = 0; i < n; i++) {
 		CHECK(k[i].name && k[i].name[0]);
 		CHECK(k[i].description && k[i].description[0]);
@@ -248,6 +255,294 @@ TEST(unknown_key_close_to_a_known_one_gets_a_did_you_mean)
 		     "t.conf:2: [client \"a\"] weigth: unknown key (did you mean \"weight\"?)\n");
 	/* Too far from every key: no guess. */
 	expect_error("xy = 1\n", "t.conf:1: xy: unknown key\n");
+}
+
+TEST(redis_keys_take_good_values)
+{
+	struct config cfg;
+	struct buf err;
+	int rc = parse(&cfg,
+		       "redis = redis://camskeyd@10.0.0.5:6380/2\n"
+		       "host-id = web-1.example:8080\n"
+		       "quota_scope = LTAI5tExample_account.1\n"
+		       "rate = 4\n"
+		       "redis-fallback-rate = 1.5\n"
+		       "redis-timeout-ms = 10000\n"
+		       "redis-max-pending = 16\n",
+		       &err);
+
+	CHECK(rc == 0);
+	CHECK_STR(buf_str(&err), "");
+	CHECK_STR(cfg.redis, "redis://camskeyd@10.0.0.5:6380/2");
+	CHECK_STR(cfg.host_id, "web-1.example:8080");
+	CHECK_STR(cfg.quota_scope, "LTAI5tExample_account.1");
+	CHECK(cfg.redis_fallback_rate == 1.5);
+	CHECK(cfg.redis_timeout_ms == 10000);
+	CHECK(cfg.redis_max_pending == 16);
+	CHECK(config_validate(&cfg, &err) == 0);
+	CHECK_STR(buf_str(&err), "");
+	buf_free(&err);
+	config_free(&cfg);
+
+	static const char *const urls[] = { "redis://127.0.0.1", "redis://127.0.0.1:6379",
+					    "redis://[::1]:6379/15", "unix:///run/redis/redis.sock",
+					    "" };
+	for (size_t i = 0; i < sizeof(urls) / sizeof(urls[0]); i++) {
+		char line[128];
+
+		snprintf(line, sizeof(line), "redis = \"%s\"\n", urls[i]);
+		CHECK(parse(&cfg, line, &err) == 0);
+		CHECK_STR(buf_str(&err), "");
+		CHECK_STR(cfg.redis, urls[i]);
+		buf_free(&err);
+		config_free(&cfg);
+	}
+	/* The lower bounds, and a name of exactly 128 bytes. */
+	{
+		char line[256];
+
+		snprintf(line, sizeof(line), "redis-timeout-ms = 10\nredis-max-pending = 1\n"
+			 "host-id = %0128d\n", 0);
+		CHECK(parse(&cfg, line, &err) == 0);
+		CHECK_STR(buf_str(&err), "");
+		CHECK(cfg.redis_timeout_ms == 10);
+		CHECK(cfg.redis_max_pending == 1);
+		CHECK(strlen(cfg.host_id) == 128);
+		buf_free(&err);
+		config_free(&cfg);
+	}
+}
+
+TEST(redis_keys_refuse_bad_values_naming_file_line_and_key)
+{
+	char line[512], want[512];
+
+	expect_error("\nredis = redis://cache.example:6379\n",
+		     "t.conf:2: redis: 'redis://cache.example:6379': 'cache.example' is not a "
+		     "numeric address; camskeyd resolves no names on its engine thread: give an "
+		     "IP address (127.0.0.1, [::1]) or unix:///path\n");
+	expect_error("redis = redis://u:secret@127.0.0.1\n",
+		     "t.conf:1: redis: no password in the address (not quoted here); put it in "
+		     "$CREDENTIALS_DIRECTORY/redis-password, a 0600 file or "
+		     "CAMSKEYD_REDIS_PASSWORD\n");
+	expect_error("redis = rediss://127.0.0.1\n",
+		     "t.conf:1: redis: 'rediss://127.0.0.1': expected redis://[user@]host:port[/db] "
+		     "or unix:///path (rediss:// is not supported: hiredis 0.14 has no TLS)\n");
+	expect_error("redis = redis://127.0.0.1/16\n",
+		     "t.conf:1: redis: 'redis://127.0.0.1/16': database must be 0..15\n");
+	expect_error("redis = unix://relative.sock\n",
+		     "t.conf:1: redis: 'unix://relative.sock': unix:// needs an absolute path "
+		     "(unix:///run/redis.sock)\n");
+	expect_error("host-id = web 1\n",
+		     "t.conf:1: host-id: must be empty or 1 to 128 characters of A-Z a-z 0-9 . _ "
+		     ": -, got \"web 1\"\n");
+	expect_error("quota-scope = team/a\n",
+		     "t.conf:1: quota-scope: must be empty or 1 to 128 characters of A-Z a-z 0-9 . "
+		     "_ : -, got \"team/a\"\n");
+	snprintf(line, sizeof(line), "quota-scope = %0129d\n", 0);
+	snprintf(want, sizeof(want), "t.conf:1: quota-scope: must be empty or 1 to 128 characters "
+		 "of A-Z a-z 0-9 . _ : -, got \"%080d\" (129 bytes)\n", 0);
+	expect_error(line, want);
+	expect_error("redis-fallback-rate = -1\n",
+		     "t.conf:1: redis-fallback-rate: must be a number between 0 and 1000, got "
+		     "\"-1\"\n");
+	expect_error("redis-fallback-rate = 1001\n",
+		     "t.conf:1: redis-fallback-rate: must be a number between 0 and 1000, got "
+		     "\"1001\"\n");
+	expect_error("redis-timeout-ms = 9\n",
+		     "t.conf:1: redis-timeout-ms: must be a whole number between 10 and 10000 "
+		     "(milliseconds), got \"9\"\n");
+	expect_error("redis-timeout-ms = 10001\n",
+		     "t.conf:1: redis-timeout-ms: must be a whole number between 10 and 10000 "
+		     "(milliseconds), got \"10001\"\n");
+	expect_error("redis-max-pending = 0\n",
+		     "t.conf:1: redis-max-pending: must be a whole number between 1 and 16, got "
+		     "\"0\"\n");
+	expect_error("redis-max-pending = 17\n",
+		     "t.conf:1: redis-max-pending: must be a whole number between 1 and 16, got "
+		     "\"17\"\n");
+}
+
+TEST(redis_flags_are_options_too)
+{
+	struct config cfg;
+	struct buf err;
+	enum config_mode mode;
+	int first;
+
+	CHECK(argv_run(&cfg, &err, &mode, &first,
+		       ARGV("camskeyd", "--redis", "unix:///tmp/r.sock", "--host-id=a:1",
+			    "--quota-scope", "acct", "--redis-fallback-rate", "2",
+			    "--redis-timeout-ms", "100", "--redis_max_pending", "3")) == 0);
+	CHECK_STR(buf_str(&err), "");
+	CHECK_STR(cfg.redis, "unix:///tmp/r.sock");
+	CHECK_STR(cfg.host_id, "a:1");
+	CHECK_STR(cfg.quota_scope, "acct");
+	CHECK(cfg.redis_fallback_rate == 2.0);
+	CHECK(cfg.redis_timeout_ms == 100);
+	CHECK(cfg.redis_max_pending == 3);
+	buf_free(&err);
+	config_free(&cfg);
+
+	CHECK(argv_run(&cfg, &err, &mode, &first,
+		       ARGV("camskeyd", "--redis", "redis://localhost")) == -EINVAL);
+	CHECK_STR(buf_str(&err), "command line: --redis: 'redis://localhost': 'localhost' is not "
+		  "a numeric address; camskeyd resolves no names on its engine thread: give an IP "
+		  "address (127.0.0.1, [::1]) or unix:///path\n");
+	buf_free(&err);
+	config_free(&cfg);
+}
+
+TEST(fallback_rate_above_rate_is_refused_when_redis_is_set)
+{
+	struct config cfg;
+	struct buf err;
+
+	CHECK(parse(&cfg, "redis = redis://127.0.0.1\nrate = 4\nredis-fallback-rate = 4.5\n",
+		    &err) == 0);
+	CHECK(config_validate(&cfg, &err) == -EINVAL);
+	CHECK_STR(buf_str(&err), "redis-fallback-rate: 4.5/s is more than rate (4/s); it is one "
+		  "host's budget while Redis is unreachable, and the budgets of all hosts must add "
+		  "up to at most the quota\n");
+	buf_free(&err);
+	config_free(&cfg);
+
+	/* Equal is allowed (one host of its own account). */
+	CHECK(parse(&cfg, "redis = redis://127.0.0.1\nrate = 4\nredis-fallback-rate = 4\n",
+		    &err) == 0);
+	CHECK(config_validate(&cfg, &err) == 0);
+	buf_free(&err);
+	config_free(&cfg);
+
+	/* Without redis the redis-only keys are ignored, so not refused. */
+	CHECK(parse(&cfg, "rate = 1\nredis-fallback-rate = 9\nredis-max-pending = 5\n"
+		    "host-id = x\n", &err) == 0);
+	CHECK(config_validate(&cfg, &err) == 0);
+	CHECK_STR(buf_str(&err), "");
+	buf_free(&err);
+	config_free(&cfg);
+
+	/* Through argv, the same check: flags and file together. */
+	{
+		enum config_mode mode;
+		int first;
+
+		CHECK(argv_run(&cfg, &err, &mode, &first,
+			       ARGV("camskeyd", "--redis", "redis://127.0.0.1", "--rate", "2",
+				    "--redis-fallback-rate", "3")) == -EINVAL);
+		CHECK(strstr(buf_str(&err), "redis-fallback-rate: 3/s is more than rate (2/s)") !=
+		      NULL);
+		buf_free(&err);
+		config_free(&cfg);
+	}
+}
+
+TEST(redis_keys_need_a_restart)
+{
+	struct config running, next;
+	struct buf err, names;
+
+	buf_init(&err, 4096);
+	buf_init(&names, 4096);
+	config_init(&running);
+	config_init(&next);
+	REQUIRE(config_parse_string(&next, "b.conf",
+				    "redis = redis://127.0.0.1\nhost-id = h\nquota-scope = s\n"
+				    "redis-fallback-rate = 1\nredis-timeout-ms = 500\n"
+				    "redis-max-pending = 4\n", &err) == 0);
+	CHECK(config_keep_restart_keys(&next, &running, &names) == 6);
+	CHECK_STR(buf_str(&names), "redis,host-id,quota-scope,redis-fallback-rate,"
+		  "redis-timeout-ms,redis-max-pending");
+	CHECK_STR(next.redis, "");
+	CHECK(next.redis_timeout_ms == 250);
+	config_free(&running);
+	config_free(&next);
+	buf_free(&err);
+	buf_free(&names);
+}
+
+/* Is every byte of s in the host id alphabet? */
+static bool host_id_alphabet(const char *s)
+{
+	for (; *s; s++)
+		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+		      (*s >= '0' && *s <= '9') || *s == '.' || *s == '_' || *s == ':' || *s == '-'))
+			return false;
+	return true;
+}
+
+TEST(host_id_defaults_to_the_host_name_and_listen_port)
+{
+	struct config cfg;
+	struct buf err;
+	char host[256], want[300], id[REDIS_NAME_MAX + 1];
+
+	REQUIRE(gethostname(host, sizeof(host)) == 0);
+	host[sizeof(host) - 1] = '\0';
+	for (char *p = host; *p; p++)
+		if (!host_id_alphabet((char[]){ *p, 0 }))
+			*p = '-';
+
+	CHECK(parse(&cfg, "listen = 127.0.0.1:9091\n", &err) == 0);
+	CHECK(config_host_id(&cfg, id, sizeof(id)) == 0);
+	snprintf(want, sizeof(want), "%.*s:9091", (int)(REDIS_NAME_MAX - 5), host);
+	CHECK_STR(id, want);
+	CHECK(host_id_alphabet(id));
+	buf_free(&err);
+	config_free(&cfg);
+
+	CHECK(parse(&cfg, "listen = [::1]:8443\n", &err) == 0);
+	CHECK(config_host_id(&cfg, id, sizeof(id)) == 0);
+	snprintf(want, sizeof(want), "%.*s:8443", (int)(REDIS_NAME_MAX - 5), host);
+	CHECK_STR(id, want);
+	buf_free(&err);
+	config_free(&cfg);
+
+	/* A UNIX socket has no port: its path tells two daemons apart. */
+	CHECK(parse(&cfg, "listen = unix:/run/camskeyd/a.sock\n", &err) == 0);
+	CHECK(config_host_id(&cfg, id, sizeof(id)) == 0);
+	snprintf(want, sizeof(want), "%s:run-camskeyd-a.sock", host);
+	want[REDIS_NAME_MAX] = '\0';
+	CHECK_STR(id, want);
+	CHECK(host_id_alphabet(id));
+	buf_free(&err);
+	config_free(&cfg);
+}
+
+TEST(host_id_set_is_used_sanitised_and_bounded)
+{
+	struct config cfg;
+	struct buf err;
+	char id[REDIS_NAME_MAX + 1], small[6], tiny[1];
+
+	CHECK(parse(&cfg, "host-id = web-1:8080\n", &err) == 0);
+	CHECK(config_host_id(&cfg, id, sizeof(id)) == 0);
+	CHECK_STR(id, "web-1:8080");
+	/* Cut at size - 1. */
+	CHECK(config_host_id(&cfg, small, sizeof(small)) == 0);
+	CHECK_STR(small, "web-1");
+	/* Too small for even one byte: refused, untouched. */
+	tiny[0] = 'x';
+	CHECK(config_host_id(&cfg, tiny, sizeof(tiny)) == -EINVAL);
+	CHECK(tiny[0] == 'x');
+
+	/* A hand-built config is sanitised too, and cut at 128 bytes. */
+	free(cfg.host_id);
+	cfg.host_id = xstrdup("a b/c\xc3\xa9");
+	CHECK(config_host_id(&cfg, id, sizeof(id)) == 0);
+	CHECK_STR(id, "a-b-c--");
+	free(cfg.host_id);
+	cfg.host_id = xmalloc(301);
+	memset(cfg.host_id, 'h', 300);
+	cfg.host_id[300] = '\0';
+	{
+		char big[512];
+
+		CHECK(config_host_id(&cfg, big, sizeof(big)) == 0);
+		CHECK(strlen(big) == REDIS_NAME_MAX);
+	}
+	buf_free(&err);
+	config_free(&cfg);
 }
 
 TEST(plain_http_upstream_must_be_loopback_unless_allowed)
@@ -976,6 +1271,13 @@ int main(void)
 	RUN(out_of_range_number_is_refused);
 	RUN(unknown_key_is_refused);
 	RUN(unknown_key_close_to_a_known_one_gets_a_did_you_mean);
+	RUN(redis_keys_take_good_values);
+	RUN(redis_keys_refuse_bad_values_naming_file_line_and_key);
+	RUN(redis_flags_are_options_too);
+	RUN(fallback_rate_above_rate_is_refused_when_redis_is_set);
+	RUN(redis_keys_need_a_restart);
+	RUN(host_id_defaults_to_the_host_name_and_listen_port);
+	RUN(host_id_set_is_used_sanitised_and_bounded);
 	RUN(plain_http_upstream_must_be_loopback_unless_allowed);
 	RUN(bad_bool_is_refused);
 	RUN(bad_enum_is_refused);
