@@ -11,7 +11,14 @@ callers waiting. Scenarios:
               simulator: answers take a uniform 20-400 ms (processing time,
               after the arrival was counted); then the same plus an arrival
               delay of 5-35 ms the daemon cannot see, with --rate-margin-ms 40;
-  waiting     5,000 callers waiting on a hanging upstream.
+  waiting     5,000 callers waiting on a hanging upstream;
+  multihost   4 daemons (own port, SQLite file, --host-id) on one private
+              redis-server and one simulator, a backlog of cold keys on every
+              host at once: combined calls/s and utilization, the most
+              arrivals in any sliding second, grants discarded and refused
+              (summed over the hosts' metrics), Redis commands per upstream
+              call, and each host's share of the calls. Skipped without
+              redis-server. The jitter runs are its single-host baseline.
 
 BENCH_ONLY=processing (a comma-separated list) runs only those. Not a
 pass/fail test.
@@ -32,6 +39,8 @@ CALLERS = 64
 WAITERS = int(os.environ.get("BENCH_WAITERS", "5000"))
 ONLY = [w for w in os.environ.get("BENCH_ONLY", "").split(",") if w]
 PROCESSING_MS = (20, 400)
+HOSTS = int(os.environ.get("BENCH_HOSTS", "4"))
+CALLERS_PER_HOST = 16
 HIDDEN_ARRIVAL_MS = (5, 35)
 
 
@@ -124,6 +133,54 @@ def waiting_connections():
             "kib_per_waiter": (rss1 - rss0) / max(1, waiting)}
 
 
+def metric_sum(d, name):
+    return sum(v for (n, _), v in d.metrics().items() if n == name)
+
+
+def multihost():
+    """KEYS cold keys split over HOSTS daemons sharing one Redis, all at once."""
+    redis = camtest.RedisServer()  # raises camtest.Skipped without redis-server
+    sim = Sim(quota=RATE)
+    args = ["--rate", str(RATE), "--max-wait-ms", "600000", "--queue-max", "100000",
+            "--refresh-ahead", "0", "--no-access-log"]
+    ds = camtest.redis_daemons(HOSTS, sim.url, redis, args)
+    camtest.wait_until(lambda: all((d.readyz()[1] or {}).get("quota") == "shared" for d in ds),
+                       15, what="every host on the shared quota")
+    per_host = KEYS // HOSTS
+    lists = [["8617%d%07d" % (h, i) for i in range(per_host)] for h in range(HOSTS)]
+    import threading
+    lock = threading.Lock()
+
+    def caller(i):
+        h = i % HOSTS
+        done = 0
+        while True:
+            with lock:
+                if not lists[h]:
+                    return done
+                phone = lists[h].pop()
+            status, _, _ = request(ds[h].port, key_path(phone, max_wait_ms=600000), timeout=600)
+            done += status == 200
+    start = time.monotonic()
+    ok = sum(parallel(HOSTS * CALLERS_PER_HOST, caller, timeout=900))
+    elapsed = time.monotonic() - start
+    s = sim.stats()
+    span_s = (s["last_arrival_ms"] - s["first_arrival_ms"]) / 1000.0 if s["calls"] > 1 else 0
+    rate = (s["calls"] - 1) / span_s if span_s > 0 else s["calls"] / elapsed
+    calls = [metric_sum(d, "camskeyd_upstream_calls_total") for d in ds]
+    r = {"hosts": HOSTS, "keys": per_host * HOSTS, "answered": ok, "elapsed_s": elapsed,
+         "calls": s["calls"], "rate": rate, "utilization": rate / RATE,
+         "max_sliding": s["max_in_sliding_second"], "sim_throttled": s["throttled"],
+         "grants": sum(metric_sum(d, "camskeyd_quota_grants_total") for d in ds),
+         "discarded": sum(metric_sum(d, "camskeyd_quota_grants_discarded_total") for d in ds),
+         "refused": sum(metric_sum(d, "camskeyd_quota_grants_refused_total") for d in ds),
+         "commands": sum(metric_sum(d, "camskeyd_redis_commands_total") for d in ds),
+         "per_host": [int(c) for c in calls]}
+    r["commands_per_call"] = r["commands"] / max(1, sum(calls))
+    camtest.cleanup()
+    return r
+
+
 def wanted(name):
     return not ONLY or name in ONLY
 
@@ -176,6 +233,25 @@ def main():
                  w["rss_waiting_kib"] / 1024, w["kib_per_waiter"], int(w["gone"])), flush=True)
         summary.append("threads %d at %d waiting; %.1f KiB per waiter"
                        % (w["threads_waiting"], WAITERS, w["kib_per_waiter"]))
+    if wanted("multihost"):
+        try:
+            m = multihost()
+        except camtest.Skipped as e:
+            print("multihost: skipped (%s)" % e, flush=True)
+        else:
+            print("multihost %d hosts on one Redis, %d cold keys (%d callers per host): %d/%d "
+                  "answered in %.1fs; combined %.2f calls/s (utilization %.3f of --rate %d); "
+                  "max arrivals in any sliding second %d; System.LimitControl %d; grants %d, "
+                  "discarded %d, refused %d; Redis commands per upstream call %.2f; calls per "
+                  "host %s"
+                  % (m["hosts"], m["keys"], CALLERS_PER_HOST, m["answered"], m["keys"],
+                     m["elapsed_s"], m["rate"], m["utilization"], RATE, m["max_sliding"],
+                     m["sim_throttled"], m["grants"], m["discarded"], m["refused"],
+                     m["commands_per_call"], m["per_host"]), flush=True)
+            summary.append("%d hosts: utilization %.3f, max sliding second %d/%d, discarded %d, "
+                           "%.2f Redis commands per call"
+                           % (m["hosts"], m["utilization"], m["max_sliding"], RATE,
+                              m["discarded"], m["commands_per_call"]))
     print("summary: " + "; ".join(summary))
 
 

@@ -304,6 +304,198 @@ class Daemon(Process):
         return None
 
 
+    def readyz(self, timeout=5.0):
+        """(status, parsed JSON body or None) of /readyz."""
+        status, _, body = self.get("/readyz", timeout=timeout)
+        try:
+            doc = json.loads(body) if body.strip() else None
+        except ValueError:
+            doc = None
+        return status, doc
+
+    def alive(self):
+        return self.proc.poll() is None
+
+
+# ---- Redis (issue #14): a private redis-server and several daemons on it -------------
+
+def _resp_encode(args):
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+    return b"".join(out)
+
+
+class RedisError(Exception):
+    """An error reply (-ERR ...) from the server."""
+
+
+class _RespReader:
+    def __init__(self, sock):
+        self.sock, self.buf = sock, b""
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("redis closed the connection")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def _exact(self, n):
+        while len(self.buf) < n + 2:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("redis closed the connection")
+            self.buf += chunk
+        data, self.buf = self.buf[:n], self.buf[n + 2:]
+        return data
+
+    def reply(self):
+        line = self._line()
+        kind, rest = line[:1], line[1:]
+        if kind == b"+":
+            return rest.decode()
+        if kind == b"-":
+            return RedisError(rest.decode())
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            n = int(rest)
+            return None if n < 0 else self._exact(n)
+        if kind == b"*":
+            n = int(rest)
+            return None if n < 0 else [self.reply() for _ in range(n)]
+        raise ConnectionError("bad RESP line %r" % line)
+
+
+class RedisServer:
+    """A private redis-server on a UNIX socket in a temp dir (no TCP port, no
+    persistence), stopped by PID when the test ends, also on failure. The test
+    is skipped when redis-server is not installed. url is what --redis takes."""
+
+    def __init__(self, extra=()):
+        self.binary = shutil.which("redis-server")
+        if not self.binary:
+            skip("redis-server not installed (make deps)")
+        self.dir = tmpdir()
+        self.sock = os.path.join(self.dir, "redis.sock")
+        self.url = "unix://" + self.sock
+        self.extra = list(extra)
+        self.proc = None
+        self.log = None
+        self.starts = 0
+        self.stopped = False
+        self._start()
+        _cleanups.append(self.finish)
+
+    def _start(self):
+        if os.path.exists(self.sock):
+            os.unlink(self.sock)
+        self.starts += 1
+        self.log_path = os.path.join(self.dir, "redis-%d.log" % self.starts)
+        argv = [self.binary, "--port", "0", "--unixsocket", self.sock, "--unixsocketperm", "700",
+                "--save", "", "--appendonly", "no", "--dir", self.dir,
+                "--daemonize", "no", "--loglevel", "notice"] + self.extra
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+        self.stopped = False
+
+        def up():
+            if self.proc.poll() is not None:
+                raise AssertionError("redis-server exited with %s:\n%s"
+                                     % (self.proc.returncode, self.logs()))
+            try:
+                return self.cli("PING", timeout=1.0) == "PONG"
+            except (OSError, ConnectionError):
+                return False
+        wait_until(up, 10, what="redis-server on %s" % self.sock)
+
+    def logs(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def cli(self, *args, timeout=5.0):
+        """One command over the socket; the reply (str, int, bytes, list, None,
+        or a RedisError instance for an error reply). OSError on a dead or
+        stalled server (after timeout)."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(self.sock)
+            s.sendall(_resp_encode(args))
+            return _RespReader(s).reply()
+
+    def keys(self, pattern="*"):
+        return sorted(k.decode() for k in self.cli("KEYS", pattern))
+
+    def kill9(self):
+        """SIGKILL the server (its socket file stays behind, as after a crash)."""
+        if self.stopped:
+            self.cont()
+        if self.alive():
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.log.close()
+
+    def restart(self):
+        """Start a fresh server on the same socket (empty: no persistence);
+        kills the current one first if it still runs."""
+        self.kill9()
+        self._start()
+
+    def stop(self):
+        """SIGSTOP: the socket accepts connections, nothing answers."""
+        os.kill(self.proc.pid, signal.SIGSTOP)
+        self.stopped = True
+
+    def cont(self):
+        os.kill(self.proc.pid, signal.SIGCONT)
+        self.stopped = False
+
+    def finish(self):
+        if self.proc is None:
+            return
+        if self.alive():
+            if self.stopped:
+                os.kill(self.proc.pid, signal.SIGCONT)
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        if not self.log.closed:
+            self.log.close()
+
+
+def redis_daemons(n, upstream, redis, args=(), host_prefix="h", extra_env=None, host_args=None,
+                  **kw):
+    """n daemons, each on its own port with its own SQLite file and
+    --host-id hN (h1..hn), all on one upstream and one Redis (same AccessKey,
+    so the same default quota scope). Started one after the other, each ready.
+    host_args: {index from 0: [more arguments for that host only]}."""
+    out = []
+    for i in range(1, n + 1):
+        more = list((host_args or {}).get(i - 1, ()))
+        env = None
+        if extra_env:
+            env = credentials_env()
+            env.update(extra_env)
+        out.append(Daemon(upstream, ["--redis", redis.url, "--host-id", "%s%d" % (host_prefix, i)]
+                          + list(args) + more, env=env, **kw))
+    return out
+
+
 def parse_metrics(text):
     """Prometheus text format -> {(name, ((label, value), ...)): float}. Strict."""
     out = {}
