@@ -444,6 +444,8 @@ def test_a_throttle_seen_by_one_host_pauses_every_host():
     s = check_quota(sim)
     arr = s["arrivals_ms"]
     gaps = sorted((b - a for a, b in zip(arr, arr[1:])), reverse=True)
+    if os.environ.get("REDIS_E2E_DEBUG"):
+        print("# arrivals ms: %s; pause_until_us %d" % (["%.0f" % a for a in arr], pause_until))
     print("# one injected System.LimitControl during a 3-host backlog: answers %s; calls %d; "
           "pause recorded in Redis: %s; longest gaps between arrivals %s ms"
           % (traffic.counts(), s["calls"], pause_until > 0, ["%.0f" % g for g in gaps[:3]]))
@@ -537,11 +539,12 @@ def fault_during_backlog(label, prefix, inject, recover=None, down_s=2.5, expect
     print("# %s: answers %s; calls %d (%d before the fault); max in a sliding second %d; "
           "throttled %d; /readyz seen %s, at the end %s; camskeyd_redis_up seen %s; hits "
           "during the fault %d (max %.0f ms, %d wrong); resumed on each host after %s s; "
-          "redis errors %d, reconnects %d, grants discarded %d"
+          "redis errors %d, reconnects %d, grants discarded %d; Retry-After of the 503s %s"
           % (label, counts, s["calls"], calls_before, s["max_in_sliding_second"], s["throttled"],
              sorted(ready, key=str), final_modes, sorted(redis_up, key=str), len(hit_ms),
              max(hit_ms or [0]),
-             len(hit_bad), ["%.1f" % r for r in resumed], errs, reconnects, discarded))
+             len(hit_bad), ["%.1f" % r for r in resumed], errs, reconnects, discarded,
+             sorted(set(r["retry_after"] for r in traffic.records if r["status"] == 503))))
     traffic.check_answered()
     assert not hit_bad, "hits not served from the local tier during the fault: %s" % hit_bad[:3]
     assert all(status == 200 for status, _ in ready), "/readyz during the fault: %s" % ready
