@@ -59,7 +59,7 @@ MAIN_O   := $(BUILD)/daemon/main.o
 LIB_A    := $(BUILD)/libcamskeyd.a
 
 UNIT_TESTS := hex buf span netaddr log config signer verify keyring envelope route cache cache_store cache_mem limiter queue flight engine upstream \
-	metrics clients docs redis
+	metrics clients docs redis shared
 UNIT_BINS  := $(addprefix $(BUILD)/tests/test_,$(UNIT_TESTS))
 SIM        := $(BUILD)/camsim
 

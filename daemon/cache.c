@@ -16,8 +16,8 @@
  *  - generation is bumped after each publish or forget (release), so a
  *    caller that read it before a lookup and sees it unchanged afterwards
  *    knows nothing was stored or removed in between.
- * Locks, in order: write_mu, then the store's writer_mu, then (never held
- * together with the store's) one shard mutex.
+ * Locks, in order: write_mu, then the store's writer_mu, then one shard
+ * mutex (only in newer_use(), called by the store's eviction).
  * Threads: any (see cache.h). Logs: nothing itself; the store logs SQLite
  * errors where they happen.
  */
@@ -33,12 +33,30 @@
 #include "cache_store.h"
 #include "mem.h"
 
+/*
+ * Uses one cache_maintain() call (about a second) flushes at most: about
+ * 8,000 small rows, some 40 ms of the engine thread. With random hits over
+ * more keys than that a second, recency on disk lags (every value flushed
+ * is still the exact second of the last use) but eviction does not: the
+ * store asks memory about each candidate before evicting it
+ * (newer_use()), so the least recently used go, to the second. The lag
+ * only ever orders a start-up load after a crash (cache_close() flushes
+ * everything).
+ */
+#define CACHE_FLUSH_MAX_USES 8192
+
 struct cache {
 	struct cache_store *store;
 	struct cache_mem *mem;
 	pthread_mutex_t write_mu;      /* a write: store commit + memory change */
 	atomic_ullong generation;
 	int whole;                     /* the start-up load took every row; see cache_whole_in_memory */
+	/*
+	 * cache_maintain()'s list of uses, under write_mu, kept from one call
+	 * to the next: with a second's random hits it is megabytes, and
+	 * allocating it afresh every second costs page faults.
+	 */
+	struct cache_use_list uses;
 };
 
 /* ---- entries ---------------------------------------------------------- */
@@ -117,7 +135,22 @@ void cache_use_list_free(struct cache_use_list *l)
 	l->len = l->cap = 0;
 }
 
+static int maintain(struct cache *c, int all);
+
 /* ---- open / close ------------------------------------------------------ */
+
+/*
+ * The store, about to evict key: does memory know of a later use? Under
+ * write_mu and the store's writer mutex; takes one shard mutex (memory
+ * never calls out, so this order cannot deadlock).
+ */
+static int newer_use(void *cls, const struct cams_key *key, int64_t disk_used_s,
+		     int64_t *ret_used_s)
+{
+	struct cache *c = cls;
+
+	return cache_mem_newer_use(c->mem, key, disk_used_s, ret_used_s);
+}
 
 /* One row of the start-up load: into memory as it is on disk. */
 static void preload_one(struct cache_entry *e, int64_t last_used_s, void *cls)
@@ -129,19 +162,22 @@ static void preload_one(struct cache_entry *e, int64_t last_used_s, void *cls)
 int cache_open(const struct cache_options *opt, struct cache **ret, char *errbuf,
 	       size_t errbuf_size)
 {
+	struct cache *c = xcalloc(1, sizeof(*c));
 	struct cache_store_options so = {
 		.path = opt->path,
 		.max_entries = opt->max_entries,
 		.read_only = opt->read_only,
+		.newer_use = newer_use,
+		.newer_use_cls = c,
 	};
 	struct cache_store *store;
-	struct cache *c;
 	int ret_code, whole;
 
 	ret_code = cache_store_open(&so, &store, errbuf, errbuf_size);
-	if (ret_code)
+	if (ret_code) {
+		free(c);
 		return ret_code;
-	c = xcalloc(1, sizeof(*c));
+	}
 	c->store = store;
 	whole = opt->preload && !opt->read_only && opt->hot_entries >= opt->max_entries;
 	/*
@@ -174,7 +210,8 @@ void cache_close(struct cache *c)
 {
 	if (!c)
 		return;
-	cache_maintain(c, 0);
+	maintain(c, 1);
+	cache_use_list_free(&c->uses);
 	cache_store_close(c->store);
 	cache_mem_free(c->mem);
 	pthread_mutex_destroy(&c->write_mu);
@@ -202,9 +239,7 @@ int cache_load(struct cache *c, const struct cams_key *key, int64_t now_s,
 	ret = cache_store_get(c->store, key, &e, &last_used_s);
 	if (ret <= 0)
 		return ret;
-	e = cache_mem_offer(c->mem, e, gen, last_used_s);
-	if (now_s > (int64_t)atomic_load_explicit(&e->last_used_s, memory_order_relaxed))
-		atomic_store_explicit(&e->last_used_s, (long long)now_s, memory_order_relaxed);
+	e = cache_mem_offer(c->mem, e, gen, last_used_s, now_s);
 	*ret_entry = e;
 	return 1;
 }
@@ -282,24 +317,31 @@ int cache_delete(struct cache *c, const struct cams_key *key)
 	return ret;
 }
 
-int cache_maintain(struct cache *c, int64_t now_s)
+/* cache_maintain(), flushing every use when all is set (cache_close()). */
+static int maintain(struct cache *c, int all)
 {
-	struct cache_use_list uses = { 0 }, evicted = { 0 };
+	struct cache_use_list evicted = { 0 };
 	int ret;
 
 	if (cache_store_read_only(c->store))
 		return 0;
 	pthread_mutex_lock(&c->write_mu);
-	cache_mem_collect_uses(c->mem, &uses);
-	ret = cache_store_maintain(c->store, &uses, &evicted);
+	c->uses.len = 0;
+	cache_mem_collect_uses_at_most(c->mem, &c->uses, all ? 0 : CACHE_FLUSH_MAX_USES);
+	ret = cache_store_maintain(c->store, &c->uses, &evicted);
 	if (ret == 0) {
 		forget_all(c, &evicted);
-		cache_mem_mark_persisted(c->mem, &uses);
+		cache_mem_mark_persisted(c->mem, &c->uses);
 	}
 	pthread_mutex_unlock(&c->write_mu);
-	cache_use_list_free(&uses);
 	cache_use_list_free(&evicted);
 	return ret;
+}
+
+int cache_maintain(struct cache *c, int64_t now_s)
+{
+	(void)now_s;
+	return maintain(c, 0);
 }
 
 /* ---- the rest, each one layer's ---------------------------------------- */

@@ -188,8 +188,9 @@ int cache_foreach(struct cache *c, int (*fn)(const struct cache_entry *e, void *
  * Keys worth refreshing ahead of expiry: in memory, used since they were
  * stored and within the last window_s seconds, not yet expired, and
  * expiring within window_s. At most max_keys into ret_keys; returns how many.
- * Walks each shard's LRU list from the newest entry and stops at the first
- * one not used within the window, so idle keys cost nothing. Memory only.
+ * Visits only the entries whose expiry falls in the window (each shard
+ * keeps its entries on an expiry wheel), so neither idle keys nor keys
+ * expiring later cost anything. Soonest expiring first. Memory only.
  */
 size_t cache_refresh_candidates(struct cache *c, int64_t now_s, uint64_t window_s,
 				struct cams_key *ret_keys, size_t max_keys);

@@ -39,24 +39,57 @@
 #include "log.h"
 #include "mem.h"
 
-#define STORE_SCHEMA_VERSION 2
+#define STORE_SCHEMA_VERSION 3
 #define STORE_BUSY_TIMEOUT_MS 5000
+/*
+ * The writer's page cache, 64 MiB (SQLite's default is 2 MiB). A flush of
+ * a second's random hits over a million keys descends keys_key (~30 MiB)
+ * and rewrites recency and its index (~10 MiB each): with the default,
+ * nearly every page it touches is read again with pread. An upper bound,
+ * not an allocation: pages are taken as they are used.
+ */
+#define STORE_WRITER_CACHE_SQL "PRAGMA cache_size = -65536"
 /* cache_store_maintain() calls (about seconds) between exact recounts. */
 #define STORE_RECOUNT_EVERY 300
 
-/* Column order shared by every statement that reads rows (row_to_entry()). */
+/*
+ * Column order shared by every statement that reads rows (row_to_entry()),
+ * over keys AS k and its recency row AS r. A key without a recency row
+ * (only another program could make one) reads as used when fetched.
+ */
 #define STORE_COLUMNS                                                                  \
-	"cust_space_id, phone, kind, http_status, status, code, etag, request_id, pem, " \
-	"body, fetched_at, expires_at, last_used_at"
+	"k.cust_space_id, k.phone, k.kind, k.http_status, k.status, k.code, k.etag, "    \
+	"k.request_id, k.pem, k.body, k.fetched_at, k.expires_at, "                      \
+	"coalesce(r.last_used_at, k.fetched_at)"
+#define STORE_FROM " FROM keys AS k LEFT JOIN recency AS r ON r.key_id = k.id"
+
+/* The columns a row is written with (bind_entry()), without id and pem. */
+#define STORE_DATA_COLUMNS \
+	"cust_space_id, phone, kind, http_status, status, code, etag, request_id, body, " \
+	"fetched_at, expires_at"
 
 /*
- * A rowid table with a unique index, not WITHOUT ROWID: a row (about 1.3 KiB
- * with the PEM and the rendered body) is far over the ~1 KiB a WITHOUT
- * ROWID page cell holds, and each row would spill into an overflow page of
- * its own (4.5 KiB a row, measured with a million entries).
+ * Schema version 3.
+ *
+ * keys: a rowid table with a unique index, not WITHOUT ROWID: a row (about
+ * 0.9 KiB with the rendered body) is over the ~1 KiB a WITHOUT ROWID page
+ * cell holds with room to spare, and rows would spill into overflow pages
+ * of their own (4.5 KiB a row, measured with a million entries). id is an
+ * explicit INTEGER PRIMARY KEY so that VACUUM keeps it (recency refers to
+ * it).
+ *
+ * pem is computed, not stored: the rendered body (the envelope served to
+ * callers) already holds the PEM as Data.EncryptionPublicKey, and version 2
+ * stored it twice. The CLI and the e2e tests read it as before.
+ *
+ * recency: last_used_at in a narrow table of its own, so that flushing
+ * the hits of a second rewrites small rows (~300 a page) and their index
+ * entries, not whole 1.4 KiB rows and their pages. Every key has exactly
+ * one recency row: put writes both, the trigger deletes it with the key.
  */
 #define STORE_TABLE_SQL                                                               \
 	"CREATE TABLE IF NOT EXISTS keys ("                                           \
+	" id INTEGER PRIMARY KEY,"                                                    \
 	" cust_space_id TEXT NOT NULL,"                                               \
 	" phone TEXT NOT NULL,"                                                       \
 	" kind INTEGER NOT NULL,"                                                     \
@@ -65,24 +98,59 @@
 	" code TEXT NOT NULL,"                                                        \
 	" etag TEXT NOT NULL,"                                                        \
 	" request_id TEXT NOT NULL,"                                                  \
-	" pem TEXT,"                                                                  \
 	" body BLOB NOT NULL,"                                                        \
 	" fetched_at INTEGER NOT NULL,"                                               \
 	" expires_at INTEGER NOT NULL,"                                               \
-	" last_used_at INTEGER NOT NULL);"                                            \
+	" pem TEXT GENERATED ALWAYS AS (CASE WHEN kind = 0"                           \
+	"  AND json_valid(CAST(body AS TEXT))"                                        \
+	"  THEN json_extract(CAST(body AS TEXT), '$.Data.EncryptionPublicKey') END)"  \
+	"  VIRTUAL);"                                                                 \
 	"CREATE UNIQUE INDEX IF NOT EXISTS keys_key ON keys (cust_space_id, phone);"  \
-	"CREATE INDEX IF NOT EXISTS keys_last_used_at ON keys (last_used_at);"
+	"CREATE TABLE IF NOT EXISTS recency ("                                        \
+	" key_id INTEGER PRIMARY KEY,"                                                \
+	" last_used_at INTEGER NOT NULL);"                                            \
+	"CREATE INDEX IF NOT EXISTS recency_last_used_at ON recency (last_used_at);"  \
+	"CREATE TRIGGER IF NOT EXISTS keys_recency_delete AFTER DELETE ON keys"       \
+	" BEGIN DELETE FROM recency WHERE key_id = old.rowid; END;"
 
-static const char schema_sql[] = STORE_TABLE_SQL "PRAGMA user_version = 2;";
+static const char schema_sql[] = STORE_TABLE_SQL "PRAGMA user_version = 3;";
 
-/* Version 1 was a WITHOUT ROWID table: copy its rows into version 2. */
+/* The columns versions 1 and 2 share with version 3 (all but pem and last_used_at). */
+#define STORE_OLD_COLUMNS \
+	"cust_space_id, phone, kind, http_status, status, code, etag, request_id, body, " \
+	"fetched_at, expires_at"
+
+/*
+ * Version 2 (a rowid table with pem and last_used_at in each row): copy the
+ * rows keeping their rowids as ids, so the eviction order, ties included
+ * (last_used_at, then rowid), is exactly what it was.
+ */
+static const char upgrade_v2_sql[] =
+	"ALTER TABLE keys RENAME TO keys_v2;"
+	"DROP INDEX IF EXISTS keys_key;"
+	"DROP INDEX IF EXISTS keys_last_used_at;"
+	STORE_TABLE_SQL
+	"INSERT INTO keys (id, " STORE_OLD_COLUMNS ") SELECT rowid, " STORE_OLD_COLUMNS
+	" FROM keys_v2;"
+	"INSERT INTO recency (key_id, last_used_at) SELECT rowid, last_used_at FROM keys_v2;"
+	"DROP TABLE keys_v2;"
+	"PRAGMA user_version = 3;";
+
+/*
+ * Version 1 (WITHOUT ROWID, ties in last_used_at ordered by key): ids are
+ * handed out in (last_used_at, key) order, so that order survives too.
+ */
 static const char upgrade_v1_sql[] =
 	"ALTER TABLE keys RENAME TO keys_v1;"
 	"DROP INDEX IF EXISTS keys_last_used_at;"
 	STORE_TABLE_SQL
-	"INSERT INTO keys (" STORE_COLUMNS ") SELECT " STORE_COLUMNS " FROM keys_v1;"
+	"INSERT INTO keys (" STORE_OLD_COLUMNS ") SELECT " STORE_OLD_COLUMNS
+	" FROM keys_v1 ORDER BY last_used_at, cust_space_id, phone;"
+	"INSERT INTO recency (key_id, last_used_at)"
+	" SELECT k.id, o.last_used_at FROM keys AS k"
+	" JOIN keys_v1 AS o ON o.cust_space_id = k.cust_space_id AND o.phone = k.phone;"
 	"DROP TABLE keys_v1;"
-	"PRAGMA user_version = 2;";
+	"PRAGMA user_version = 3;";
 
 /* The writer connection's statements, prepared once at open. */
 enum wst {
@@ -92,9 +160,12 @@ enum wst {
 	WST_EXISTS,
 	WST_OLD,
 	WST_UPSERT,
+	WST_RECENCY,
 	WST_DELETE,
 	WST_TOUCH,
 	WST_EVICT,
+	WST_EVICT_ONE,
+	WST_RAISE,
 	WST_COUNT,
 	WST_INTEGRITY,
 	WST__MAX,
@@ -105,34 +176,54 @@ static const char *const writer_sql[WST__MAX] = {
 	[WST_COMMIT] = "COMMIT",
 	[WST_ROLLBACK] = "ROLLBACK",
 	[WST_EXISTS] = "SELECT 1 FROM keys WHERE cust_space_id = ?1 AND phone = ?2",
-	[WST_OLD] = "SELECT " STORE_COLUMNS " FROM keys WHERE cust_space_id = ?1 AND phone = ?2",
-	[WST_UPSERT] = "INSERT OR REPLACE INTO keys (" STORE_COLUMNS ")"
-		       " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+	[WST_OLD] = "SELECT " STORE_COLUMNS STORE_FROM
+		    " WHERE k.cust_space_id = ?1 AND k.phone = ?2",
+	/* An upsert, not INSERT OR REPLACE: the row keeps its id (and its recency row). */
+	[WST_UPSERT] = "INSERT INTO keys (" STORE_DATA_COLUMNS ")"
+		       " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+		       " ON CONFLICT (cust_space_id, phone) DO UPDATE SET"
+		       " kind = excluded.kind, http_status = excluded.http_status,"
+		       " status = excluded.status, code = excluded.code, etag = excluded.etag,"
+		       " request_id = excluded.request_id, body = excluded.body,"
+		       " fetched_at = excluded.fetched_at, expires_at = excluded.expires_at"
+		       " RETURNING id",
+	[WST_RECENCY] = "INSERT INTO recency (key_id, last_used_at) VALUES (?1, ?2)"
+			" ON CONFLICT (key_id) DO UPDATE SET last_used_at = excluded.last_used_at",
 	[WST_DELETE] = "DELETE FROM keys WHERE cust_space_id = ?1 AND phone = ?2",
-	[WST_TOUCH] = "UPDATE keys SET last_used_at = ?3"
-		      " WHERE cust_space_id = ?1 AND phone = ?2 AND last_used_at < ?3",
-	/* ?2/?3: a key to spare (the one just stored); phone '' spares none. */
-	[WST_EVICT] = "DELETE FROM keys WHERE rowid IN"
-		      " (SELECT rowid FROM keys"
-		      "  WHERE NOT (cust_space_id = ?2 AND phone = ?3)"
-		      "  ORDER BY last_used_at LIMIT ?1)"
-		      " RETURNING cust_space_id, phone",
+	/* Raises only: two hits may be flushed out of order. A small row and its index entry. */
+	[WST_TOUCH] = "UPDATE recency SET last_used_at = ?3"
+		      " WHERE key_id = (SELECT id FROM keys WHERE cust_space_id = ?1 AND phone = ?2)"
+		      " AND last_used_at < ?3",
+	/*
+	 * The eviction candidates: the least recently used rows by recency on
+	 * disk, walking recency_last_used_at from the oldest. ?2: the id of a
+	 * key to spare (the one just stored), NULL for none.
+	 */
+	[WST_EVICT] = "SELECT r.key_id, r.last_used_at, k.cust_space_id, k.phone"
+		      " FROM recency AS r JOIN keys AS k ON k.id = r.key_id"
+		      " WHERE r.key_id IS NOT ?2 ORDER BY r.last_used_at LIMIT ?1",
+	/* The trigger removes the recency row. */
+	[WST_EVICT_ONE] = "DELETE FROM keys WHERE id = ?1",
+	/* A candidate's newer use, known only to memory, flushed before it is judged again. */
+	[WST_RAISE] = "UPDATE recency SET last_used_at = ?2 WHERE key_id = ?1 AND last_used_at < ?2",
 	[WST_COUNT] = "SELECT COUNT(*) FROM keys",
 	[WST_INTEGRITY] = "PRAGMA integrity_check",
 };
 
 static const char reader_get_sql[] =
-	"SELECT " STORE_COLUMNS " FROM keys WHERE cust_space_id = ?1 AND phone = ?2";
+	"SELECT " STORE_COLUMNS STORE_FROM " WHERE k.cust_space_id = ?1 AND k.phone = ?2";
 static const char reader_scan_sql[] =
-	"SELECT " STORE_COLUMNS " FROM keys ORDER BY cust_space_id, phone";
+	"SELECT " STORE_COLUMNS STORE_FROM " ORDER BY k.cust_space_id, k.phone";
 /*
  * The start-up load: the rows most recently used, least recent first (so
- * the memory layer's LRU order matches the disk's), without the pem
- * column: the rendered body holds the PEM, and memory keeps it once.
+ * the memory layer's LRU order matches the disk's), walking
+ * recency_last_used_at, without pem: the rendered body holds the PEM, and
+ * memory keeps it once (computing it would also parse every body).
  */
 static const char load_sql[] =
-	"SELECT cust_space_id, phone, kind, http_status, status, code, etag, request_id, NULL, "
-	"body, fetched_at, expires_at, last_used_at FROM keys ORDER BY last_used_at "
+	"SELECT k.cust_space_id, k.phone, k.kind, k.http_status, k.status, k.code, k.etag, "
+	"k.request_id, NULL, k.body, k.fetched_at, k.expires_at, r.last_used_at "
+	"FROM recency AS r JOIN keys AS k ON k.id = r.key_id ORDER BY r.last_used_at "
 	"LIMIT -1 OFFSET ?1";
 
 /* One thread's read connection. */
@@ -149,6 +240,9 @@ struct cache_store {
 	char *db_path;                 /* absolute, as SQLite resolved it */
 	uint64_t max_entries;
 	int read_only;
+	int (*newer_use)(void *cls, const struct cams_key *key, int64_t disk_used_s,
+			 int64_t *ret_used_s);
+	void *newer_use_cls;
 
 	pthread_mutex_t writer_mu;     /* db, st[], count, maintain_calls */
 	sqlite3 *db;
@@ -488,11 +582,20 @@ static int open_schema(struct cache_store *s, char *errbuf, size_t errbuf_size)
 			s->path, (long long)version, STORE_SCHEMA_VERSION);
 		return -EIO;
 	}
+	if (s->read_only && version > 0 && version < STORE_SCHEMA_VERSION) {
+		errbuf_printf(errbuf, errbuf_size,
+			"%s: cache schema version %lld is older than this camskeyd's (%d): "
+			"start the daemon once to upgrade it", s->path, (long long)version,
+			STORE_SCHEMA_VERSION);
+		return -EIO;
+	}
 	if (!s->read_only && version < STORE_SCHEMA_VERSION) {
+		const char *sql = version == 1 ? upgrade_v1_sql
+				  : version == 2 ? upgrade_v2_sql : schema_sql;
+
 		if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
 			goto fail_sqlite;
-		if (sqlite3_exec(s->db, version == 1 ? upgrade_v1_sql : schema_sql, NULL, NULL,
-				 &errmsg) != SQLITE_OK ||
+		if (sqlite3_exec(s->db, sql, NULL, NULL, &errmsg) != SQLITE_OK ||
 		    sqlite3_exec(s->db, "COMMIT", NULL, NULL, &errmsg) != SQLITE_OK) {
 			errbuf_printf(errbuf, errbuf_size, "cannot create schema in %s: %s", s->path,
 				errmsg ? errmsg : sqlite3_errmsg(s->db));
@@ -528,6 +631,8 @@ int cache_store_open(const struct cache_store_options *opt, struct cache_store *
 	s->path = xstrdup(opt->path);
 	s->max_entries = opt->max_entries;
 	s->read_only = opt->read_only;
+	s->newer_use = opt->newer_use;
+	s->newer_use_cls = opt->newer_use_cls;
 	pthread_mutex_init(&s->writer_mu, NULL);
 	pthread_mutex_init(&s->readers_mu, NULL);
 
@@ -543,6 +648,13 @@ int cache_store_open(const struct cache_store_options *opt, struct cache_store *
 	db_path = sqlite3_db_filename(s->db, "main");
 	s->db_path = xstrdup(db_path && *db_path ? db_path : s->path);
 	sqlite3_busy_timeout(s->db, STORE_BUSY_TIMEOUT_MS);
+	if (!s->read_only) {
+		if (sqlite3_exec(s->db, STORE_WRITER_CACHE_SQL, NULL, NULL, NULL) != SQLITE_OK) {
+			errbuf_printf(errbuf, errbuf_size, "cannot open %s: %s", s->path,
+				sqlite3_errmsg(s->db));
+			goto out_close;
+		}
+	}
 	if (open_schema(s, errbuf, errbuf_size))
 		goto out_close;
 	for (i = 0; i < WST__MAX; i++) {
@@ -713,36 +825,86 @@ out:
 
 /* ---- writes ------------------------------------------------------------ */
 
+/* Candidates one eviction round looks at. */
+#define STORE_EVICT_BATCH 256
+
+struct evict_candidate {
+	int64_t id, used_s;
+	struct cams_key key;
+};
+
+/* Bind and run one of the two id statements of evict_lru(). 0 or -EIO (not logged). */
+static int exec_id(struct cache_store *s, enum wst which, int64_t id, const int64_t *used_s)
+{
+	sqlite3_stmt *st = s->st[which];
+	int rc = sqlite3_bind_int64(st, 1, id);
+
+	if (rc == SQLITE_OK && used_s)
+		rc = sqlite3_bind_int64(st, 2, *used_s);
+	if (rc == SQLITE_OK)
+		rc = step(s, st);
+	st_done(st);
+	return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
 /*
  * Inside a transaction on writer_mu: delete the n least recently used rows,
- * sparing spare (NULL: none), and list their keys in *evicted.
+ * sparing the row with id *spare_id (NULL: none), and list their keys in
+ * *evicted. Recency on disk may lag what memory knows (flushes are
+ * bounded), so each candidate is first checked with newer_use(): one used
+ * later than disk says has that use written instead, and the candidates
+ * are picked again. Exact LRU, at the cost of the few uses it flushes.
  */
-static int evict_lru(struct cache_store *s, uint64_t n, const struct cams_key *spare,
+static int evict_lru(struct cache_store *s, uint64_t n, const int64_t *spare_id,
 		     struct cache_use_list *evicted)
 {
+	struct evict_candidate cand[STORE_EVICT_BATCH];
 	sqlite3_stmt *st = s->st[WST_EVICT];
-	struct cams_key key;
+	size_t found, i;
+	int64_t used_s;
 	int rc;
 
-	rc = sqlite3_bind_int64(st, 1, n > INT64_MAX ? INT64_MAX : (int64_t)n);
-	if (rc == SQLITE_OK && spare)
-		rc = bind_key(st, 2, spare);
-	if (rc == SQLITE_OK && !spare)
-		rc = sqlite3_bind_text(st, 2, "", 0, SQLITE_STATIC);
-	if (rc == SQLITE_OK && !spare)
-		rc = sqlite3_bind_text(st, 3, "", 0, SQLITE_STATIC);
-	if (rc != SQLITE_OK)
-		goto out_fail;
-	while ((rc = step(s, st)) == SQLITE_ROW) {
-		memset(&key, 0, sizeof(key));
-		if (column_copy(st, 0, key.cust_space_id, sizeof(key.cust_space_id)) ||
-		    column_copy(st, 1, key.phone, sizeof(key.phone)))
-			continue; /* a foreign row nobody could have cached anyway */
-		cache_use_list_add(evicted, &key, 0);
+	while (n > 0) {
+		found = 0;
+		rc = sqlite3_bind_int64(st, 1, n < STORE_EVICT_BATCH ? (int64_t)n : STORE_EVICT_BATCH);
+		if (rc == SQLITE_OK)
+			rc = spare_id ? sqlite3_bind_int64(st, 2, *spare_id) : sqlite3_bind_null(st, 2);
+		if (rc != SQLITE_OK)
+			goto out_fail;
+		while ((rc = step(s, st)) == SQLITE_ROW && found < STORE_EVICT_BATCH) {
+			struct evict_candidate *c = &cand[found];
+
+			memset(&c->key, 0, sizeof(c->key));
+			c->id = sqlite3_column_int64(st, 0);
+			c->used_s = sqlite3_column_int64(st, 1);
+			/* A foreign key nobody could have cached: evicted, not listed. */
+			if (column_copy(st, 2, c->key.cust_space_id, sizeof(c->key.cust_space_id)) ||
+			    column_copy(st, 3, c->key.phone, sizeof(c->key.phone)))
+				c->key.phone[0] = '\0';
+			found++;
+		}
+		if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+			goto out_fail;
+		st_done(st);
+		if (found == 0)
+			break;
+		for (i = 0; i < found; i++) {
+			struct evict_candidate *c = &cand[i];
+
+			if (c->key.phone[0] && s->newer_use &&
+			    s->newer_use(s->newer_use_cls, &c->key, c->used_s, &used_s) == 1 &&
+			    used_s > c->used_s) {
+				if (exec_id(s, WST_RAISE, c->id, &used_s))
+					goto out_fail;
+				continue;
+			}
+			if (exec_id(s, WST_EVICT_ONE, c->id, NULL))
+				goto out_fail;
+			if (c->key.phone[0])
+				cache_use_list_add(evicted, &c->key, 0);
+			n--;
+		}
 	}
-	if (rc != SQLITE_DONE)
-		goto out_fail;
-	st_done(st);
 	return 0;
 
 out_fail:
@@ -782,7 +944,8 @@ out_reset:
 	return ret;
 }
 
-static int bind_entry(sqlite3_stmt *st, const struct cache_entry *e, int64_t last_used_s)
+/* The row's columns in STORE_DATA_COLUMNS order (?1..?11). */
+static int bind_entry(sqlite3_stmt *st, const struct cache_entry *e)
 {
 	int rc = bind_key(st, 1, &e->key);
 
@@ -799,19 +962,50 @@ static int bind_entry(sqlite3_stmt *st, const struct cache_entry *e, int64_t las
 	if (rc == SQLITE_OK)
 		rc = bind_str(st, 8, e->request_id, sizeof(e->request_id));
 	if (rc == SQLITE_OK)
-		rc = e->pem ? sqlite3_bind_text(st, 9, e->pem, -1, SQLITE_STATIC)
-			    : sqlite3_bind_null(st, 9);
-	if (rc == SQLITE_OK)
 		/* A zero-length blob must still not be NULL (body is NOT NULL). */
-		rc = sqlite3_bind_blob(st, 10, e->body_len ? e->body : "", (int)e->body_len,
+		rc = sqlite3_bind_blob(st, 9, e->body_len ? e->body : "", (int)e->body_len,
 				       SQLITE_STATIC);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(st, 11, e->fetched_at_s);
+		rc = sqlite3_bind_int64(st, 10, e->fetched_at_s);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(st, 12, e->expires_at_s);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(st, 13, last_used_s);
+		rc = sqlite3_bind_int64(st, 11, e->expires_at_s);
 	return rc;
+}
+
+/*
+ * Inside the put's transaction: upsert e's row (keeping its id if it
+ * existed) and set its recency to last_used_s. *ret_id gets the row's id.
+ * 0 or -EIO (logged).
+ */
+static int upsert_row(struct cache_store *s, const struct cache_entry *e, int64_t last_used_s,
+		      int64_t *ret_id)
+{
+	sqlite3_stmt *st = s->st[WST_UPSERT];
+	int64_t id;
+	int rc;
+
+	rc = bind_entry(st, e);
+	if (rc == SQLITE_OK)
+		rc = step(s, st);
+	if (rc != SQLITE_ROW) {
+		db_fail(s->db, "put");
+		st_done(st);
+		return -EIO;
+	}
+	id = sqlite3_column_int64(st, 0);
+	/* RETURNING: the change is made by the first step; reset finishes it. */
+	st_done(st);
+	st = s->st[WST_RECENCY];
+	if (sqlite3_bind_int64(st, 1, id) != SQLITE_OK ||
+	    sqlite3_bind_int64(st, 2, last_used_s) != SQLITE_OK) {
+		db_fail(s->db, "put");
+		st_done(st);
+		return -EIO;
+	}
+	if (wexec(s, WST_RECENCY, "put"))
+		return -EIO;
+	*ret_id = id;
+	return 0;
 }
 
 int cache_store_put(struct cache_store *s, const struct cache_entry *e, int64_t last_used_s,
@@ -820,6 +1014,7 @@ int cache_store_put(struct cache_store *s, const struct cache_entry *e, int64_t 
 	struct cache_use_list evicted = { 0 };
 	struct cache_entry *old = NULL;
 	uint64_t count;
+	int64_t id;
 	size_t i;
 	int existed, ret;
 
@@ -837,17 +1032,12 @@ int cache_store_put(struct cache_store *s, const struct cache_entry *e, int64_t 
 		ret = existed;
 		goto out_abort;
 	}
-	if (bind_entry(s->st[WST_UPSERT], e, last_used_s) != SQLITE_OK) {
-		ret = db_fail(s->db, "put");
-		st_done(s->st[WST_UPSERT]);
-		goto out_abort;
-	}
-	ret = wexec(s, WST_UPSERT, "put");
+	ret = upsert_row(s, e, last_used_s, &id);
 	if (ret)
 		goto out_abort;
 	count = s->count + (existed ? 0 : 1);
 	if (count > s->max_entries) {
-		ret = evict_lru(s, count - s->max_entries, &e->key, &evicted);
+		ret = evict_lru(s, count - s->max_entries, &id, &evicted);
 		if (ret)
 			goto out_abort;
 	}

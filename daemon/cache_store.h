@@ -4,10 +4,12 @@
  * connection per thread, the max_entries bound and the row count. No memory
  * layer: it knows nothing of shards or of what is published in memory.
  *
- * One file in WAL mode, synchronous=NORMAL, busy_timeout 5 s, one table
- * `keys` (see docs/DESIGN.md), PRAGMA user_version = 2; a version 1
- * database (a WITHOUT ROWID table) is upgraded on open. Every write is one
- * BEGIN IMMEDIATE ... COMMIT on the writer connection.
+ * One file in WAL mode, synchronous=NORMAL, busy_timeout 5 s, a table
+ * `keys` (the rows, the PEM computed from the body) and a narrow table
+ * `recency` (last_used_at per key) (see docs/DESIGN.md), PRAGMA
+ * user_version = 3; version 1 and 2 databases are upgraded on open (a
+ * read-only open refuses them). Every write is one BEGIN IMMEDIATE ...
+ * COMMIT on the writer connection.
  *
  * Logs: SQLite errors, once, with sqlite3_errmsg, where they happen
  * (cache_error); open errors go to errbuf instead.
@@ -27,13 +29,23 @@ struct cache_store_options {
 	const char *path;        /* database file */
 	uint64_t max_entries;    /* rows kept, least recently used evicted */
 	int read_only;           /* no writes, no schema changes, no WAL switch */
+	/*
+	 * May be NULL. Before evicting a row whose last use on disk is
+	 * disk_used_s, the store asks: 1 and *ret_used_s if key was used later
+	 * (a use not flushed yet), else 0. The store then writes that use and
+	 * picks again. Called under the store's writer mutex, inside a write
+	 * transaction: it must not call the store.
+	 */
+	int (*newer_use)(void *cls, const struct cams_key *key, int64_t disk_used_s,
+			 int64_t *ret_used_s);
+	void *newer_use_cls;
 };
 
 struct cache_store;
 
 /*
  * Open (creating the file mode 0600 and the schema if needed, upgrading a
- * version 1 database), WAL, synchronous=NORMAL, busy_timeout; count the
+ * version 1 or 2 database, every row and its recency kept), WAL, synchronous=NORMAL, busy_timeout; count the
  * rows. 0 or -EIO with the reason (naming the file) in errbuf.
  */
 int cache_store_open(const struct cache_store_options *opt, struct cache_store **ret,
@@ -53,8 +65,8 @@ int cache_store_get(struct cache_store *s, const struct cams_key *key,
 
 /*
  * One write transaction: probe the key's current row, upsert e (with
- * last_used_at = last_used_s), evict beyond max_entries sparing e's key,
- * commit. ret_old NULL: the probe only tells whether a row existed.
+ * last_used_at = last_used_s), evict beyond max_entries sparing e's key
+ * (least recently used first, asking newer_use() first), commit. ret_old NULL: the probe only tells whether a row existed.
  * Otherwise *ret_old gets the row replaced as a new entry (one reference),
  * or NULL. Evicted keys are appended to *ret_evicted (may be NULL only if
  * the caller keeps no copy of rows elsewhere). 1 a row was replaced, 0 the

@@ -96,9 +96,10 @@ struct redis_options {
 	 * Subscriber connection: non-NULL makes this connection subscribe to
 	 * this channel (handshake: AUTH, SUBSCRIBE; no SELECT, INFO or
 	 * script) and accept no commands; READY once the SUBSCRIBE is
-	 * confirmed. Every message is handed to on_message. A PING every
-	 * command_timeout_ms * 4 (answered within command_timeout_ms) finds a
-	 * stalled server. Messages published while it was not READY are lost:
+	 * confirmed. Every message is handed to on_message. A SUBSCRIBE to
+	 * the same channel again every command_timeout_ms * 4 (its
+	 * confirmation due within command_timeout_ms; hiredis 0.14 cannot
+	 * match a PING's answer in subscribed mode) finds a stalled server. Messages published while it was not READY are lost:
 	 * the owner compares redis_stats.readies to notice a new connection.
 	 */
 	const char *subscribe;

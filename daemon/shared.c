@@ -306,7 +306,9 @@ int shared_notice_parse(const char *data, size_t len, struct shared_notice *ret)
 	struct shared_notice n;
 
 	memset(&n, 0, sizeof(n));
-	if (!span_split(s, ' ', &kind, &s) || !span_split(s, ' ', &host, &s) ||
+	/* A NUL would cut the key short in key_ok's strnlen: another key. */
+	if ((len && memchr(data, '\0', len)) || !span_split(s, ' ', &kind, &s) ||
+	    !span_split(s, ' ', &host, &s) ||
 	    !span_split(s, ' ', &etag, &key) || memchr(key.p, ' ', key.len))
 		return -EINVAL;
 	if (span_eq(kind, "fill"))

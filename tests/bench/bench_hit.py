@@ -28,6 +28,9 @@ DURATION = os.environ.get("BENCH_DURATION", "8s")
 ENTRIES = int(os.environ.get("BENCH_ENTRIES", "1000000"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 EPOLL = os.environ.get("BENCH_EPOLL", "") not in ("", "0")
+# BENCH_ONLY_ENTRIES=1: skip the logging/bare/nginx comparison, run only the
+# BENCH_ENTRIES part (random vs hot key, start-up time, memory).
+ONLY_ENTRIES = os.environ.get("BENCH_ONLY_ENTRIES", "") not in ("", "0")
 
 
 def median(runs):
@@ -98,27 +101,33 @@ def fill_cache(path, n):
     d.stop()
     sim.stop()
     db = sqlite3.connect(path)
-    row = db.execute("SELECT kind, http_status, status, code, etag, request_id, pem, body, "
-                     "fetched_at, expires_at, last_used_at FROM keys").fetchone()
+    # Schema version 3: the row in keys (pem is computed from the body), its
+    # last use in recency.
+    row = db.execute("SELECT kind, http_status, status, code, etag, request_id, body, "
+                     "fetched_at, expires_at, last_used_at FROM keys "
+                     "JOIN recency ON key_id = id").fetchone()
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=OFF")
     phones = ["87%011d" % i for i in range(n - 1)]
-    body_tmpl = row[7].decode() if isinstance(row[7], bytes) else row[7]
+    body_tmpl = row[6].decode() if isinstance(row[6], bytes) else row[6]
+    next_id = db.execute("SELECT max(id) FROM keys").fetchone()[0] + 1
+
+    def insert(batch):
+        db.executemany("INSERT INTO keys (id, cust_space_id, phone, kind, http_status, status, "
+                       "code, etag, request_id, body, fetched_at, expires_at) "
+                       "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", [b[:-1] for b in batch])
+        db.executemany("INSERT INTO recency (key_id, last_used_at) VALUES (?,?)",
+                       [(b[0], b[-1]) for b in batch])
+        db.commit()
     batch = []
-    for p in phones:
+    for i, p in enumerate(phones):
         b = body_tmpl.replace(PHONE, p).encode()
-        batch.append(("", p) + row[:7] + (b,) + row[8:])
+        batch.append((next_id + i, "", p) + row[:6] + (b,) + row[7:])
         if len(batch) == 50000:
-            db.executemany("INSERT INTO keys (cust_space_id, phone, kind, http_status, status, "
-                           "code, etag, request_id, pem, body, fetched_at, expires_at, "
-                           "last_used_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", batch)
-            db.commit()
+            insert(batch)
             batch = []
     if batch:
-        db.executemany("INSERT INTO keys (cust_space_id, phone, kind, http_status, status, code, "
-                       "etag, request_id, pem, body, fetched_at, expires_at, last_used_at) "
-                       "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", batch)
-        db.commit()
+        insert(batch)
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db.close()
     os.sync()  # the fill's dirty pages must not be written back during the measurement
@@ -197,8 +206,11 @@ def main():
         sys.exit("bench: needs wrk and nginx (make deps-bench)")
     print("wrk -t%d -c%d -d%s on 127.0.0.1, %d cores, %d rounds"
           % (THREADS, CONNECTIONS, DURATION, os.cpu_count(), ROUNDS), flush=True)
-    sim = Sim()
     common = ["--threads", str(THREADS)]
+    if ONLY_ENTRIES:
+        bench_entries(common, None)
+        return
+    sim = Sim()
     # Every daemon logs to a file (camtest's), as journald takes stderr.
     variants = [("camskeyd, default logging", [])]
     if supports("--access-log misses|all|off"):
@@ -239,7 +251,14 @@ def main():
              ", bare MHD with epoll %.2f ms" % res["bare libmicrohttpd, epoll"]["p99_ms"]
              if EPOLL else ""), flush=True)
     camtest.cleanup()
+    bench_entries(common, quiet)
+    print("summary: default %.0f req/s (x%.2f of --no-access-log, x%.2f of bare MHD), "
+          "nginx %.0f req/s" % (res[daemons[0][0]]["rps"], res[daemons[0][0]]["rps"] / quiet["rps"],
+                                res[daemons[0][0]]["rps"] / bare["rps"], nginx["rps"]))
 
+
+def bench_entries(common, quiet):
+    """The BENCH_ENTRIES part; quiet: the one-entry --no-access-log run, or None."""
     if ENTRIES > 0:
         path = os.path.join(tmpdir(), "big.db")
         t = time.monotonic()
@@ -277,17 +296,14 @@ def main():
         show("1M entries, random keys", r2, r1)
         print("  1M entries: ready in %.2f s, RSS %.0f MiB at ready, %.0f MiB after the runs"
               % (ready_s, rss_ready, rss_mib(d.proc.pid)))
-        print("  random / hot key: %.2f; hot key 1M entries / 1 entry: %.2f"
-              % (r2["rps"] / r1["rps"], r1["rps"] / quiet["rps"]))
+        print("  random / hot key: %.2f%s" % (r2["rps"] / r1["rps"],
+              "; hot key 1M entries / 1 entry: %.2f" % (r1["rps"] / quiet["rps"]) if quiet else ""))
         # CPU per request does not move with what else runs on the host.
         cpu_hot = sorted(r["cpu_us"] for r in hot)[len(hot) // 2]
         cpu_rnd = sorted(r["cpu_us"] for r in rnd)[len(rnd) // 2]
         print("  daemon CPU per request (median): hot key %.2f us, random keys %.2f us; "
               "hot / random cost %.2f" % (cpu_hot, cpu_rnd, cpu_hot / cpu_rnd))
         assert sim.stats()["calls"] == 0, "every request was a hit"
-    print("summary: default %.0f req/s (x%.2f of --no-access-log, x%.2f of bare MHD), "
-          "nginx %.0f req/s" % (res[daemons[0][0]]["rps"], res[daemons[0][0]]["rps"] / quiet["rps"],
-                                res[daemons[0][0]]["rps"] / bare["rps"], nginx["rps"]))
 
 
 if __name__ == "__main__":

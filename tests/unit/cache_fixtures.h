@@ -18,6 +18,8 @@
 #include "cache.h"
 
 #define PEM_TEXT "-----BEGIN PUBLIC KEY-----\nMIIBIjANBgkqhkiG9w0BAQEFAAOC\n-----END PUBLIC KEY-----\n"
+/* PEM_TEXT as envelope_json_string() renders it inside a body. */
+#define PEM_JSON "-----BEGIN PUBLIC KEY-----\\nMIIBIjANBgkqhkiG9w0BAQEFAAOC\\n-----END PUBLIC KEY-----\\n"
 
 struct tmp {
 	char dir[64];
@@ -66,15 +68,20 @@ static inline struct cams_key make_key(int i)
 	return k;
 }
 
-/* A VALID key entry whose body names the phone and fetch time. */
+/*
+ * A VALID key entry whose body names the phone and fetch time and holds the
+ * PEM where an envelope does (the store derives pem from the body).
+ */
 static inline struct cache_entry *make_entry(int i, int64_t fetched_at_s, int64_t ttl_s)
 {
 	struct cams_key k = make_key(i);
-	char body[256];
+	char body[512];
 	int n;
 	struct cache_entry *e;
 
-	n = snprintf(body, sizeof(body), "{\"phone\":\"%s\",\"fetched\":%lld}", k.phone,
+	n = snprintf(body, sizeof(body),
+		     "{\"phone\":\"%s\",\"Code\":\"OK\",\"Data\":{"
+		     "\"EncryptionPublicKey\":\"" PEM_JSON "\"},\"fetched\":%lld}", k.phone,
 		     (long long)fetched_at_s);
 	e = cache_entry_new(&k, PEM_TEXT, body, (size_t)n);
 	e->kind = CACHE_KIND_KEY;

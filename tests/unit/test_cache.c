@@ -316,6 +316,48 @@ TEST(max_entries_evicts_the_least_recently_used)
 	tmp_remove(&t);
 }
 
+TEST(eviction_heeds_uses_not_yet_flushed)
+{
+	struct tmp t;
+	struct cache *c = NULL;
+	struct cache_entry *e;
+	char err[256];
+	int i;
+
+	REQUIRE(tmp_make(&t) == 0);
+	REQUIRE(open_cache(t.db, 3, 100, 0, &c, err, sizeof(err)) == 0);
+	for (i = 0; i < 3; i++) {
+		e = make_entry(i, 100 + i, 86400);
+		CHECK(cache_put(c, e, NULL) == 0);
+		cache_entry_unref(e);
+	}
+	/* Key 0, the oldest on disk, is used; no maintain flushes it before the put. */
+	CHECK(key_present(c, 0, 200) == 1);
+	e = make_entry(3, 250, 86400);
+	CHECK(cache_put(c, e, NULL) == 0);
+	cache_entry_unref(e);
+	/* Key 1 went, not key 0; and key 0's use reached the disk with it. */
+	CHECK(key_present(c, 1, 260) == 0);
+	CHECK(key_present(c, 0, 260) == 1);
+	CHECK(key_present(c, 2, 260) == 1);
+	cache_close(c);
+	{
+		sqlite3 *db = NULL;
+		sqlite3_stmt *st = NULL;
+		int64_t used = 0;
+
+		REQUIRE(sqlite3_open(t.db, &db) == SQLITE_OK);
+		REQUIRE(sqlite3_prepare_v2(db, "SELECT last_used_at FROM recency JOIN keys ON id = key_id"
+					   " WHERE phone = '8613000000000'", -1, &st, NULL) == SQLITE_OK);
+		if (sqlite3_step(st) == SQLITE_ROW)
+			used = sqlite3_column_int64(st, 0);
+		sqlite3_finalize(st);
+		sqlite3_close(db);
+		CHECK(used == 260);
+	}
+	tmp_remove(&t);
+}
+
 TEST(recency_of_entries_pushed_out_of_memory_still_counts)
 {
 	struct tmp t;
@@ -1104,6 +1146,7 @@ int main(void)
 	RUN(freshness_of_a_negative_entry_is_fresh_or_expired);
 	RUN(delete_removes_the_entry_from_disk_and_memory);
 	RUN(max_entries_evicts_the_least_recently_used);
+	RUN(eviction_heeds_uses_not_yet_flushed);
 	RUN(recency_of_entries_pushed_out_of_memory_still_counts);
 	RUN(hot_entries_bound_evicts_from_memory_but_disk_still_serves);
 	RUN(preload_puts_every_row_in_memory_without_reading_the_store_again);

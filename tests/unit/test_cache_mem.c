@@ -162,7 +162,7 @@ TEST(an_offer_is_kept_only_if_no_write_came_since_the_miss)
 	/* Nothing happened since the miss: the row is kept and returned. */
 	CHECK(cache_mem_get(m, &k, 100, &got, &gen) == 0);
 	row = make_entry(7, 100, 60);
-	got = cache_mem_offer(m, cache_entry_ref(row), gen, 100);
+	got = cache_mem_offer(m, cache_entry_ref(row), gen, 100, 0);
 	CHECK(got == row);
 	cache_entry_unref(got);
 	CHECK(present(m, 7));
@@ -173,7 +173,7 @@ TEST(an_offer_is_kept_only_if_no_write_came_since_the_miss)
 	CHECK(cache_mem_get(m, &k, 100, &got, &gen) == 0);
 	newer = make_entry(7, 200, 60);
 	cache_mem_publish(m, newer, 200, NULL);
-	got = cache_mem_offer(m, cache_entry_ref(row), gen, 100);
+	got = cache_mem_offer(m, cache_entry_ref(row), gen, 100, 0);
 	CHECK(got == newer);
 	cache_entry_unref(got);
 	got = cache_mem_peek(m, &k);
@@ -189,7 +189,7 @@ TEST(an_offer_is_kept_only_if_no_write_came_since_the_miss)
 
 		cache_mem_forget(m, &other);
 	}
-	got = cache_mem_offer(m, cache_entry_ref(row), gen, 100);
+	got = cache_mem_offer(m, cache_entry_ref(row), gen, 100, 0);
 	CHECK(got == row);
 	cache_entry_unref(got);
 	CHECK(!present(m, 7));
@@ -210,7 +210,7 @@ TEST(an_offer_never_replaces_a_newer_entry)
 	/* Generation unchanged, but memory holds a later fetch. */
 	cache_mem_get(m, &k, 310, &got, &gen);
 	cache_entry_unref(got);
-	got = cache_mem_offer(m, cache_entry_ref(row), gen, 100);
+	got = cache_mem_offer(m, cache_entry_ref(row), gen, 100, 0);
 	CHECK(got == newer);
 	cache_entry_unref(got);
 	cache_entry_unref(row);
@@ -249,6 +249,192 @@ TEST(uses_newer_than_disk_are_handed_out_until_marked_persisted)
 	cache_use_list_free(&uses);
 	cache_mem_collect_uses(m, &uses);
 	CHECK(uses.len == 0);
+	cache_use_list_free(&uses);
+	cache_mem_free(m);
+}
+
+TEST(collecting_uses_walks_only_the_entries_used_since_the_last_flush)
+{
+	struct cache_mem *m = cache_mem_new(20000);
+	struct cache_use_list uses = { 0 };
+	struct cache_entry *e, *got;
+	struct cams_key k;
+	int i;
+
+	for (i = 0; i < 10000; i++) {
+		e = make_entry(i, 100, 60);
+		cache_mem_publish(m, e, 100, NULL);
+		cache_entry_unref(e);
+	}
+	CHECK(cache_mem_dirty_count(m) == 0);
+	/* Three keys used, one of them many times: three nodes listed, once each. */
+	for (i = 0; i < 50; i++) {
+		k = make_key(7);
+		CHECK(cache_mem_get(m, &k, 150 + i / 10, &got, NULL) == 1);
+		cache_entry_unref(got);
+	}
+	k = make_key(4000);
+	CHECK(cache_mem_get(m, &k, 151, &got, NULL) == 1);
+	cache_entry_unref(got);
+	k = make_key(9999);
+	CHECK(cache_mem_get(m, &k, 152, &got, NULL) == 1);
+	cache_entry_unref(got);
+	CHECK(cache_mem_dirty_count(m) == 3);
+	cache_mem_collect_uses(m, &uses);
+	CHECK(uses.len == 3 && has_use(&uses, 7, 154) && has_use(&uses, 4000, 151) &&
+	      has_use(&uses, 9999, 152));
+	cache_mem_mark_persisted(m, &uses);
+	cache_use_list_free(&uses);
+	CHECK(cache_mem_dirty_count(m) == 0);
+	/* A hit in the same second as the flushed use is on disk already. */
+	k = make_key(4000);
+	CHECK(cache_mem_get(m, &k, 151, &got, NULL) == 1);
+	cache_entry_unref(got);
+	CHECK(cache_mem_dirty_count(m) == 0);
+	cache_mem_free(m);
+}
+
+TEST(a_bounded_collect_takes_the_longest_waiting_uses_and_the_rest_later)
+{
+	struct cache_mem *m = cache_mem_new(20000);
+	struct cache_use_list uses = { 0 };
+	struct cache_entry *e, *got;
+	struct cams_key k;
+	size_t total = 0;
+	int i, rounds = 0;
+
+	for (i = 0; i < 4000; i++) {
+		e = make_entry(i, 100, 60);
+		cache_mem_publish(m, e, 100, NULL);
+		cache_entry_unref(e);
+		k = make_key(i);
+		CHECK(cache_mem_get(m, &k, 200 + i, &got, NULL) == 1);
+		cache_entry_unref(got);
+	}
+	/* 64 a call (one a shard), each the oldest listed in its shard. */
+	cache_mem_collect_uses_at_most(m, &uses, 64);
+	CHECK(uses.len == 64);
+	for (size_t j = 0; j < uses.len; j++) {
+		/* The first key used in its shard (keys were used in number order). */
+		uint64_t shard = SHARD_OF(&uses.items[j].key);
+
+		for (i = 0; i < 4000; i++) {
+			k = make_key(i);
+			if (SHARD_OF(&k) == shard)
+				break;
+		}
+		CHECK(uses.items[j].used_s == 200 + i);
+	}
+	cache_mem_mark_persisted(m, &uses);
+	total += uses.len;
+	cache_use_list_free(&uses);
+	CHECK(cache_mem_dirty_count(m) == 4000 - 64);
+	/* Every use comes out in the end, each once. */
+	while (cache_mem_dirty_count(m) > 0 && rounds++ < 1000) {
+		cache_mem_collect_uses_at_most(m, &uses, 1000);
+		CHECK(uses.len > 0 && uses.len <= 1024);
+		cache_mem_mark_persisted(m, &uses);
+		total += uses.len;
+		cache_use_list_free(&uses);
+	}
+	CHECK(total == 4000);
+	cache_mem_free(m);
+}
+
+TEST(uses_of_a_flush_that_failed_are_handed_out_again)
+{
+	struct cache_mem *m = cache_mem_new(1000);
+	struct cache_use_list uses = { 0 };
+	struct cache_entry *e, *got;
+	struct cams_key k = make_key(1);
+
+	e = make_entry(1, 100, 60);
+	cache_mem_publish(m, e, 100, NULL);
+	cache_entry_unref(e);
+	CHECK(cache_mem_get(m, &k, 150, &got, NULL) == 1);
+	cache_entry_unref(got);
+	cache_mem_collect_uses(m, &uses);
+	CHECK(uses.len == 1 && has_use(&uses, 1, 150));
+	cache_use_list_free(&uses);
+	/* Not marked persisted (the transaction failed): the next collect has it. */
+	cache_mem_collect_uses(m, &uses);
+	CHECK(uses.len == 1 && has_use(&uses, 1, 150));
+	cache_use_list_free(&uses);
+	cache_mem_free(m);
+}
+
+TEST(a_hit_between_collect_and_flush_is_kept_for_the_next_flush)
+{
+	struct cache_mem *m = cache_mem_new(1000);
+	struct cache_use_list uses = { 0 };
+	struct cache_entry *e, *got;
+	struct cams_key k = make_key(1);
+
+	e = make_entry(1, 100, 60);
+	cache_mem_publish(m, e, 100, NULL);
+	cache_entry_unref(e);
+	CHECK(cache_mem_get(m, &k, 150, &got, NULL) == 1);
+	cache_entry_unref(got);
+	cache_mem_collect_uses(m, &uses);
+	CHECK(cache_mem_get(m, &k, 151, &got, NULL) == 1);
+	cache_entry_unref(got);
+	cache_mem_mark_persisted(m, &uses);
+	cache_use_list_free(&uses);
+	CHECK(cache_mem_dirty_count(m) == 1);
+	cache_mem_collect_uses(m, &uses);
+	CHECK(uses.len == 1 && has_use(&uses, 1, 151));
+	cache_use_list_free(&uses);
+	cache_mem_free(m);
+}
+
+TEST(a_row_offered_after_a_miss_records_its_use)
+{
+	struct cache_mem *m = cache_mem_new(1000);
+	struct cache_use_list uses = { 0 };
+	struct cache_entry *row, *got = NULL;
+	struct cams_key k = make_key(3);
+	uint64_t gen = 0;
+
+	CHECK(cache_mem_get(m, &k, 150, &got, &gen) == 0);
+	row = make_entry(3, 100, 60);
+	atomic_store(&row->last_used_s, 120);
+	got = cache_mem_offer(m, row, gen, 120, 150);
+	CHECK(got == row && atomic_load(&got->last_used_s) == 150);
+	cache_entry_unref(got);
+	cache_mem_collect_uses(m, &uses);
+	CHECK(uses.len == 1 && has_use(&uses, 3, 150));
+	cache_use_list_free(&uses);
+	cache_mem_free(m);
+}
+
+TEST(used_entries_pushed_out_or_forgotten_leave_the_dirty_list)
+{
+	struct cache_mem *m = cache_mem_new(64); /* one per shard */
+	struct cache_use_list uses = { 0 };
+	struct cache_entry *e, *got;
+	struct cams_key k;
+	int ids[3];
+
+	same_shard(5, ids, 3);
+	e = make_entry(ids[0], 100, 60);
+	cache_mem_publish(m, e, 100, NULL);
+	cache_entry_unref(e);
+	k = make_key(ids[0]);
+	CHECK(cache_mem_get(m, &k, 170, &got, NULL) == 1);
+	cache_entry_unref(got);
+	CHECK(cache_mem_dirty_count(m) == 1);
+	/* ids[0] is pushed out while listed; ids[1] is used, then forgotten. */
+	e = make_entry(ids[1], 100, 60);
+	cache_mem_publish(m, e, 100, NULL);
+	cache_entry_unref(e);
+	CHECK(cache_mem_dirty_count(m) == 0);
+	k = make_key(ids[1]);
+	CHECK(cache_mem_get(m, &k, 180, &got, NULL) == 1);
+	cache_entry_unref(got);
+	cache_mem_forget(m, &k);
+	CHECK(cache_mem_dirty_count(m) == 0);
+	cache_mem_collect_uses(m, &uses);
+	CHECK(uses.len == 1 && has_use(&uses, ids[0], 170));
 	cache_use_list_free(&uses);
 	cache_mem_free(m);
 }
@@ -348,6 +534,54 @@ TEST(refresh_candidates_are_used_recently_and_expiring_within_the_window)
 	cache_mem_free(m);
 }
 
+/* Publish key i fetched at 1000, expiring at expires_at_s, and use it at used_s. */
+static void publish_used(struct cache_mem *m, int i, int64_t expires_at_s, int64_t used_s)
+{
+	struct cache_entry *e = make_entry(i, 1000, expires_at_s - 1000), *got;
+	struct cams_key k = make_key(i);
+
+	cache_mem_publish(m, e, 1000, NULL);
+	cache_entry_unref(e);
+	CHECK(cache_mem_get(m, &k, used_s, &got, NULL) == 1);
+	cache_entry_unref(got);
+}
+
+TEST(refresh_candidates_follow_expiry_soonest_first_across_the_whole_wheel)
+{
+	struct cache_mem *m = cache_mem_new(1000);
+	struct cams_key keys[16];
+	const int64_t now = 100000, turn = 2048 * 64;
+	size_t n;
+
+	publish_used(m, 1, now + 300, now);
+	publish_used(m, 2, now + 30, now);
+	/* Expiring exactly one turn of the wheel after 2: same slot, not in the window. */
+	publish_used(m, 3, now + 30 + turn, now);
+	/* Expiring later, in many slots: none is a candidate. */
+	for (int i = 10; i < 200; i++)
+		publish_used(m, i, now + 700 + i * 97, now);
+	n = cache_mem_refresh_candidates(m, now, 600, keys, 16);
+	CHECK(n == 2);
+	/* 100 s: only 2, not 3, which shares its slot one turn later. */
+	n = cache_mem_refresh_candidates(m, now, 100, keys, 16);
+	CHECK(n == 1 && strcmp(keys[0].phone, make_key(2).phone) == 0);
+	/* Replaced with a later expiry, 2 moves out of the window. */
+	publish_used(m, 2, now + 5000, now);
+	n = cache_mem_refresh_candidates(m, now, 600, keys, 16);
+	CHECK(n == 1 && strcmp(keys[0].phone, make_key(1).phone) == 0);
+	/* A window longer than a turn visits every slot once and still finds them all. */
+	n = cache_mem_refresh_candidates(m, now, (uint64_t)turn * 3, keys, 16);
+	CHECK(n == 16);
+	/* Forgotten, 1 leaves the wheel. */
+	{
+		struct cams_key k1 = make_key(1);
+
+		cache_mem_forget(m, &k1);
+	}
+	CHECK(cache_mem_refresh_candidates(m, now, 600, keys, 16) == 0);
+	cache_mem_free(m);
+}
+
 #define HIT_THREADS 4
 #define HITS_PER_THREAD 50000
 
@@ -416,8 +650,15 @@ int main(void)
 	RUN(an_offer_is_kept_only_if_no_write_came_since_the_miss);
 	RUN(an_offer_never_replaces_a_newer_entry);
 	RUN(uses_newer_than_disk_are_handed_out_until_marked_persisted);
+	RUN(collecting_uses_walks_only_the_entries_used_since_the_last_flush);
+	RUN(a_bounded_collect_takes_the_longest_waiting_uses_and_the_rest_later);
+	RUN(uses_of_a_flush_that_failed_are_handed_out_again);
+	RUN(a_hit_between_collect_and_flush_is_kept_for_the_next_flush);
+	RUN(a_row_offered_after_a_miss_records_its_use);
+	RUN(used_entries_pushed_out_or_forgotten_leave_the_dirty_list);
 	RUN(the_use_of_an_entry_pushed_out_is_kept_until_collected_or_forgotten);
 	RUN(refresh_candidates_are_used_recently_and_expiring_within_the_window);
+	RUN(refresh_candidates_follow_expiry_soonest_first_across_the_whole_wheel);
 	RUN(hits_on_many_threads_while_entries_are_replaced_see_whole_entries);
 	return harness_done();
 }

@@ -343,7 +343,7 @@ TEST(a_newer_schema_version_is_refused)
 
 	REQUIRE(tmp_make(&t) == 0);
 	REQUIRE(sqlite3_open(t.db, &db) == SQLITE_OK);
-	CHECK(sqlite3_exec(db, "PRAGMA user_version = 3", NULL, NULL, NULL) == SQLITE_OK);
+	CHECK(sqlite3_exec(db, "PRAGMA user_version = 4", NULL, NULL, NULL) == SQLITE_OK);
 	sqlite3_close(db);
 	err[0] = '\0';
 	CHECK(open_store(t.db, 100, 0, &c, err, sizeof(err)) == -EIO);
@@ -351,49 +351,264 @@ TEST(a_newer_schema_version_is_refused)
 	tmp_remove(&t);
 }
 
-TEST(a_version_1_database_is_upgraded_with_its_entries)
-{
-	struct tmp t;
-	struct cache_store *c = NULL;
-	struct cache_entry *e = NULL;
-	struct cams_key key;
-	sqlite3 *db = NULL;
-	char err[256];
-	int64_t version = 0;
-	sqlite3_stmt *st;
+/*
+ * The rows of an old database, stored in this order (its rowids in
+ * version 2), with ties in last_used_at: least recently used first, the
+ * order is 3, then the three used at 100 (by rowid in version 2, by key in
+ * version 1), then 2.
+ */
+static const struct old_row {
+	int key;
+	int64_t last_used_at;
+} old_rows[] = { { 5, 100 }, { 1, 100 }, { 3, 50 }, { 2, 200 }, { 4, 100 } };
+#define OLD_ROWS (sizeof(old_rows) / sizeof(old_rows[0]))
 
-	REQUIRE(tmp_make(&t) == 0);
-	REQUIRE(sqlite3_open(t.db, &db) == SQLITE_OK);
-	/* the version 1 layout, as 0.1 created it */
-	REQUIRE(sqlite3_exec(db,
-			     "CREATE TABLE keys (cust_space_id TEXT NOT NULL, phone TEXT NOT NULL,"
-			     " kind INTEGER NOT NULL, http_status INTEGER NOT NULL,"
-			     " status TEXT NOT NULL, code TEXT NOT NULL, etag TEXT NOT NULL,"
-			     " request_id TEXT NOT NULL, pem TEXT, body BLOB NOT NULL,"
-			     " fetched_at INTEGER NOT NULL, expires_at INTEGER NOT NULL,"
-			     " last_used_at INTEGER NOT NULL,"
-			     " PRIMARY KEY (cust_space_id, phone)) WITHOUT ROWID;"
-			     "CREATE INDEX keys_last_used_at ON keys (last_used_at);"
-			     "INSERT INTO keys VALUES ('', '8613912345678', 0, 200, 'VALID', 'OK',"
-			     " 'ab', 'R1', 'PEM', '{}', 100, 200, 150);"
-			     "PRAGMA user_version = 1;",
-			     NULL, NULL, NULL) == SQLITE_OK);
+/* The DDL camskeyd 0.1 (version 1) and 0.2 (version 2) created. */
+static const char v1_ddl[] =
+	"CREATE TABLE keys (cust_space_id TEXT NOT NULL, phone TEXT NOT NULL,"
+	" kind INTEGER NOT NULL, http_status INTEGER NOT NULL,"
+	" status TEXT NOT NULL, code TEXT NOT NULL, etag TEXT NOT NULL,"
+	" request_id TEXT NOT NULL, pem TEXT, body BLOB NOT NULL,"
+	" fetched_at INTEGER NOT NULL, expires_at INTEGER NOT NULL,"
+	" last_used_at INTEGER NOT NULL,"
+	" PRIMARY KEY (cust_space_id, phone)) WITHOUT ROWID;"
+	"CREATE INDEX keys_last_used_at ON keys (last_used_at);"
+	"PRAGMA user_version = 1;";
+static const char v2_ddl[] =
+	"CREATE TABLE keys (cust_space_id TEXT NOT NULL, phone TEXT NOT NULL,"
+	" kind INTEGER NOT NULL, http_status INTEGER NOT NULL,"
+	" status TEXT NOT NULL, code TEXT NOT NULL, etag TEXT NOT NULL,"
+	" request_id TEXT NOT NULL, pem TEXT, body BLOB NOT NULL,"
+	" fetched_at INTEGER NOT NULL, expires_at INTEGER NOT NULL,"
+	" last_used_at INTEGER NOT NULL);"
+	"CREATE UNIQUE INDEX keys_key ON keys (cust_space_id, phone);"
+	"CREATE INDEX keys_last_used_at ON keys (last_used_at);"
+	"PRAGMA user_version = 2;";
+
+/* An old database at path with old_rows (make_entry() and a negative one, key 2). */
+static int make_old_db(const char *path, const char *ddl)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	rc = sqlite3_open(path, &db);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(db, ddl, NULL, NULL, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_prepare_v2(db, "INSERT INTO keys (cust_space_id, phone, kind, "
+					"http_status, status, code, etag, request_id, pem, body, "
+					"fetched_at, expires_at, last_used_at) VALUES "
+					"(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+					-1, &st, NULL);
+	for (size_t i = 0; rc == SQLITE_OK && i < OLD_ROWS; i++) {
+		int k = old_rows[i].key;
+		struct cache_entry *e = k == 2 ? make_negative(k, 40, 1000) : make_entry(k, 40, 1000);
+
+		/* One CustSpaceId for all, so that ties in version 1 go by phone. */
+		sqlite3_bind_text(st, 1, "", 0, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, e->key.phone, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_int(st, 3, (int)e->kind);
+		sqlite3_bind_int(st, 4, e->http_status);
+		sqlite3_bind_text(st, 5, e->status, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_text(st, 6, e->code, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_text(st, 7, e->etag, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_text(st, 8, e->request_id, -1, SQLITE_TRANSIENT);
+		if (e->pem)
+			sqlite3_bind_text(st, 9, e->pem, -1, SQLITE_TRANSIENT);
+		else
+			sqlite3_bind_null(st, 9);
+		sqlite3_bind_blob(st, 10, e->body, (int)e->body_len, SQLITE_TRANSIENT);
+		sqlite3_bind_int64(st, 11, e->fetched_at_s);
+		sqlite3_bind_int64(st, 12, e->expires_at_s);
+		sqlite3_bind_int64(st, 13, old_rows[i].last_used_at);
+		rc = sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
+		sqlite3_reset(st);
+		cache_entry_unref(e);
+	}
+	sqlite3_finalize(st);
 	sqlite3_close(db);
-	REQUIRE(open_store(t.db, 100, 0, &c, err, sizeof(err)) == 0);
-	memset(&key, 0, sizeof(key));
-	memcpy(key.phone, "8613912345678", 14);
-	REQUIRE(store_get(c, &key, &e) == 1);
-	CHECK_STR(e->request_id, "R1");
-	CHECK(e->expires_at_s == 200);
-	cache_entry_unref(e);
-	cache_store_close(c);
-	REQUIRE(sqlite3_open(t.db, &db) == SQLITE_OK);
-	REQUIRE(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK);
-	if (sqlite3_step(st) == SQLITE_ROW)
+	return rc == SQLITE_OK ? 0 : -1;
+}
+
+static int64_t user_version(const char *path)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	int64_t version = -1;
+
+	if (sqlite3_open(path, &db) == SQLITE_OK &&
+	    sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK &&
+	    sqlite3_step(st) == SQLITE_ROW)
 		version = sqlite3_column_int64(st, 0);
 	sqlite3_finalize(st);
 	sqlite3_close(db);
-	CHECK(version == 2);
+	return version;
+}
+
+/* Old rows all have CustSpaceId "": compare phones. */
+static int evicted_has_phone(const struct cache_use_list *l, int i)
+{
+	struct cams_key k = make_key(i);
+
+	for (size_t j = 0; j < l->len; j++)
+		if (strcmp(l->items[j].key.phone, k.phone) == 0)
+			return 1;
+	return 0;
+}
+
+struct load_order {
+	char phones[OLD_ROWS][LIMIT_PHONE_MAX_DIGITS + 1];
+	size_t n;
+};
+
+static void load_one(struct cache_entry *e, int64_t last_used_s, void *cls)
+{
+	struct load_order *o = cls;
+
+	(void)last_used_s;
+	if (o->n < OLD_ROWS)
+		snprintf(o->phones[o->n], sizeof(o->phones[0]), "%s", e->key.phone);
+	o->n++;
+	cache_entry_unref(e);
+}
+
+/*
+ * Open an old database (made by make_old_db()) and check that every row,
+ * its PEM and its recency came through, and that loading and eviction go in
+ * the expected order (order[]: keys least recently used first).
+ */
+static void check_upgrade(const char *path, const int order[OLD_ROWS])
+{
+	struct cache_use_list uses = { 0 }, evicted = { 0 };
+	struct cache_store *c = NULL;
+	struct load_order o;
+	uint64_t loaded = 0;
+	char err[256];
+
+	REQUIRE(open_store(path, 100, 0, &c, err, sizeof(err)) == 0);
+	CHECK(store_rows(c) == OLD_ROWS);
+	for (size_t i = 0; i < OLD_ROWS; i++) {
+		int k = old_rows[i].key;
+		struct cache_entry *want = k == 2 ? make_negative(k, 40, 1000) : make_entry(k, 40, 1000);
+		struct cache_entry *got = NULL;
+		int64_t last_used_s = -1;
+
+		want->key.cust_space_id[0] = '\0';
+		CHECK(cache_store_get(c, &want->key, &got, &last_used_s) == 1);
+		/* The PEM is derived from the body now: the same text, or NULL if negative. */
+		CHECK(got && entries_equal(got, want));
+		CHECK(last_used_s == old_rows[i].last_used_at);
+		cache_entry_unref(got);
+		cache_entry_unref(want);
+	}
+	memset(&o, 0, sizeof(o));
+	CHECK(cache_store_load(c, 100, load_one, &o, &loaded) == 0);
+	CHECK(loaded == OLD_ROWS && o.n == OLD_ROWS);
+	for (size_t i = 0; i < OLD_ROWS; i++) {
+		struct cams_key k = make_key(order[i]);
+
+		CHECK_STR(o.phones[i], k.phone);
+	}
+	cache_store_close(c);
+	CHECK(user_version(path) == 3);
+
+	/* Two over the bound: the two least recently used go, in that order. */
+	REQUIRE(open_store(path, OLD_ROWS - 2, 0, &c, err, sizeof(err)) == 0);
+	CHECK(cache_store_maintain(c, &uses, &evicted) == 0);
+	CHECK(evicted.len == 2 && evicted_has_phone(&evicted, order[0]) &&
+	      evicted_has_phone(&evicted, order[1]));
+	CHECK(store_rows(c) == OLD_ROWS - 2);
+	cache_store_close(c);
+	cache_use_list_free(&evicted);
+}
+
+TEST(a_version_1_database_is_upgraded_with_its_rows_recency_and_eviction_order)
+{
+	/* Version 1 broke ties in last_used_at by key. */
+	static const int order[OLD_ROWS] = { 3, 1, 4, 5, 2 };
+	struct tmp t;
+
+	REQUIRE(tmp_make(&t) == 0);
+	REQUIRE(make_old_db(t.db, v1_ddl) == 0);
+	check_upgrade(t.db, order);
+	tmp_remove(&t);
+}
+
+TEST(a_version_2_database_is_upgraded_with_its_rows_recency_and_eviction_order)
+{
+	/* Version 2 broke ties in last_used_at by rowid (the order stored). */
+	static const int order[OLD_ROWS] = { 3, 5, 1, 4, 2 };
+	struct tmp t;
+
+	REQUIRE(tmp_make(&t) == 0);
+	REQUIRE(make_old_db(t.db, v2_ddl) == 0);
+	check_upgrade(t.db, order);
+	tmp_remove(&t);
+}
+
+static int64_t query_one(const char *path, const char *sql)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	int64_t v = -1;
+
+	if (sqlite3_open(path, &db) == SQLITE_OK &&
+	    sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK &&
+	    sqlite3_step(st) == SQLITE_ROW)
+		v = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return v;
+}
+
+TEST(a_flush_raises_recency_and_a_deleted_key_takes_its_recency_along)
+{
+	struct tmp t;
+	struct cache_store *c = NULL;
+	struct cache_use_list uses = { 0 }, evicted = { 0 };
+	struct cache_entry *e, *got = NULL;
+	struct cams_key k1 = make_key(1);
+	int64_t last_used_s = 0;
+	char err[256];
+	int i;
+
+	REQUIRE(tmp_make(&t) == 0);
+	REQUIRE(open_store(t.db, 100, 0, &c, err, sizeof(err)) == 0);
+	for (i = 0; i < 3; i++) {
+		e = make_entry(i, 100, 60);
+		CHECK(store_put(c, e) == 0);
+		cache_entry_unref(e);
+	}
+	CHECK(query_one(t.db, "SELECT count(*) FROM recency") == 3);
+	CHECK(query_one(t.db, "SELECT max(length(pem)) FROM keys") == (int64_t)strlen(PEM_TEXT));
+	cache_use_list_add(&uses, &k1, 500);
+	CHECK(cache_store_maintain(c, &uses, &evicted) == 0);
+	cache_use_list_free(&uses);
+	CHECK(cache_store_get(c, &k1, &got, &last_used_s) == 1 && last_used_s == 500);
+	cache_entry_unref(got);
+	CHECK(query_one(t.db, "SELECT max(last_used_at) FROM recency") == 500);
+	/* Another program (the CLI, sqlite3) deletes a row: the trigger drops its recency. */
+	CHECK(query_one(t.db, "DELETE FROM keys WHERE phone = '8613000000001' RETURNING 1") == 1);
+	CHECK(query_one(t.db, "SELECT count(*) FROM recency") == 2);
+	CHECK(query_one(t.db, "SELECT count(*) FROM recency LEFT JOIN keys ON id = key_id"
+			      " WHERE id IS NULL") == 0);
+	cache_store_close(c);
+	tmp_remove(&t);
+}
+
+TEST(a_read_only_open_of_an_older_schema_asks_for_an_upgrade)
+{
+	struct tmp t;
+	struct cache_store *c = NULL;
+	char err[256];
+
+	REQUIRE(tmp_make(&t) == 0);
+	REQUIRE(make_old_db(t.db, v2_ddl) == 0);
+	err[0] = '\0';
+	CHECK(open_store(t.db, 100, 1, &c, err, sizeof(err)) == -EIO);
+	CHECK(strstr(err, "older") != NULL && strstr(err, t.db) != NULL);
+	CHECK(user_version(t.db) == 2);
 	tmp_remove(&t);
 }
 
@@ -526,7 +741,10 @@ int main(void)
 	RUN(integrity_check_of_a_healthy_database_is_ok);
 	RUN(a_file_that_is_not_sqlite_fails_to_open_with_a_message);
 	RUN(a_newer_schema_version_is_refused);
-	RUN(a_version_1_database_is_upgraded_with_its_entries);
+	RUN(a_version_1_database_is_upgraded_with_its_rows_recency_and_eviction_order);
+	RUN(a_version_2_database_is_upgraded_with_its_rows_recency_and_eviction_order);
+	RUN(a_read_only_open_of_an_older_schema_asks_for_an_upgrade);
+	RUN(a_flush_raises_recency_and_a_deleted_key_takes_its_recency_along);
 	RUN(a_missing_directory_fails_to_open_with_a_message);
 	RUN(the_database_file_is_created_mode_0600);
 	RUN(an_unwritable_database_makes_put_fail_without_crashing);

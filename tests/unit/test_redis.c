@@ -5,301 +5,9 @@
  * and stopped by PID (also on failure: atexit and signal handlers); every
  * loop is bounded in count and time.
  */
-#include <arpa/inet.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <ftw.h>
-#include <hiredis/hiredis.h>
-#include <poll.h>
-#include <signal.h>
-#include <stdbool.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <unistd.h>
+#include "redis_server.h"
 
-#include "clock.h"
-#include "harness.h"
-#include "redis.h"
-
-#define MAX_SERVERS 4
-static pid_t servers[MAX_SERVERS];
-static char tmpdir[256];
-static char sock_path[300];
 static char pw_sock_path[300];
-static const char *redis_bin;
-static int server_seq;
-
-static void stop_all(void)
-{
-	for (int i = 0; i < MAX_SERVERS; i++) {
-		if (servers[i] > 0) {
-			kill(servers[i], SIGKILL);
-			waitpid(servers[i], NULL, 0);
-			servers[i] = 0;
-		}
-	}
-}
-
-static void on_signal(int sig)
-{
-	for (int i = 0; i < MAX_SERVERS; i++)
-		if (servers[i] > 0)
-			kill(servers[i], SIGKILL);
-	signal(sig, SIG_DFL);
-	raise(sig);
-}
-
-static void stop_server(pid_t pid)
-{
-	for (int i = 0; i < MAX_SERVERS; i++) {
-		if (servers[i] == pid && pid > 0) {
-			kill(pid, SIGKILL);
-			waitpid(pid, NULL, 0);
-			servers[i] = 0;
-		}
-	}
-}
-
-static redisContext *control(const char *path)
-{
-	struct timeval tv = { 1, 0 };
-	redisContext *c = redisConnectUnixWithTimeout(path, tv);
-
-	if (c && c->err) {
-		redisFree(c);
-		return NULL;
-	}
-	if (c)
-		redisSetTimeout(c, tv);
-	return c;
-}
-
-static redisContext *tcp_control(int port)
-{
-	struct timeval tv = { 1, 0 };
-	redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
-
-	if (c && c->err) {
-		redisFree(c);
-		return NULL;
-	}
-	if (c)
-		redisSetTimeout(c, tv);
-	return c;
-}
-
-/* A loopback TCP port free right now (bind to 0, read it, close). */
-static int free_port(void)
-{
-	struct sockaddr_in sa;
-	socklen_t len = sizeof(sa);
-	int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
-
-	if (fd < 0)
-		return -1;
-	memset(&sa, 0, sizeof(sa));
-	sa.sin_family = AF_INET;
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
-	    getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
-		port = ntohs(sa.sin_port);
-	close(fd);
-	return port;
-}
-
-/* Start redis-server on path, or on 127.0.0.1:tcp_port when tcp_port > 0
- * (password NULL: none). The PID, or -1. */
-static pid_t start_server_on(const char *path, int tcp_port, const char *password)
-{
-	char port_s[16];
-
-	char logfile[400];
-	pid_t pid;
-	int slot = -1;
-
-	for (int i = 0; i < MAX_SERVERS; i++)
-		if (servers[i] <= 0) {
-			slot = i;
-			break;
-		}
-	if (slot < 0)
-		return -1;
-	snprintf(logfile, sizeof(logfile), "%s/redis-%d.log", tmpdir, server_seq++);
-	pid = fork();
-	if (pid < 0)
-		return -1;
-	if (pid == 0) {
-		const char *argv[24];
-		int n = 0;
-
-		argv[n++] = redis_bin;
-		snprintf(port_s, sizeof(port_s), "%d", tcp_port > 0 ? tcp_port : 0);
-		argv[n++] = "--port";
-		argv[n++] = port_s;
-		if (tcp_port > 0) {
-			argv[n++] = "--bind";
-			argv[n++] = "127.0.0.1";
-		} else {
-			argv[n++] = "--unixsocket";
-			argv[n++] = path;
-			argv[n++] = "--unixsocketperm";
-			argv[n++] = "700";
-		}
-		argv[n++] = "--save";
-		argv[n++] = "";
-		argv[n++] = "--appendonly";
-		argv[n++] = "no";
-		argv[n++] = "--dir";
-		argv[n++] = tmpdir;
-		argv[n++] = "--logfile";
-		argv[n++] = logfile;
-		if (password) {
-			argv[n++] = "--requirepass";
-			argv[n++] = password;
-		}
-		argv[n] = NULL;
-		execv(redis_bin, (char *const *)(uintptr_t)argv);
-		_exit(127);
-	}
-	servers[slot] = pid;
-	/* Wait (bounded: 5 s) until it answers. */
-	for (int i = 0; i < 100; i++) {
-		redisContext *c = tcp_port > 0 ? tcp_control(tcp_port) : control(path);
-
-		if (c) {
-			redisReply *rep = redisCommand(c, "PING");
-			bool ok = rep != NULL;
-
-			if (rep)
-				freeReplyObject(rep);
-			redisFree(c);
-			if (ok)
-				return pid;
-		}
-		usleep(50000);
-	}
-	stop_server(pid);
-	return -1;
-}
-
-static pid_t start_server(const char *path, const char *password)
-{
-	return start_server_on(path, 0, password);
-}
-
-static int64_t redis_time_us(const char *path)
-{
-	redisContext *c = control(path);
-	redisReply *rep;
-	int64_t t = -1;
-
-	if (!c)
-		return -1;
-	rep = redisCommand(c, "TIME");
-	if (rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2)
-		t = strtoll(rep->element[0]->str, NULL, 10) * 1000000 +
-		    strtoll(rep->element[1]->str, NULL, 10);
-	if (rep)
-		freeReplyObject(rep);
-	redisFree(c);
-	return t;
-}
-
-static bool control_cmd(const char *path, const char *cmd)
-{
-	redisContext *c = control(path);
-	redisReply *rep;
-	bool ok;
-
-	if (!c)
-		return false;
-	rep = redisCommand(c, cmd);
-	ok = rep && rep->type != REDIS_REPLY_ERROR;
-	if (rep)
-		freeReplyObject(rep);
-	redisFree(c);
-	return ok;
-}
-
-/* ---- driving the client ---- */
-
-static void pump_once(struct redis *r, int64_t limit_us)
-{
-	int64_t now = clock_mono_us();
-	int64_t wake = redis_next_wake_us(r);
-	int64_t t = wake < limit_us ? wake : limit_us;
-	int timeout_ms = t <= now ? 0 : (int)((t - now + 999) / 1000);
-	struct pollfd pfd;
-
-	if (timeout_ms > 20)
-		timeout_ms = 20;
-	pfd.fd = redis_fd(r);
-	pfd.events = redis_events(r);
-	pfd.revents = 0;
-	if (pfd.fd >= 0 && pfd.events)
-		poll(&pfd, 1, timeout_ms);
-	else
-		poll(NULL, 0, timeout_ms);
-	now = clock_mono_us();
-	if (pfd.revents & (POLLIN | POLLERR | POLLHUP))
-		redis_on_readable(r, now);
-	if ((pfd.revents & POLLOUT) && redis_fd(r) == pfd.fd)
-		redis_on_writable(r, clock_mono_us());
-	redis_tick(r, clock_mono_us());
-}
-
-static void pump_for(struct redis **rs, int n, int ms)
-{
-	int64_t end = clock_mono_us() + (int64_t)ms * 1000;
-
-	for (int i = 0; i < 100000 && clock_mono_us() < end; i++)
-		for (int k = 0; k < n; k++)
-			pump_once(rs[k], end);
-}
-
-static bool wait_ready(struct redis *r, int ms)
-{
-	int64_t end = clock_mono_us() + (int64_t)ms * 1000;
-
-	redis_tick(r, clock_mono_us());
-	for (int i = 0; i < 100000 && clock_mono_us() < end; i++) {
-		if (redis_state(r) == REDIS_STATE_READY)
-			return true;
-		pump_once(r, end);
-	}
-	return redis_state(r) == REDIS_STATE_READY;
-}
-
-static struct redis *client_url(const char *url, const char *password, unsigned cmd_ms)
-{
-	char err[256];
-	struct redis_options o = {
-		.url = url,
-		.password = password,
-		.connect_timeout_ms = 300,
-		.command_timeout_ms = cmd_ms,
-		.backoff_min_ms = 20,
-		.backoff_max_ms = 200,
-		.jitter_seed = 42,
-	};
-	struct redis *r = NULL;
-
-	if (redis_new(&o, &r, err, sizeof(err)) < 0) {
-		fprintf(stderr, "  redis_new: %s\n", err);
-		return NULL;
-	}
-	return r;
-}
-
-static struct redis *client(const char *path, const char *password, unsigned cmd_ms)
-{
-	char url[400];
-
-	snprintf(url, sizeof(url), "unix://%s", path);
-	return client_url(url, password, cmd_ms);
-}
 
 struct answer {
 	int calls;
@@ -446,22 +154,6 @@ static bool pending_bound_holds(const struct decided *d, int n, unsigned max_pen
 		}
 	}
 	return true;
-}
-
-#define NEED_SERVER()                                                                   \
-	do {                                                                           \
-		if (!redis_bin)                                                        \
-			SKIP("redis-server not installed (make deps installs it)");    \
-	} while (0)
-
-static pid_t main_pid;
-
-static void ensure_main(void)
-{
-	if (main_pid > 0)
-		kill(main_pid, SIGCONT); /* a test that failed while it was stopped */
-	if (main_pid <= 0 || kill(main_pid, 0) != 0)
-		main_pid = start_server(sock_path, NULL);
 }
 
 /* ---- pure ---- */
@@ -867,64 +559,6 @@ TEST(a_killed_server_gives_errors_backs_off_and_a_new_server_is_found)
 	redis_free(r);
 }
 
-TEST(a_numeric_tcp_address_with_a_database_and_an_acl_user_connects_and_grants)
-{
-	struct redis_grant_request q = req_for("scope-tcp", "hostA", 100);
-	struct redis *r;
-	struct answer a;
-	char url[64];
-	pid_t pid;
-	int port;
-
-	NEED_SERVER();
-	port = free_port();
-	REQUIRE(port > 0);
-	pid = start_server_on(NULL, port, NULL);
-	REQUIRE(pid > 0);
-	snprintf(url, sizeof(url), "redis://127.0.0.1:%d/3", port);
-	r = client_url(url, NULL, 1000);
-	REQUIRE(r);
-	CHECK(wait_ready(r, 2000));
-	CHECK(grant_sync(r, &q, &a) == 0);
-	CHECK(a.grant.verdict == REDIS_GRANT_REFUSED_HORIZON); /* new scope: lost state */
-	{
-		/* The script ran in database 3. */
-		redisContext *c = tcp_control(port);
-		redisReply *rep;
-
-		REQUIRE(c);
-		rep = redisCommand(c, "SELECT 3");
-		if (rep)
-			freeReplyObject(rep);
-		rep = redisCommand(c, "EXISTS camskeyd:v1:{scope-tcp}:meta");
-		CHECK(rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 1);
-		if (rep)
-			freeReplyObject(rep);
-		/* The ACL user docs/OPERATIONS.md gives is enough for the client. */
-		rep = redisCommand(c, "ACL SETUSER camskeyd on >acl-pw ~camskeyd:* resetchannels "
-				   "-@all +evalsha +script|load +info +ping +select +auth"
-				   " +time +hmget +hset +del +pexpire +zadd +zcard +zrange +zrangebyscore +zremrangebyscore");
-		CHECK(rep && rep->type == REDIS_REPLY_STATUS);
-		if (rep)
-			freeReplyObject(rep);
-		redisFree(c);
-	}
-	redis_free(r);
-	snprintf(url, sizeof(url), "redis://camskeyd@127.0.0.1:%d/3", port);
-	r = client_url(url, "acl-pw", 1000);
-	REQUIRE(r);
-	CHECK(wait_ready(r, 2000));
-	CHECK(grant_sync(r, &q, &a) == 0);
-	if (a.error)
-		fprintf(stderr, "  grant as ACL user: %d %s\n", a.error, a.text);
-	redis_free(r);
-	r = client_url(url, "not-it", 1000);
-	REQUIRE(r);
-	CHECK(!wait_ready(r, 400));
-	redis_free(r);
-	stop_server(pid);
-}
-
 TEST(auth_with_a_password_file_and_a_wrong_password_is_refused)
 {
 	char path[400], pw[REDIS_PASSWORD_MAX], err[300];
@@ -992,40 +626,436 @@ TEST(a_pause_recorded_by_one_host_delays_the_other_hosts_grants)
 	redis_free(b);
 }
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+/* ---- plain commands ---- */
+
+struct reply_answer {
+	int calls;
+	int error;
+	int type;
+	long long integer;
+	char str[64];
+	size_t len;
+};
+
+static void on_reply_cb(void *cookie, int error, const struct redisReply *rep, const char *text)
 {
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
+	struct reply_answer *a = cookie;
+
+	(void)text;
+	a->calls++;
+	a->error = error;
+	if (rep) {
+		a->type = rep->type;
+		a->integer = rep->integer;
+		a->len = rep->str ? rep->len : 0;
+		if (a->len > sizeof(a->str))
+			a->len = sizeof(a->str);
+		if (rep->str)
+			memcpy(a->str, rep->str, a->len);
+	}
+}
+
+/* One command, answered (bounded: 2 s). Its error, or -999. */
+static int command_sync(struct redis *r, int argc, const char *const *argv, const size_t *lens,
+			struct reply_answer *a)
+{
+	int64_t end = clock_mono_us() + 2000000;
+	int rc;
+
+	memset(a, 0, sizeof(*a));
+	rc = redis_command(r, argc, argv, lens, clock_mono_us(), on_reply_cb, a);
+	if (rc < 0)
+		return rc;
+	for (int i = 0; i < 100000 && a->calls == 0 && clock_mono_us() < end; i++)
+		pump_once(r, clock_mono_us() + 20000);
+	return a->calls == 1 ? a->error : -999;
+}
+
+TEST(a_plain_command_round_trips_a_binary_value_with_a_nul_inside)
+{
+	static const char value[] = { 'a', '\0', 'b', '\n', 'c' };
+	const char *set[] = { "SET", "camskeyd:test:bin", value };
+	size_t set_len[] = { 3, 17, sizeof(value) };
+	const char *get[] = { "GET", "camskeyd:test:bin" };
+	size_t get_len[] = { 3, 17 };
+	struct reply_answer a;
+	struct redis *r;
+
+	NEED_SERVER();
+	ensure_main();
+	REQUIRE(main_pid > 0);
+	r = client(sock_path, NULL, 1000);
+	REQUIRE(r);
+	REQUIRE(wait_ready(r, 2000));
+	CHECK(command_sync(r, 3, set, set_len, &a) == 0);
+	CHECK(a.type == REDIS_REPLY_STATUS);
+	CHECK(command_sync(r, 2, get, get_len, &a) == 0);
+	CHECK(a.type == REDIS_REPLY_STRING);
+	CHECK(a.len == sizeof(value) && memcmp(a.str, value, sizeof(value)) == 0);
+	redis_free(r);
+}
+
+TEST(an_error_reply_is_an_answer_with_error_0_and_the_reply_type_error)
+{
+	const char *set[] = { "SET", "camskeyd:test:text", "not a number" };
+	size_t set_len[] = { 3, 18, 12 };
+	const char *incr[] = { "INCR", "camskeyd:test:text" };
+	size_t incr_len[] = { 4, 18 };
+	struct reply_answer a;
+	struct redis_stats st;
+	struct redis *r;
+
+	NEED_SERVER();
+	ensure_main();
+	REQUIRE(main_pid > 0);
+	r = client(sock_path, NULL, 1000);
+	REQUIRE(r);
+	REQUIRE(wait_ready(r, 2000));
+	CHECK(command_sync(r, 3, set, set_len, &a) == 0);
+	CHECK(command_sync(r, 2, incr, incr_len, &a) == 0);
+	CHECK(a.calls == 1 && a.type == REDIS_REPLY_ERROR);
+	CHECK(a.len > 0 && memcmp(a.str, "ERR", 3) == 0);
+	CHECK(redis_state(r) == REDIS_STATE_READY);
+	redis_get_stats(r, &st);
+	CHECK(st.command_errors == 0);
+	redis_free(r);
+}
+
+TEST(a_plain_command_before_ready_is_refused_with_enotconn_and_never_called_back)
+{
+	const char *ping[] = { "PING" };
+	size_t ping_len[] = { 4 };
+	const char *many[REDIS_COMMAND_ARGS + 1];
+	size_t many_len[REDIS_COMMAND_ARGS + 1];
+	struct reply_answer a;
+	struct redis *r;
+
+	NEED_SERVER();
+	ensure_main();
+	REQUIRE(main_pid > 0);
+	r = client(sock_path, NULL, 1000);
+	REQUIRE(r);
+	memset(&a, 0, sizeof(a));
+	CHECK(redis_command(r, 1, ping, ping_len, clock_mono_us(), on_reply_cb, &a) == -ENOTCONN);
+	redis_tick(r, clock_mono_us()); /* connecting, not READY yet */
+	CHECK(redis_state(r) != REDIS_STATE_READY);
+	CHECK(redis_command(r, 1, ping, ping_len, clock_mono_us(), on_reply_cb, &a) == -ENOTCONN);
+	REQUIRE(wait_ready(r, 2000));
+	for (int i = 0; i <= REDIS_COMMAND_ARGS; i++) {
+		many[i] = "x";
+		many_len[i] = 1;
+	}
+	CHECK(redis_command(r, REDIS_COMMAND_ARGS + 1, many, many_len, clock_mono_us(),
+			    on_reply_cb, &a) == -EINVAL);
+	CHECK(redis_command(r, 0, many, many_len, clock_mono_us(), on_reply_cb, &a) == -EINVAL);
+	CHECK(command_sync(r, 1, ping, ping_len, &a) == 0);
+	CHECK(a.type == REDIS_REPLY_STATUS);
+	redis_free(r);
+	CHECK(a.calls == 1);
+}
+
+TEST(a_stopped_server_times_out_each_pending_plain_command_exactly_once)
+{
+	const char *ping[] = { "PING" };
+	size_t ping_len[] = { 4 };
+	struct reply_answer a[4];
+	struct redis *r;
+
+	NEED_SERVER();
+	ensure_main();
+	REQUIRE(main_pid > 0);
+	r = client(sock_path, NULL, 200);
+	REQUIRE(r);
+	REQUIRE(wait_ready(r, 2000));
+	REQUIRE(kill(main_pid, SIGSTOP) == 0);
+	memset(a, 0, sizeof(a));
+	for (int i = 0; i < 4; i++)
+		CHECK(redis_command(r, 1, ping, ping_len, clock_mono_us(), on_reply_cb, &a[i]) == 0);
+	pump_for(&r, 1, 600);
+	for (int i = 0; i < 4; i++) {
+		CHECK(a[i].calls == 1);
+		CHECK(a[i].error == -ETIMEDOUT);
+	}
+	REQUIRE(kill(main_pid, SIGCONT) == 0);
+	CHECK(wait_ready(r, 3000));
+	pump_for(&r, 1, 200); /* the stale answers, if any, reach nobody */
+	for (int i = 0; i < 4; i++)
+		CHECK(a[i].calls == 1);
+	redis_free(r);
+	for (int i = 0; i < 4; i++)
+		CHECK(a[i].calls == 1);
+}
+
+/* ---- the subscriber connection ---- */
+
+struct inbox {
+	int n;
+	char msg[16][128];
+};
+
+static void on_message_cb(void *cookie, const char *data, size_t len)
+{
+	struct inbox *in = cookie;
+
+	if (in->n < 16) {
+		snprintf(in->msg[in->n], sizeof(in->msg[0]), "%.*s", (int)len, data);
+		in->n++;
+	}
+}
+
+/* PUBLISH through a control connection; the receivers count, or -1. */
+static long long publish(const char *path, const char *channel, const char *msg)
+{
+	redisContext *c = control(path);
+	redisReply *rep;
+	long long n = -1;
+
+	if (!c)
+		return -1;
+	rep = redisCommand(c, "PUBLISH %s %s", channel, msg);
+	if (rep && rep->type == REDIS_REPLY_INTEGER)
+		n = rep->integer;
+	if (rep)
+		freeReplyObject(rep);
+	redisFree(c);
+	return n;
+}
+
+static bool wait_messages(struct redis *r, struct inbox *in, int n, int ms)
+{
+	int64_t end = clock_mono_us() + (int64_t)ms * 1000;
+
+	for (int i = 0; i < 100000 && in->n < n && clock_mono_us() < end; i++)
+		pump_once(r, end);
+	return in->n >= n;
+}
+
+TEST(a_subscriber_is_ready_after_subscribe_and_receives_published_messages)
+{
+	static const char channel[] = "camskeyd:v1:{scope-sub}:n";
+	struct inbox in;
+	struct redis_stats st;
+	struct redis *s;
+
+	NEED_SERVER();
+	ensure_main();
+	REQUIRE(main_pid > 0);
+	memset(&in, 0, sizeof(in));
+	s = subscriber(sock_path, channel, 1000, on_message_cb, &in);
+	REQUIRE(s);
+	REQUIRE(wait_ready(s, 2000));
+	CHECK(publish(sock_path, channel, "hello") == 1);
+	CHECK(publish(sock_path, "camskeyd:v1:{other}:n", "not-for-us") == 0);
+	CHECK(publish(sock_path, channel, "world") == 1);
+	CHECK(wait_messages(s, &in, 2, 2000));
+	CHECK(in.n == 2);
+	CHECK_STR(in.msg[0], "hello");
+	CHECK_STR(in.msg[1], "world");
+	redis_get_stats(s, &st);
+	CHECK(st.readies == 1 && st.timeouts == 0);
+	redis_free(s);
+}
+
+TEST(a_subscriber_refuses_commands_and_grants_with_einval)
+{
+	const char *ping[] = { "PING" };
+	size_t ping_len[] = { 4 };
+	struct redis_grant_request q = req_for("scope-sub", "hostA", 100);
+	struct reply_answer a;
+	struct answer g;
+	struct inbox in;
+	struct redis *s;
+
+	NEED_SERVER();
+	ensure_main();
+	REQUIRE(main_pid > 0);
+	memset(&in, 0, sizeof(in));
+	memset(&a, 0, sizeof(a));
+	memset(&g, 0, sizeof(g));
+	s = subscriber(sock_path, "camskeyd:v1:{scope-sub}:n", 1000, on_message_cb, &in);
+	REQUIRE(s);
+	CHECK(redis_command(s, 1, ping, ping_len, clock_mono_us(), on_reply_cb, &a) == -EINVAL);
+	REQUIRE(wait_ready(s, 2000));
+	CHECK(redis_command(s, 1, ping, ping_len, clock_mono_us(), on_reply_cb, &a) == -EINVAL);
+	CHECK(redis_grant(s, &q, clock_mono_us(), on_grant, &g) == -EINVAL);
+	CHECK(redis_pause(s, "scope-sub", 100, T_WINDOW_MS, T_HORIZON_MS, clock_mono_us(),
+			  on_pause, &g) == -EINVAL);
+	redis_free(s);
+	CHECK(a.calls == 0 && g.calls == 0);
+}
+
+TEST(a_subscriber_reconnects_after_the_server_is_killed_and_restarted)
+{
+	static const char channel[] = "camskeyd:v1:{scope-resub}:n";
+	struct redis_stats st0, st;
+	struct inbox in;
+	struct redis *s;
+
+	NEED_SERVER();
+	ensure_main();
+	REQUIRE(main_pid > 0);
+	memset(&in, 0, sizeof(in));
+	s = subscriber(sock_path, channel, 1000, on_message_cb, &in);
+	REQUIRE(s);
+	REQUIRE(wait_ready(s, 2000));
+	redis_get_stats(s, &st0);
+	stop_server(main_pid);
+	main_pid = 0;
+	pump_for(&s, 1, 200);
+	CHECK(redis_state(s) != REDIS_STATE_READY);
+	main_pid = start_server(sock_path, NULL);
+	REQUIRE(main_pid > 0);
+	CHECK(wait_ready(s, 3000));
+	redis_get_stats(s, &st);
+	CHECK(st.readies == st0.readies + 1);
+	CHECK(st.disconnects > st0.disconnects);
+	CHECK(publish(sock_path, channel, "after") == 1);
+	CHECK(wait_messages(s, &in, 1, 2000));
+	CHECK_STR(in.msg[0], "after");
+	redis_free(s);
+}
+
+TEST(a_subscriber_liveness_check_is_answered_and_drops_a_stopped_server)
+{
+	static const char channel[] = "camskeyd:v1:{scope-live}:n";
+	struct redis_stats st;
+	struct inbox in;
+	struct redis *s;
+
+	NEED_SERVER();
+	ensure_main();
+	REQUIRE(main_pid > 0);
+	memset(&in, 0, sizeof(in));
+	s = subscriber(sock_path, channel, 100, on_message_cb, &in);
+	REQUIRE(s);
+	REQUIRE(wait_ready(s, 2000));
+	/* Three checks (every 400 ms), each answered within 100 ms: no drop. */
+	pump_for(&s, 1, 1300);
+	redis_get_stats(s, &st);
+	CHECK(redis_state(s) == REDIS_STATE_READY);
+	CHECK(st.timeouts == 0 && st.readies == 1);
+	CHECK(publish(sock_path, channel, "still") == 1);
+	CHECK(wait_messages(s, &in, 1, 1000));
+	CHECK(in.n == 1); /* a liveness answer is no message */
+	REQUIRE(kill(main_pid, SIGSTOP) == 0);
+	pump_for(&s, 1, 600); /* the next check is due within 400 ms, then 100 ms to answer */
+	redis_get_stats(s, &st);
+	CHECK(st.timeouts >= 1);
+	CHECK(redis_state(s) != REDIS_STATE_READY);
+	REQUIRE(kill(main_pid, SIGCONT) == 0);
+	CHECK(wait_ready(s, 3000));
+	redis_get_stats(s, &st);
+	CHECK(st.readies >= 2);
+	redis_free(s);
+}
+
+TEST(a_numeric_tcp_address_with_a_database_and_an_acl_user_connects_and_grants)
+{
+	struct redis_grant_request q = req_for("scope-tcp", "hostA", 100);
+	struct redis *r;
+	struct answer a;
+	char url[64];
+	pid_t pid;
+	int port;
+
+	NEED_SERVER();
+	port = free_port();
+	REQUIRE(port > 0);
+	pid = start_server_on(NULL, port, NULL);
+	REQUIRE(pid > 0);
+	snprintf(url, sizeof(url), "redis://127.0.0.1:%d/3", port);
+	r = client_url(url, NULL, 1000);
+	REQUIRE(r);
+	CHECK(wait_ready(r, 2000));
+	CHECK(grant_sync(r, &q, &a) == 0);
+	CHECK(a.grant.verdict == REDIS_GRANT_REFUSED_HORIZON); /* new scope: lost state */
+	{
+		/* The script ran in database 3. */
+		redisContext *c = tcp_control(port);
+		redisReply *rep;
+
+		REQUIRE(c);
+		rep = redisCommand(c, "SELECT 3");
+		if (rep)
+			freeReplyObject(rep);
+		rep = redisCommand(c, "EXISTS camskeyd:v1:{scope-tcp}:meta");
+		CHECK(rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 1);
+		if (rep)
+			freeReplyObject(rep);
+		/* The ACL user docs/OPERATIONS.md gives is enough for the client. */
+		rep = redisCommand(c, "ACL SETUSER camskeyd reset on >acl-pw ~camskeyd:* "
+				   "resetchannels &camskeyd:* +auth +ping +select +info +script|load "
+				   "+evalsha +eval +subscribe +scan +time +hmget +hset +del +pexpire "
+				   "+zadd +zcard +zrange +zrangebyscore +zremrangebyscore +get +set "
+				   "+pttl +publish");
+		CHECK(rep && rep->type == REDIS_REPLY_STATUS);
+		if (rep)
+			freeReplyObject(rep);
+		redisFree(c);
+	}
+	redis_free(r);
+	snprintf(url, sizeof(url), "redis://camskeyd@127.0.0.1:%d/3", port);
+	r = client_url(url, "acl-pw", 1000);
+	REQUIRE(r);
+	CHECK(wait_ready(r, 2000));
+	CHECK(grant_sync(r, &q, &a) == 0);
+	if (a.error)
+		fprintf(stderr, "  grant as ACL user: %d %s\n", a.error, a.text);
+	redis_free(r);
+	{
+		/* The shared tier's script and subscriber as that user (docs/OPERATIONS.md). */
+		struct redis *sub, *bad;
+		struct inbox in;
+		struct reply_answer ra;
+		static const char script[] =
+			"local v = redis.call('GET', KEYS[1])\n"
+			"redis.call('SET', KEYS[1], 'x', 'NX', 'PX', 5000)\n"
+			"redis.call('PUBLISH', ARGV[1], 'acl')\n"
+			"return redis.call('PTTL', KEYS[1])\n";
+		const char *eval[] = { "EVAL", script, "1", "camskeyd:v1:{scope-tcp}:e::123",
+				       "camskeyd:v1:{scope-tcp}:n" };
+		size_t eval_len[] = { 4, strlen(script), 1, strlen(eval[3]), strlen(eval[4]) };
+		const char *other[] = { "GET", "other" };
+		size_t other_len[] = { 3, 5 };
+
+		memset(&in, 0, sizeof(in));
+		sub = subscriber_url(url, "acl-pw", "camskeyd:v1:{scope-tcp}:n", 1000,
+				     on_message_cb, &in);
+		bad = subscriber_url(url, "acl-pw", "other", 1000, on_message_cb, &in);
+		r = client_url(url, "acl-pw", 1000);
+		REQUIRE(sub && bad && r);
+		CHECK(wait_ready(sub, 2000));
+		CHECK(!wait_ready(bad, 400));
+		REQUIRE(wait_ready(r, 2000));
+		CHECK(command_sync(r, 5, eval, eval_len, &ra) == 0);
+		CHECK(ra.type == REDIS_REPLY_INTEGER && ra.integer > 0 && ra.integer <= 5000);
+		if (ra.type == REDIS_REPLY_ERROR)
+			fprintf(stderr, "  EVAL as ACL user: %.*s\n", (int)ra.len, ra.str);
+		CHECK(command_sync(r, 2, other, other_len, &ra) == 0);
+		CHECK(ra.type == REDIS_REPLY_ERROR); /* outside ~camskeyd:* */
+		for (int i = 0; i < 100 && in.n == 0; i++)
+			pump_once(sub, clock_mono_us() + 20000);
+		CHECK(in.n == 1 && strcmp(in.msg[0], "acl") == 0);
+		redis_free(sub);
+		redis_free(bad);
+		redis_free(r);
+	}
+	r = client_url(url, "not-it", 1000);
+	REQUIRE(r);
+	CHECK(!wait_ready(r, 400));
+	redis_free(r);
+	stop_server(pid);
 }
 
 int main(void)
 {
-	static const char *candidates[] = { "/usr/bin/redis-server", "/usr/local/bin/redis-server",
-					    "/usr/sbin/redis-server" };
-	char tmpl[] = "/tmp/camskeyd-redis-XXXXXX";
 	int rc;
 
-	signal(SIGPIPE, SIG_IGN);
 	harness_seed_init();
-	for (size_t i = 0; i < sizeof(candidates) / sizeof(candidates[0]); i++)
-		if (access(candidates[i], X_OK) == 0) {
-			redis_bin = candidates[i];
-			break;
-		}
-	if (!mkdtemp(tmpl)) {
-		perror("mkdtemp");
+	if (redis_server_setup("/tmp/camskeyd-redis-XXXXXX") < 0)
 		return 1;
-	}
-	snprintf(tmpdir, sizeof(tmpdir), "%s", tmpl);
 	snprintf(sock_path, sizeof(sock_path), "%s/redis.sock", tmpdir);
 	snprintf(pw_sock_path, sizeof(pw_sock_path), "%s/redis-pw.sock", tmpdir);
-	atexit(stop_all);
-	signal(SIGINT, on_signal);
-	signal(SIGTERM, on_signal);
-	signal(SIGABRT, on_signal);
-	signal(SIGSEGV, on_signal);
 
 	RUN(url_accepts_numeric_addresses_and_sockets_and_refuses_names_and_passwords);
 	RUN(password_follows_the_credential_file_rules);
@@ -1042,9 +1072,15 @@ int main(void)
 	RUN(a_numeric_tcp_address_with_a_database_and_an_acl_user_connects_and_grants);
 	RUN(auth_with_a_password_file_and_a_wrong_password_is_refused);
 	RUN(a_pause_recorded_by_one_host_delays_the_other_hosts_grants);
+	RUN(a_plain_command_round_trips_a_binary_value_with_a_nul_inside);
+	RUN(an_error_reply_is_an_answer_with_error_0_and_the_reply_type_error);
+	RUN(a_plain_command_before_ready_is_refused_with_enotconn_and_never_called_back);
+	RUN(a_stopped_server_times_out_each_pending_plain_command_exactly_once);
+	RUN(a_subscriber_is_ready_after_subscribe_and_receives_published_messages);
+	RUN(a_subscriber_refuses_commands_and_grants_with_einval);
+	RUN(a_subscriber_reconnects_after_the_server_is_killed_and_restarted);
+	RUN(a_subscriber_liveness_check_is_answered_and_drops_a_stopped_server);
 	rc = harness_done();
-	stop_all();
-	if (nftw(tmpdir, remove_entry, 8, FTW_DEPTH | FTW_PHYS) != 0)
-		fprintf(stderr, "could not remove %s\n", tmpdir);
+	redis_server_teardown();
 	return rc;
 }
