@@ -496,6 +496,46 @@ def test_a_purge_on_one_host_reaches_the_others():
     stop_cleanly(ds)
 
 
+def test_a_password_protected_redis_on_a_loopback_port():
+    # redis://127.0.0.1:PORT; the password from CAMSKEYD_REDIS_PASSWORD (h1),
+    # from $CREDENTIALS_DIRECTORY/redis-password (h2); h3 has a wrong one.
+    password = "e2e-redis-pass-Zq81"
+    sim = Sim(quota=RATE)
+    redis = RedisServer(tcp=True, password=password)
+    creds = camtest.tmpdir()
+    path = os.path.join(creds, "redis-password")
+    with open(path, "w") as f:
+        f.write(password + "\n")
+    os.chmod(path, 0o600)
+    envs = [{"CAMSKEYD_REDIS_PASSWORD": password}, {"CREDENTIALS_DIRECTORY": creds},
+            {"CAMSKEYD_REDIS_PASSWORD": "not-the-password"}]
+    ds = []
+    for i, extra in enumerate(envs, 1):
+        env = camtest.credentials_env()
+        env.update(extra)
+        ds.append(camtest.Daemon(sim.url, ["--redis", redis.url, "--host-id", "h%d" % i]
+                                 + BASE_ARGS, env=env))
+    for d in ds[:2]:
+        wait_until(lambda d=d: quota_mode(d) == "shared", 15, what="quota shared")
+    phone = "8617450000001"
+    assert ds[0].key(phone)[0] == 200
+    status, hdrs, _ = ds[1].key(phone)
+    assert status == 200 and "detail=shared" in hdrs["cache-status"], hdrs
+    # the wrong password: fail closed, said so, and the key is not fetched
+    wait_until(lambda: quota_mode(ds[2]) == "closed", 15, what="h3 quota closed")
+    status, hdrs, doc = ds[2].key("8617450000002", max_wait_ms=2000)
+    print("# redis:// on a loopback port with a password: h1 (env) and h2 (credentials "
+          "file) shared; h3 (wrong password) %s, a miss answered %d %s"
+          % (quota_mode(ds[2]), status, (doc or {}).get("Code")))
+    assert status == 503 and doc["Code"] == "Proxy.SharedQuotaUnavailable", (status, doc)
+    assert "retry-after" in hdrs, hdrs
+    assert ds[2].metric("camskeyd_redis_up") == 0
+    assert sim.stats()["by_phone"].get("8617450000002") is None
+    for d in ds:
+        assert password not in d.logs() and "not-the-password" not in d.logs()
+    stop_cleanly(ds)
+
+
 # ---- 3. faults during a backlog ---------------------------------------------------------
 
 def fault_during_backlog(label, prefix, inject, recover=None, down_s=2.5, expect_closed=False,
