@@ -444,6 +444,8 @@ def test_a_throttle_seen_by_one_host_pauses_every_host():
     s = check_quota(sim)
     arr = s["arrivals_ms"]
     gaps = sorted((b - a for a, b in zip(arr, arr[1:])), reverse=True)
+    if os.environ.get("REDIS_E2E_DEBUG"):
+        print("# arrivals ms: %s; pause_until_us %d" % (["%.0f" % a for a in arr], pause_until))
     print("# one injected System.LimitControl during a 3-host backlog: answers %s; calls %d; "
           "pause recorded in Redis: %s; longest gaps between arrivals %s ms"
           % (traffic.counts(), s["calls"], pause_until > 0, ["%.0f" % g for g in gaps[:3]]))
@@ -494,6 +496,46 @@ def test_a_purge_on_one_host_reaches_the_others():
     stop_cleanly(ds)
 
 
+def test_a_password_protected_redis_on_a_loopback_port():
+    # redis://127.0.0.1:PORT; the password from CAMSKEYD_REDIS_PASSWORD (h1),
+    # from $CREDENTIALS_DIRECTORY/redis-password (h2); h3 has a wrong one.
+    password = "e2e-redis-pass-Zq81"
+    sim = Sim(quota=RATE)
+    redis = RedisServer(tcp=True, password=password)
+    creds = camtest.tmpdir()
+    path = os.path.join(creds, "redis-password")
+    with open(path, "w") as f:
+        f.write(password + "\n")
+    os.chmod(path, 0o600)
+    envs = [{"CAMSKEYD_REDIS_PASSWORD": password}, {"CREDENTIALS_DIRECTORY": creds},
+            {"CAMSKEYD_REDIS_PASSWORD": "not-the-password"}]
+    ds = []
+    for i, extra in enumerate(envs, 1):
+        env = camtest.credentials_env()
+        env.update(extra)
+        ds.append(camtest.Daemon(sim.url, ["--redis", redis.url, "--host-id", "h%d" % i]
+                                 + BASE_ARGS, env=env))
+    for d in ds[:2]:
+        wait_until(lambda d=d: quota_mode(d) == "shared", 15, what="quota shared")
+    phone = "8617450000001"
+    assert ds[0].key(phone)[0] == 200
+    status, hdrs, _ = ds[1].key(phone)
+    assert status == 200 and "detail=shared" in hdrs["cache-status"], hdrs
+    # the wrong password: fail closed, said so, and the key is not fetched
+    wait_until(lambda: quota_mode(ds[2]) == "closed", 15, what="h3 quota closed")
+    status, hdrs, doc = ds[2].key("8617450000002", max_wait_ms=2000)
+    print("# redis:// on a loopback port with a password: h1 (env) and h2 (credentials "
+          "file) shared; h3 (wrong password) %s, a miss answered %d %s"
+          % (quota_mode(ds[2]), status, (doc or {}).get("Code")))
+    assert status == 503 and doc["Code"] == "Proxy.SharedQuotaUnavailable", (status, doc)
+    assert "retry-after" in hdrs, hdrs
+    assert ds[2].metric("camskeyd_redis_up") == 0
+    assert sim.stats()["by_phone"].get("8617450000002") is None
+    for d in ds:
+        assert password not in d.logs() and "not-the-password" not in d.logs()
+    stop_cleanly(ds)
+
+
 # ---- 3. faults during a backlog ---------------------------------------------------------
 
 def fault_during_backlog(label, prefix, inject, recover=None, down_s=2.5, expect_closed=False,
@@ -537,11 +579,12 @@ def fault_during_backlog(label, prefix, inject, recover=None, down_s=2.5, expect
     print("# %s: answers %s; calls %d (%d before the fault); max in a sliding second %d; "
           "throttled %d; /readyz seen %s, at the end %s; camskeyd_redis_up seen %s; hits "
           "during the fault %d (max %.0f ms, %d wrong); resumed on each host after %s s; "
-          "redis errors %d, reconnects %d, grants discarded %d"
+          "redis errors %d, reconnects %d, grants discarded %d; Retry-After of the 503s %s"
           % (label, counts, s["calls"], calls_before, s["max_in_sliding_second"], s["throttled"],
              sorted(ready, key=str), final_modes, sorted(redis_up, key=str), len(hit_ms),
              max(hit_ms or [0]),
-             len(hit_bad), ["%.1f" % r for r in resumed], errs, reconnects, discarded))
+             len(hit_bad), ["%.1f" % r for r in resumed], errs, reconnects, discarded,
+             sorted(set(r["retry_after"] for r in traffic.records if r["status"] == 503))))
     traffic.check_answered()
     assert not hit_bad, "hits not served from the local tier during the fault: %s" % hit_bad[:3]
     assert all(status == 200 for status, _ in ready), "/readyz during the fault: %s" % ready

@@ -374,16 +374,23 @@ class _RespReader:
 class RedisServer:
     """A private redis-server on a UNIX socket in a temp dir (no TCP port, no
     persistence), stopped by PID when the test ends, also on failure. The test
-    is skipped when redis-server is not installed. url is what --redis takes."""
+    is skipped when redis-server is not installed. url is what --redis takes:
+    unix:///.../redis.sock, or with tcp=True redis://127.0.0.1:PORT (a free
+    loopback port; the socket stays for cli()). password: --requirepass (cli()
+    authenticates with it)."""
 
-    def __init__(self, extra=()):
+    def __init__(self, extra=(), tcp=False, password=None):
         self.binary = shutil.which("redis-server")
         if not self.binary:
             skip("redis-server not installed (make deps)")
         self.dir = tmpdir()
         self.sock = os.path.join(self.dir, "redis.sock")
-        self.url = "unix://" + self.sock
+        self.password = password
+        self.tcp_port = free_port() if tcp else 0
+        self.url = ("redis://127.0.0.1:%d" % self.tcp_port) if tcp else "unix://" + self.sock
         self.extra = list(extra)
+        if password is not None:
+            self.extra += ["--requirepass", password]
         self.proc = None
         self.log = None
         self.starts = 0
@@ -396,7 +403,8 @@ class RedisServer:
             os.unlink(self.sock)
         self.starts += 1
         self.log_path = os.path.join(self.dir, "redis-%d.log" % self.starts)
-        argv = [self.binary, "--port", "0", "--unixsocket", self.sock, "--unixsocketperm", "700",
+        argv = [self.binary, "--port", str(self.tcp_port), "--bind", "127.0.0.1",
+                "--unixsocket", self.sock, "--unixsocketperm", "700",
                 "--save", "", "--appendonly", "no", "--dir", self.dir,
                 "--daemonize", "no", "--loglevel", "notice"] + self.extra
         self.log = open(self.log_path, "ab")
@@ -432,8 +440,14 @@ class RedisServer:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(timeout)
             s.connect(self.sock)
+            reader = _RespReader(s)
+            if self.password is not None:
+                s.sendall(_resp_encode(["AUTH", self.password]))
+                auth = reader.reply()
+                if isinstance(auth, RedisError):
+                    return auth
             s.sendall(_resp_encode(args))
-            return _RespReader(s).reply()
+            return reader.reply()
 
     def keys(self, pattern="*"):
         return sorted(k.decode() for k in self.cli("KEYS", pattern))
