@@ -881,6 +881,25 @@ int64_t engine_next_wake_us(struct engine *e, int64_t now_us)
 
 /* ---- many hosts: the gate, grants, claims ------------------------------------------------ */
 
+/*
+ * The callers waiting for quota or a claim (not for a call on the wire),
+ * collected first because answering reorders the heap. Freed by the caller.
+ */
+static struct engine_caller **callers_not_on_the_wire(struct engine *e, size_t *ret_n)
+{
+	struct engine_caller **list = xcalloc(e->heap_len + 1, sizeof(*list));
+	size_t n = 0;
+
+	for (size_t i = 0; i < e->heap_len; i++) {
+		struct flight *f = e->heap[i]->waiter.flight;
+
+		if (!f || f->state != FLIGHT_SENDING)
+			list[n++] = e->heap[i];
+	}
+	*ret_n = n;
+	return list;
+}
+
 void engine_set_gate(struct engine *e, enum engine_gate g, int64_t now_us, int64_t now_s)
 {
 	enum engine_gate old = e->gate;
@@ -897,16 +916,9 @@ void engine_set_gate(struct engine *e, enum engine_gate g, int64_t now_us, int64
 	    e->reserve_at_us < e->last_local_send_us + window_us(e))
 		e->reserve_at_us = e->last_local_send_us + window_us(e);
 	if (g == ENGINE_GATE_CLOSED) {
-		struct engine_caller **waiting = xcalloc(e->heap_len + 1, sizeof(*waiting));
-		size_t n = 0;
+		size_t n;
+		struct engine_caller **waiting = callers_not_on_the_wire(e, &n);
 
-		/* Collected first: answering reorders the heap. */
-		for (size_t i = 0; i < e->heap_len; i++) {
-			struct flight *f = e->heap[i]->waiter.flight;
-
-			if (!f || f->state != FLIGHT_SENDING)
-				waiting[n++] = e->heap[i];
-		}
 		for (size_t i = 0; i < n; i++) {
 			struct flight *f = waiting[i]->waiter.flight;
 
@@ -1054,13 +1066,7 @@ void engine_stop(struct engine *e, int64_t now_us, int64_t now_s)
 	 * Callers waiting for quota are answered now; those of calls on the
 	 * wire wait for them. Collected first: answering reorders the heap.
 	 */
-	queued = xcalloc(e->heap_len + 1, sizeof(*queued));
-	for (size_t i = 0; i < e->heap_len; i++) {
-		struct flight *f = e->heap[i]->waiter.flight;
-
-		if (!f || f->state != FLIGHT_SENDING)
-			queued[n++] = e->heap[i];
-	}
+	queued = callers_not_on_the_wire(e, &n);
 	for (size_t i = 0; i < n; i++)
 		answer_shutting_down(e, queued[i]);
 	free(queued);
