@@ -54,6 +54,7 @@ struct engine_action_slot {
 	struct cams_key key;   /* CLAIM */
 	uint64_t claim_seq;    /* CLAIM */
 	bool background;       /* CLAIM */
+	bool revalidate;       /* CLAIM */
 };
 
 struct engine_grant_slot {
@@ -187,6 +188,7 @@ bool engine_next_action(struct engine *e, struct engine_action *ret)
 		ret->key = slot->key;
 		ret->claim_seq = slot->claim_seq;
 		ret->background = slot->background;
+		ret->revalidate = slot->revalidate;
 		break;
 	}
 	return true;
@@ -380,6 +382,8 @@ static void claim_push(struct engine *e, struct flight *f)
 	slot->key = f->key;
 	slot->claim_seq = f->claim_seq;
 	slot->background = f->background;
+	slot->revalidate = f->revalidate;
+	f->claim_revalidate = f->revalidate;
 }
 
 static bool claiming(const struct flight *f)
@@ -453,10 +457,11 @@ static void flight_orphaned(struct engine *e, struct flight *f)
 }
 
 static struct flight *flight_new(struct engine *e, const struct cams_key *key, unsigned client,
-				 bool background, int64_t now_us)
+				 bool background, bool revalidate, int64_t now_us)
 {
 	struct flight *f = flight_start(e->flights, key);
 
+	f->revalidate = revalidate;
 	f->qitem.client = client < QUEUE_MAX_CLIENTS ? client : QUEUE_MAX_CLIENTS - 1;
 	f->qitem.cls = background ? QUEUE_BACKGROUND : QUEUE_FOREGROUND;
 	f->background = background;
@@ -538,7 +543,7 @@ void engine_submit(struct engine *e, struct engine_caller *c, int64_t now_us, in
 			refuse(e, c, now_s, false, wait_us);
 			return;
 		}
-		f = flight_new(e, &c->key, c->client, false, now_us);
+		f = flight_new(e, &c->key, c->client, false, c->revalidate, now_us);
 		if (!f) {
 			refuse(e, c, now_s, true, wait_us);
 			return;
@@ -548,6 +553,8 @@ void engine_submit(struct engine *e, struct engine_caller *c, int64_t now_us, in
 	}
 
 	e->stats.joined++;
+	if (c->revalidate)
+		f->revalidate = true;
 	if (flight_make_foreground(e, f, c->client) < 0) {
 		/* No room to move it into the foreground class: it is lost. */
 		flight_finish(e->flights, f);
@@ -574,7 +581,7 @@ bool engine_refresh(struct engine *e, const struct cams_key *key, int64_t now_us
 	/* Background work takes only room callers leave. */
 	if (queue_len(e->queue) + e->n_claims >= e->settings.queue_max)
 		return false;
-	return flight_new(e, key, 0, true, now_us) != NULL;
+	return flight_new(e, key, 0, true, false, now_us) != NULL;
 }
 
 void engine_caller_gone(struct engine *e, struct engine_caller *c, int64_t now_us,
@@ -977,6 +984,11 @@ bool engine_claim_done(struct engine *e, const struct cams_key *key, uint64_t cl
 		result = ENGINE_CLAIM_UNAVAILABLE;
 	switch (result) {
 	case ENGINE_CLAIM_HIT:
+		/* A caller who joined meanwhile will not take the shared copy: ask again. */
+		if (f->revalidate && !f->claim_revalidate) {
+			claim_push(e, f);
+			return true;
+		}
 		flight_answer_shared(e, f, entry, now_s);
 		return true;
 	case ENGINE_CLAIM_HELD:

@@ -150,6 +150,7 @@ struct engine_caller {
 	uint32_t max_wait_ms;       /* how long this caller waits for quota (0: not at all) */
 	int64_t submitted_us;       /* when the caller arrived (monotonic) */
 	bool no_stale;              /* refuses stale answers */
+	bool revalidate;            /* no-cache or max-age: not the shared tier's copy */
 	struct cache_entry *stale;  /* a reference: fallback if the upstream fails, or NULL */
 	char request_id[24];        /* RequestId of envelopes the engine renders */
 
@@ -240,6 +241,7 @@ struct engine_action {
 	struct cams_key key;
 	uint64_t claim_seq;
 	bool background;               /* a refresh: a shared entry must be newer */
+	bool revalidate;               /* a caller refuses the shared tier's copy */
 };
 
 /* Counters of what the engine did, for metrics and tests. */

@@ -47,6 +47,7 @@ struct flight {
 	uint64_t claim_seq;          /* the current claim's number (lease token) */
 	bool lease_owned;            /* the claim took the key's lease: release or fill it */
 	bool remote_seen;            /* another host's lease was seen: a HIT now is a join */
+	bool claim_revalidate;       /* the current claim ignores the shared entry */
 	int64_t claim_at_us;         /* FLIGHT_REMOTE: when to claim again */
 	size_t claim_index;          /* private: in the engine's claim list */
 	struct flight *hash_next;    /* private */

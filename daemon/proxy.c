@@ -205,6 +205,7 @@ enum proxy_verdict proxy_lookup(struct proxy *p, struct proxy_request *req, int6
 	memset(a, 0, sizeof(*a));
 	req->call.stale = NULL;
 	req->call.submitted_us = now_us;
+	req->call.revalidate = req->no_cache || req->max_age_s >= 0;
 	req->generation_seen = cache_generation(p->cache);
 
 	rc = cache_lookup(p->cache, &req->call.key, now_s, &e);
@@ -538,8 +539,13 @@ static void claim(struct proxy *p, const struct engine_action *act, int64_t now_
 {
 	struct claim_cookie *c = xcalloc(1, sizeof(*c));
 	char token[SHARED_TOKEN_MAX + 1];
-	/* A refresh wants an entry newer than the one it is refreshing. */
-	uint64_t min_pttl_ms = act->background ? p->settings.refresh_ahead_s * 1000 + 1000 : 1000;
+	/*
+	 * A refresh wants an entry newer than the one it is refreshing; a
+	 * caller's no-cache or max-age wants none at all (the lease only).
+	 */
+	uint64_t min_pttl_ms = act->revalidate	   ? UINT32_MAX
+			       : act->background ? p->settings.refresh_ahead_s * 1000 + 1000
+						 : 1000;
 
 	c->p = p;
 	c->key = act->key;
