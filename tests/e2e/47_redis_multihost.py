@@ -496,6 +496,50 @@ def test_a_purge_on_one_host_reaches_the_others():
     stop_cleanly(ds)
 
 
+def test_definitive_errors_are_shared_and_transient_failures_are_not():
+    sim, redis, ds = cluster(args=["--negative-ttl", "60", "--stale-if-error", "0"])
+    bad, flaky = "8617460000001", "8617460000002"
+    sim.fault(bad, "error", code="Product.Unsubscript")
+    sim.fault(flaky, "http503", count=1)
+    status, _, doc = ds[0].key(bad)
+    assert status == 403 and doc["Code"] == "Product.Unsubscript", (status, doc)
+    for d in ds[1:]:
+        status, hdrs, doc = d.key(bad)
+        assert status == 403 and doc["Code"] == "Product.Unsubscript", (status, doc)
+        assert "detail=shared" in hdrs.get("cache-status", ""), hdrs
+    status, _, _ = ds[0].key(flaky)
+    assert status == 502, status
+    status, hdrs, _ = ds[1].key(flaky)  # the failure was not shared: its own call, 200
+    s = sim.stats()["by_phone"]
+    print("# a definitive error: %d call for %d hosts; a transient one: %d calls"
+          % (s.get(bad), HOSTS, s.get(flaky)))
+    assert status == 200 and "fwd=miss" in hdrs["cache-status"], (status, hdrs)
+    assert s.get(bad) == 1 and s.get(flaky) == 2, s
+    stop_cleanly(ds)
+
+
+def test_with_redis_gone_an_expired_key_is_served_stale_if_error_and_a_fresh_one_as_a_hit():
+    sim, redis, ds = cluster(n=2, args=["--ttl", "2", "--stale-while-revalidate", "0"])
+    old, fresh = "8617470000001", "8617470000002"
+    assert ds[0].key(old)[0] == 200 and ds[1].key(old)[0] == 200
+    time.sleep(2.5)
+    assert ds[0].key(fresh)[0] == 200 and ds[1].key(fresh)[0] == 200
+    redis.kill9()
+    wait_until(lambda: all(quota_mode(d) == "closed" for d in ds), 10, what="quota closed")
+    for d in ds:
+        status, hdrs, _ = d.key(old)
+        stale_cs = hdrs.get("cache-status", "")
+        assert status == 200 and "stale" in stale_cs, (status, hdrs)
+        status, hdrs, _ = d.key(fresh)
+        assert status == 200 and hdrs["cache-status"].startswith("camskeyd; hit"), hdrs
+        status, hdrs, doc = d.key("8617470000009", max_wait_ms=2000)
+        assert status == 503 and doc["Code"] == "Proxy.SharedQuotaUnavailable", (status, doc)
+        assert "retry-after" in hdrs
+    print("# Redis gone: expired key served as %s; a miss 503 %s"
+          % (stale_cs, doc["Code"]))
+    stop_cleanly(ds)
+
+
 def test_a_password_protected_redis_on_a_loopback_port():
     # redis://127.0.0.1:PORT; the password from CAMSKEYD_REDIS_PASSWORD (h1),
     # from $CREDENTIALS_DIRECTORY/redis-password (h2); h3 has a wrong one.
