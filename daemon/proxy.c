@@ -679,12 +679,14 @@ static void update_quota_mode(struct proxy *p, int64_t now_us, int64_t now_s)
 		if (!p->redis_down_since_us)
 			p->redis_down_since_us = now_us;
 		down_us = now_us - p->redis_down_since_us;
-		if (p->fallback_rate > 0 && down_us >= (int64_t)grant_window_ms(p) * 1000)
-			mode = METRICS_QUOTA_FALLBACK;
-		else if (down_us >= (int64_t)p->redis_connect_ms * 1000)
+		/* With a fallback budget, callers wait for it rather than fail first. */
+		if (p->fallback_rate > 0) {
+			if (down_us >= (int64_t)grant_window_ms(p) * 1000 ||
+			    p->mode == METRICS_QUOTA_FALLBACK)
+				mode = METRICS_QUOTA_FALLBACK;
+		} else if (down_us >= (int64_t)p->redis_connect_ms * 1000) {
 			mode = METRICS_QUOTA_CLOSED;
-		else if (p->mode == METRICS_QUOTA_FALLBACK)
-			mode = METRICS_QUOTA_FALLBACK;
+		}
 	}
 	if (mode == METRICS_QUOTA_CLOSED)
 		gate = ENGINE_GATE_CLOSED;

@@ -540,6 +540,43 @@ def test_with_redis_gone_an_expired_key_is_served_stale_if_error_and_a_fresh_one
     stop_cleanly(ds)
 
 
+def test_a_fallback_budget_serves_misses_while_redis_is_gone():
+    # Two hosts with redis-fallback-rate 2 each (together within the rate):
+    # with Redis gone they call the upstream on their own budget, never
+    # above it; back on the shared limiter once Redis returns.
+    sim, redis, ds = cluster(n=2, args=["--redis-fallback-rate", "2"])
+    redis.kill9()
+    results = []
+    lock = threading.Lock()
+
+    def one(i):
+        status, _, body = cold_get(ds[i % 2], "86174800%05d" % i, 30000)
+        code = "" if status == 200 else json.loads(body or b"{}").get("Code", "")
+        with lock:
+            results.append("%d %s" % (status, code) if code else str(status))
+
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    took = time.monotonic() - t0
+    counts = {k: results.count(k) for k in set(results)}
+    assert counts == {"200": 12}, counts
+    modes = [quota_mode(d) for d in ds]
+    assert modes == ["fallback", "fallback"], modes
+    s = check_quota(sim)
+    redis.restart()
+    wait_until(lambda: all(quota_mode(d) == "shared" for d in ds), 20, what="back to shared")
+    status, _, _ = cold_get(ds[0], "8617480099999", 30000)
+    assert status == 200
+    check_quota(sim)
+    print("# fallback 2/s per host with Redis gone: %s in %.1f s, most in a sliding second %d"
+          % (counts, took, s["max_in_sliding_second"]))
+    stop_cleanly(ds)
+
+
 def test_a_password_protected_redis_on_a_loopback_port():
     # redis://127.0.0.1:PORT; the password from CAMSKEYD_REDIS_PASSWORD (h1),
     # from $CREDENTIALS_DIRECTORY/redis-password (h2); h3 has a wrong one.
