@@ -33,8 +33,8 @@
  * subscribed to the scope's notice channel. Each turn it sets the
  * engine's gate from the connection's state: GRANTS while it is ready (or
  * for the first connect timeout after it went away: a blip makes callers
- * wait, not fail), then CLOSED (fail closed), or LOCAL at
- * redis-fallback-rate once it has been unreachable for one window. It
+ * wait, not fail), then CLOSED (fail closed); with redis-fallback-rate,
+ * GRANTS for the first window, then LOCAL at that rate. It
  * carries out the engine's RESERVE (redis_grant: a grant is usable from
  * its slot until PROXY_GRANT_LATE_US after, on this host's monotonic
  * clock; the window asked of Redis is widened by as much, so a grant used
