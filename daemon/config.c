@@ -551,13 +551,6 @@ static int check_redis_url(const char *value, struct buf *reason)
 	return -EINVAL;
 }
 
-/* A character of a host id or quota scope: [A-Za-z0-9._:-]. */
-static bool is_redis_name_char(char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-	       c == '.' || c == '_' || c == ':' || c == '-';
-}
-
 /* host-id, quota-scope: empty (the default is derived), or 1..128 of the alphabet. */
 static int check_redis_name(const char *value, struct buf *reason)
 {
@@ -566,7 +559,7 @@ static int check_redis_name(const char *value, struct buf *reason)
 	if (n <= REDIS_NAME_MAX) {
 		size_t i = 0;
 
-		while (i < n && is_redis_name_char(value[i]))
+		while (i < n && redis_name_char(value[i]))
 			i++;
 		if (i == n)
 			return 0;
@@ -963,7 +956,7 @@ unsigned config_keep_restart_keys(struct config *next, const struct config *runn
 static size_t add_sanitised(char *out, size_t at, size_t cap, const char *s)
 {
 	for (; *s && at < cap; s++)
-		out[at++] = is_redis_name_char(*s) ? *s : '-';
+		out[at++] = redis_name_char(*s) ? *s : '-';
 	return at;
 }
 

@@ -119,20 +119,25 @@ struct redis {
 
 /* ---- addresses and the password ---- */
 
+bool redis_name_char(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       c == '.' || c == '_' || c == ':' || c == '-';
+}
+
+bool redis_name_ok(const char *s, size_t len)
+{
+	if (!s || len < 1 || len > REDIS_NAME_MAX)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (!redis_name_char(s[i]))
+			return false;
+	return true;
+}
+
 static bool name_ok(const char *s)
 {
-	size_t n = 0;
-
-	if (!s)
-		return false;
-	for (; s[n]; n++) {
-		char c = s[n];
-
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		      c == '.' || c == '_' || c == ':' || c == '-'))
-			return false;
-	}
-	return n >= 1 && n <= REDIS_NAME_MAX;
+	return s && redis_name_ok(s, strlen(s));
 }
 
 int redis_parse_url(const char *url, struct redis_address *ret, char *errbuf,

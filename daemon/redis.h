@@ -50,6 +50,9 @@
 
 /* The longest scope and host id; their alphabet is [A-Za-z0-9._:-]. */
 #define REDIS_NAME_MAX 128
+/* A character of that alphabet; a whole name of 1..REDIS_NAME_MAX of them. Pure. */
+bool redis_name_char(char c);
+bool redis_name_ok(const char *s, size_t len);
 /* Commands pending at once (-EAGAIN beyond). */
 #define REDIS_PENDING_MAX 1024
 /* A Redis password (file or environment). */

@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "mem.h"
+#include "route.h"
 #include "span.h"
 
 #define RECORD_MAGIC "CKE1"
@@ -68,43 +69,16 @@ static const char purge_lua[] =
 
 /* ---- names ---- */
 
-static bool name_char(char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-	       c == '.' || c == '_' || c == ':' || c == '-';
-}
-
-static bool name_ok(const char *s, size_t len)
-{
-	if (len < 1 || len > REDIS_NAME_MAX)
-		return false;
-	for (size_t i = 0; i < len; i++)
-		if (!name_char(s[i]))
-			return false;
-	return true;
-}
-
-/* route.c's alphabet for a CustSpaceId. */
-static bool cust_char(char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-	       c == '.' || c == '_' || c == '~' || c == '-';
-}
-
+/* A key as route.c accepts it from a caller: the one rule for a key. */
 static bool key_ok(const struct cams_key *key)
 {
 	size_t nc = strnlen(key->cust_space_id, sizeof(key->cust_space_id));
-	size_t np = strnlen(key->phone, sizeof(key->phone));
+	struct route_error err;
+	struct cams_key k;
 
-	if (nc > LIMIT_CUST_SPACE_ID_MAX || np < 1 || np > LIMIT_PHONE_MAX_DIGITS)
-		return false;
-	for (size_t i = 0; i < nc; i++)
-		if (!cust_char(key->cust_space_id[i]))
-			return false;
-	for (size_t i = 0; i < np; i++)
-		if (key->phone[i] < '0' || key->phone[i] > '9')
-			return false;
-	return true;
+	memset(&k, 0, sizeof(k));
+	return route_set_phone(key->phone, strnlen(key->phone, sizeof(key->phone)), &k, &err) == 0 &&
+	       (nc == 0 || route_set_cust_space_id(key->cust_space_id, nc, &k, &err) == 0);
 }
 
 /* camskeyd:v1:{SCOPE}:KIND:CUST:PHONE */
@@ -113,7 +87,7 @@ static int key_name(const char *scope, char kind, const struct cams_key *key, ch
 {
 	int n;
 
-	if (!scope || !name_ok(scope, strlen(scope)) || !key_ok(key))
+	if (!scope || !redis_name_ok(scope, strlen(scope)) || !key_ok(key))
 		return -EINVAL;
 	n = snprintf(out, size, REDIS_KEY_PREFIX "{%s}:%c:%s:%s", scope, kind, key->cust_space_id,
 		     key->phone);
@@ -124,7 +98,7 @@ int shared_channel(const char *scope, char *out, size_t size)
 {
 	int n;
 
-	if (!scope || !name_ok(scope, strlen(scope)))
+	if (!scope || !redis_name_ok(scope, strlen(scope)))
 		return -EINVAL;
 	n = snprintf(out, size, REDIS_KEY_PREFIX "{%s}:n", scope);
 	return n > 0 && (size_t)n < size ? 0 : -EINVAL;
@@ -319,7 +293,7 @@ int shared_notice_parse(const char *data, size_t len, struct shared_notice *ret)
 		n.kind = SHARED_NOTICE_PURGE;
 	else
 		return -EINVAL;
-	if (!name_ok(host.p, host.len))
+	if (!redis_name_ok(host.p, host.len))
 		return -EINVAL;
 	memcpy(n.host_id, host.p, host.len);
 	if (!(etag.len == 1 && etag.p[0] == '-')) {
@@ -506,7 +480,7 @@ int shared_fill(struct redis *r, const char *scope, const struct cache_entry *e,
 	struct buf value, notice;
 	int rc;
 
-	if (!host_id || !name_ok(host_id, strlen(host_id)) ||
+	if (!host_id || !redis_name_ok(host_id, strlen(host_id)) ||
 	    (token && strlen(token) > SHARED_TOKEN_MAX) ||
 	    key_name(scope, 'e', &e->key, ke, sizeof(ke)) < 0 ||
 	    key_name(scope, 'l', &e->key, kl, sizeof(kl)) < 0 ||
@@ -543,7 +517,7 @@ int shared_release(struct redis *r, const char *scope, const struct cams_key *ke
 	int rc;
 
 	if (!token || !*token || strlen(token) > SHARED_TOKEN_MAX || !host_id ||
-	    !name_ok(host_id, strlen(host_id)) || key_name(scope, 'l', key, kl, sizeof(kl)) < 0 ||
+	    !redis_name_ok(host_id, strlen(host_id)) || key_name(scope, 'l', key, kl, sizeof(kl)) < 0 ||
 	    shared_channel(scope, channel, sizeof(channel)) < 0)
 		return -EINVAL;
 	buf_init(&notice, 512);
@@ -564,7 +538,7 @@ int shared_purge(struct redis *r, const char *scope, const struct cams_key *key,
 	struct buf notice;
 	int rc;
 
-	if (!host_id || !name_ok(host_id, strlen(host_id)) ||
+	if (!host_id || !redis_name_ok(host_id, strlen(host_id)) ||
 	    key_name(scope, 'e', key, ke, sizeof(ke)) < 0 ||
 	    shared_channel(scope, channel, sizeof(channel)) < 0)
 		return -EINVAL;

@@ -10,7 +10,7 @@
  *   camskeyd:v1:{SCOPE}:e:CUST:PHONE   an entry; a string, PX = its remaining lifetime
  *   camskeyd:v1:{SCOPE}:l:CUST:PHONE   a lease; a string, the owner's token, PX = lease_ms
  *   camskeyd:v1:{SCOPE}:n              the notice channel (PUBLISH / SUBSCRIBE)
- * CUST is the CustSpaceId or empty ([A-Za-z0-9._~-], no ':'), PHONE digits.
+ * CUST is the CustSpaceId or empty, PHONE the digits (route.c's rules for both).
  *
  * Lifetimes travel as Redis's PTTL, never as wall-clock times: a host
  * serves a shared entry until now + PTTL (rounded down to the second), so

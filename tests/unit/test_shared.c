@@ -329,7 +329,7 @@ TEST(notices_parse_and_malformed_ones_are_refused)
 	CHECK_STR(n.etag, "");
 	CHECK_STR(n.key.cust_space_id, "");
 	CHECK_STR(n.key.phone, "12345");
-	REQUIRE(parse("purge h - c~x_y-z:1", &n) == 0);
+	REQUIRE(parse("purge h - c~x_y-z:12345", &n) == 0);
 	CHECK(n.kind == SHARED_NOTICE_PURGE);
 	CHECK_STR(n.key.cust_space_id, "c~x_y-z");
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
