@@ -120,14 +120,19 @@ void engine_answer_error(struct engine_answer *a, enum engine_outcome outcome, i
 void engine_answer_entry(struct engine_answer *a, enum engine_outcome outcome,
 			 struct cache_entry *e, int64_t now_s, const char *cache_status)
 {
+	size_t n = strlen(cache_status);
+
+	_Static_assert(sizeof(a->code) == sizeof(e->code), "an entry's Code fits an answer's");
+	/* Every status is one of ours, never near the size: no printf on the hit path. */
+	assert(n < sizeof(a->cache_status));
 	engine_answer_clear(a);
 	a->entry = e;
-	snprintf(a->code, sizeof(a->code), "%s", e->code);
+	memcpy(a->code, e->code, sizeof(a->code));
 	a->outcome = outcome;
 	a->http_status = e->http_status;
 	a->retry_after_s = 0;
 	a->age_s = now_s > e->fetched_at_s ? now_s - e->fetched_at_s : 0;
-	snprintf(a->cache_status, sizeof(a->cache_status), "%s", cache_status);
+	memcpy(a->cache_status, cache_status, n + 1);
 }
 
 static int retry_after_from_us(int64_t wait_us)

@@ -10,6 +10,7 @@
  * Does not: rotate files or talk to journald directly (it reads stderr).
  */
 #include "log.h"
+#include "span.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -368,43 +369,30 @@ void log_line_quoted(struct log_line *l, const char *key, const char *value)
 	puts_(l, log_quote(value, q, sizeof(q))); /* put() cuts what does not fit */
 }
 
-/* Decimal digits of v (v < 10^20) into the end of a 21-byte buffer; returns the first. */
-static char *digits(uint64_t v, char *end)
-{
-	do {
-		*--end = (char)('0' + v % 10);
-		v /= 10;
-	} while (v);
-	return end;
-}
-
 void log_line_int(struct log_line *l, const char *key, int64_t value)
 {
-	char tmp[22], *p;
-	uint64_t mag = value < 0 ? (uint64_t)0 - (uint64_t)value : (uint64_t)value;
+	char tmp[SPAN_I64_SIZE];
 
 	put_key(l, key);
-	p = digits(mag, tmp + sizeof(tmp));
-	if (value < 0)
-		*--p = '-';
-	put(l, p, (size_t)(tmp + sizeof(tmp) - p));
+	put(l, tmp, span_format_i64(value, tmp));
 }
 
 void log_line_ms(struct log_line *l, const char *key, int64_t us)
 {
-	char tmp[26], *p, *end = tmp + sizeof(tmp);
+	char tmp[SPAN_I64_SIZE + 4];
 	uint64_t mag = us < 0 ? (uint64_t)0 - (uint64_t)us : (uint64_t)us;
+	size_t n = 0;
 
 	put_key(l, key);
-	/* three decimals: the microseconds' last three digits, zero-padded */
-	*--end = (char)('0' + mag % 10);
-	*--end = (char)('0' + mag / 10 % 10);
-	*--end = (char)('0' + mag / 100 % 10);
-	*--end = '.';
-	p = digits(mag / 1000, end);
 	if (us < 0)
-		*--p = '-';
-	put(l, p, (size_t)(tmp + sizeof(tmp) - p));
+		tmp[n++] = '-';
+	n += span_format_i64((int64_t)(mag / 1000), tmp + n);
+	/* three decimals: the microseconds' last three digits, zero-padded */
+	tmp[n++] = '.';
+	tmp[n++] = (char)('0' + mag / 100 % 10);
+	tmp[n++] = (char)('0' + mag / 10 % 10);
+	tmp[n++] = (char)('0' + mag % 10);
+	put(l, tmp, n);
 }
 
 void log_line_commit(struct log_line *l)

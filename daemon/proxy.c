@@ -69,6 +69,7 @@
 #include "metrics.h"
 #include "redis.h"
 #include "shared.h"
+#include "span.h"
 #include "upstream.h"
 
 #define PROXY_REFRESH_RING 1024
@@ -78,6 +79,7 @@
 #define PROXY_REFRESH_AHEAD_BATCH 16
 #define PROXY_POLL_BATCH 256
 #define PROXY_PURGE_RING 64
+#define PROXY_HIT_STATUS_SIZE 48 /* "hit; stale; ttl=" and any int64_t */
 /* Redis: how far ahead a host may book a grant, and how late it may use one. */
 #define PROXY_GRANT_HORIZON_MS 2000
 #define PROXY_GRANT_LATE_US 10000
@@ -192,13 +194,23 @@ static bool too_old_for_caller(const struct proxy_request *req, const struct cac
 	return req->max_age_s >= 0 && now_s - e->fetched_at_s > req->max_age_s;
 }
 
+/* A hit's Cache-Status value, prefix then seconds, built without printf. */
+static void hit_status(char status[PROXY_HIT_STATUS_SIZE], const char *prefix, int64_t ttl_s)
+{
+	size_t n = strlen(prefix);
+
+	assert(n + SPAN_I64_SIZE <= PROXY_HIT_STATUS_SIZE);
+	memcpy(status, prefix, n);
+	span_format_i64(ttl_s, status + n);
+}
+
 enum proxy_verdict proxy_lookup(struct proxy *p, struct proxy_request *req, int64_t now_us,
 				int64_t now_s)
 {
 	struct engine_answer *a = &req->call.answer;
 	struct cache_entry *e = NULL;
 	enum cache_freshness fr;
-	char status[96];
+	char status[PROXY_HIT_STATUS_SIZE];
 	bool revalidate;
 	int rc;
 
@@ -219,7 +231,7 @@ enum proxy_verdict proxy_lookup(struct proxy *p, struct proxy_request *req, int6
 					   atomic_load(&p->stale_if_error_s));
 		revalidate = req->no_cache || too_old_for_caller(req, e, now_s);
 		if (fr == CACHE_FRESH && !revalidate) {
-			snprintf(status, sizeof(status), "hit; ttl=%" PRId64, e->expires_at_s - now_s);
+			hit_status(status, "hit; ttl=", e->expires_at_s - now_s);
 			engine_answer_entry(a,
 					    e->kind == CACHE_KIND_NEGATIVE ? ENGINE_OUTCOME_HIT_NEGATIVE
 									   : ENGINE_OUTCOME_HIT,
@@ -227,8 +239,7 @@ enum proxy_verdict proxy_lookup(struct proxy *p, struct proxy_request *req, int6
 			return PROXY_ANSWERED;
 		}
 		if (fr == CACHE_STALE_REVALIDATE && !revalidate && !req->call.no_stale) {
-			snprintf(status, sizeof(status), "hit; stale; ttl=%" PRId64,
-				 e->expires_at_s - now_s);
+			hit_status(status, "hit; stale; ttl=", e->expires_at_s - now_s);
 			engine_answer_entry(a, ENGINE_OUTCOME_HIT_STALE, e, now_s, status);
 			/* one background refresh; the engine coalesces repeats */
 			pthread_mutex_lock(&p->lock);

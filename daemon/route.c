@@ -30,10 +30,16 @@ static int fail(struct route_error *err, const char *code, const char *message)
 int route_decode_path(const char *raw, size_t raw_len, char *out, size_t out_size,
 		      size_t *ret_len)
 {
-	size_t i = 0, n = 0;
+	const char *pct = memchr(raw, '%', raw_len);
+	size_t i = 0, n = 0, plain = pct ? (size_t)(pct - raw) : raw_len;
 
 	if (out_size == 0)
 		return -E2BIG;
+	/* Up to the first escape, a copy (a hit's path usually has none). */
+	if (plain < out_size) {
+		memcpy(out, raw, plain);
+		i = n = plain;
+	}
 	while (i < raw_len) {
 		char c = raw[i];
 		int hi, lo;

@@ -107,3 +107,21 @@ int span_copy(struct span s, char *dst, size_t dst_size)
 	dst[s.len] = '\0';
 	return 0;
 }
+
+size_t span_format_i64(int64_t v, char out[SPAN_I64_SIZE])
+{
+	char tmp[SPAN_I64_SIZE], *end = tmp + sizeof(tmp), *p = end;
+	uint64_t mag = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+	size_t n;
+
+	do {
+		*--p = (char)('0' + mag % 10);
+		mag /= 10;
+	} while (mag);
+	if (v < 0)
+		*--p = '-';
+	n = (size_t)(end - p);
+	memcpy(out, p, n);
+	out[n] = '\0';
+	return n;
+}

@@ -1,5 +1,6 @@
 /*
- * span.h -- length-aware string views, a cursor, and the one number parser.
+ * span.h -- length-aware string views, a cursor, the one number parser and
+ * the one number printer (the hit path and the log lines format without printf).
  *
  * Parsers work on (pointer, length) spans and never need a NUL; the cursor
  * advances only when a step succeeds. Never logs. Threads: any.
@@ -43,5 +44,14 @@ int str_to_u64(const char *s, uint64_t min, uint64_t max, uint64_t *ret);
 
 /* Copy a span into dst (size dst_size) with a NUL; -E2BIG if it does not fit. */
 int span_copy(struct span s, char *dst, size_t dst_size);
+
+/* Room for any int64_t in decimal: "-9223372036854775808" and a NUL. */
+#define SPAN_I64_SIZE 21
+
+/*
+ * v in decimal (a '-' first if negative) and a NUL into out, which holds
+ * SPAN_I64_SIZE bytes; returns the number of characters, NUL excluded.
+ */
+size_t span_format_i64(int64_t v, char out[SPAN_I64_SIZE]);
 
 #endif

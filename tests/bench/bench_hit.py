@@ -31,6 +31,8 @@ EPOLL = os.environ.get("BENCH_EPOLL", "") not in ("", "0")
 # BENCH_ONLY_ENTRIES=1: skip the logging/bare/nginx comparison, run only the
 # BENCH_ENTRIES part (random vs hot key, start-up time, memory).
 ONLY_ENTRIES = os.environ.get("BENCH_ONLY_ENTRIES", "") not in ("", "0")
+# BENCH_TAIL=0: skip the tail runs (one client thread, paced).
+TAIL = os.environ.get("BENCH_TAIL", "1") not in ("", "0")
 
 
 def median(runs):
@@ -38,11 +40,33 @@ def median(runs):
     return sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
 
 
-def wrk(url, script=None):
-    argv = ["wrk", "-t%d" % THREADS, "-c%d" % CONNECTIONS, "-d%s" % DURATION, "--latency"]
+def client_cpu(pid):
+    """(run ns, run-queue wait ns) summed over the process's threads, from schedstat."""
+    run = wait = 0
+    try:
+        for tid in os.listdir("/proc/%d/task" % pid):
+            with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+                fields = f.read().split()
+            run, wait = run + int(fields[0]), wait + int(fields[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return run, wait
+
+
+def wrk(url, script=None, threads=None):
+    """One wrk run. Besides its figures, how long wrk's own threads waited for
+    a CPU (their schedstat, sampled until it exits): on a host where client and
+    server share the cores, a latency percentile includes that wait."""
+    argv = ["wrk", "-t%d" % (threads or THREADS), "-c%d" % CONNECTIONS, "-d%s" % DURATION,
+            "--latency"]
     if script:
         argv += ["-s", script]
-    out = subprocess.run(argv + [url], capture_output=True, text=True, timeout=300).stdout
+    proc = subprocess.Popen(argv + [url], stdout=subprocess.PIPE, text=True)
+    cpu, deadline = None, time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:
+        cpu = client_cpu(proc.pid) or cpu
+        time.sleep(0.1)
+    out = proc.communicate(timeout=max(deadline - time.monotonic(), 1))[0]
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
     def pct(p):
@@ -50,9 +74,11 @@ def wrk(url, script=None):
         v, unit = float(m.group(1)), m.group(2)
         return v / 1000 if unit == "us" else (v * 1000 if unit == "s" else v)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p50_ms": pct(50), "p99_ms": pct(99),
+    return {"rps": rps, "p50_ms": pct(50), "p90_ms": pct(90), "p99_ms": pct(99),
             "requests": int(re.search(r"(\d+) requests in", out).group(1)),
-            "non2xx": int(errors.group(1)) if errors else 0}
+            "non2xx": int(errors.group(1)) if errors else 0,
+            # The share of its runnable time the client spent waiting for a CPU.
+            "client_wait": cpu[1] / max(cpu[0] + cpu[1], 1) if cpu else 0.0}
 
 
 def start_nginx(body):
@@ -135,8 +161,8 @@ def fill_cache(path, n):
 
 
 def show(name, r, base=None):
-    print("  %-40s %9.0f req/s   p50 %7.3f ms   p99 %7.3f ms%s%s"
-          % (name, r["rps"], r["p50_ms"], r["p99_ms"],
+    print("  %-40s %9.0f req/s   p50 %7.3f ms   p99 %7.3f ms   client waited %4.1f%%%s%s"
+          % (name, r["rps"], r["p50_ms"], r["p99_ms"], 100 * r["client_wait"],
              "   x%.2f" % (r["rps"] / base["rps"]) if base else "",
              "   (%d non-2xx!)" % r["non2xx"] if r["non2xx"] else ""), flush=True)
 
@@ -187,14 +213,14 @@ def supports(flag_text):
     return flag_text in out
 
 
-def alternate(targets):
+def alternate(targets, script=None, threads=None, warm=True):
     """Warm every target up, then ROUNDS rounds in turn; the median run of each."""
-    for _, url in targets:
+    for _, url in targets if warm else []:
         wrk(url)
     runs = {name: [] for name, _ in targets}
     for _ in range(ROUNDS):
         for name, url in targets:
-            runs[name].append(wrk(url))
+            runs[name].append(wrk(url, script, threads))
     print("  (median of %d alternating runs each; req/s of every run:)" % ROUNDS)
     for name, _ in targets:
         print("    %-38s %s" % (name, " ".join("%.0f" % r["rps"] for r in runs[name])))
@@ -250,11 +276,48 @@ def main():
           % (res[daemons[0][0]]["p99_ms"], bare["p99_ms"], nginx["p99_ms"],
              ", bare MHD with epoll %.2f ms" % res["bare libmicrohttpd, epoll"]["p99_ms"]
              if EPOLL else ""), flush=True)
+    if TAIL:
+        tail = [t for t in targets if t[0] in (daemons[0][0], "bare libmicrohttpd (same flags)",
+                                               "nginx (static file)", "bare libmicrohttpd, epoll")]
+        bench_tail(tail, res)
     camtest.cleanup()
     bench_entries(common, quiet)
     print("summary: default %.0f req/s (x%.2f of --no-access-log, x%.2f of bare MHD), "
           "nginx %.0f req/s" % (res[daemons[0][0]]["rps"], res[daemons[0][0]]["rps"] / quiet["rps"],
                                 res[daemons[0][0]]["rps"] / bare["rps"], nginx["rps"]))
+
+
+def bench_tail(targets, saturated):
+    """p99 at CONNECTIONS connections, when the client is not the one waiting.
+
+    Saturated, with client and servers on the same cores, the client (wrk's
+    own threads) is CPU-bound against a fast server and waits for a CPU in
+    scheduler ticks (4 ms at HZ=250): its latency percentiles then measure
+    that wait, which "client waited" shows. Two ways to take it out, each
+    run on every target alike: one client thread (it cannot be preempted by
+    its sibling), and the same two threads pacing every connection with a 1 ms
+    pause after each answer, so every server sees the same offered load below
+    its capacity.
+    """
+    paced = os.path.join(tmpdir(), "paced.lua")
+    with open(paced, "w") as f:
+        f.write("function delay() return 1 end\n")
+    modes = [("saturated, wrk -t%d" % THREADS, None),
+             ("one client thread, wrk -t1", alternate(targets, threads=1, warm=False)),
+             ("paced, wrk -t%d, 1 ms pause per answer" % THREADS,
+              alternate(targets, script=paced, warm=False))]
+    nginx = "nginx (static file)"
+    print("  the tail at %d connections (median of %d alternating runs):" % (CONNECTIONS, ROUNDS))
+    for mode, res in modes:
+        res = res or {name: saturated[name] for name, _ in targets}
+        print("   %s" % mode)
+        for name, _ in targets:
+            r = res[name]
+            print("    %-38s %9.0f req/s   p50 %6.3f   p90 %6.3f   p99 %6.3f ms   "
+                  "p99 / nginx %.2f   client waited %4.1f%%"
+                  % (name, r["rps"], r["p50_ms"], r["p90_ms"], r["p99_ms"],
+                     r["p99_ms"] / res[nginx]["p99_ms"], 100 * r["client_wait"]))
+    print("", flush=True)
 
 
 def bench_entries(common, quiet):

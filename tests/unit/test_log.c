@@ -352,6 +352,7 @@ static void emit_access_line(const struct emit *e)
 	log_line_quoted(&l, "cache", "fwd=miss; detail=\"x\"");
 	log_line_ms(&l, "duration_ms", 1234567);
 	log_line_ms(&l, "small_ms", 7);
+	log_line_ms(&l, "neg_ms", -1500);
 	log_line_commit(&l);
 }
 
@@ -364,7 +365,7 @@ TEST(line_builder_writes_logfmt_fields_without_printf)
 	CHECK(valid_ts_prefix(got));
 	CHECK(strstr(got, " level=info event=access request_id=00ab client=- status=503 neg=-42 "
 			  "code=Proxy.QuotaWait cache=\"fwd=miss; detail=\\\"x\\\"\" "
-			  "duration_ms=1234.567 small_ms=0.007\n") != NULL);
+			  "duration_ms=1234.567 small_ms=0.007 neg_ms=-1.500\n") != NULL);
 	CHECK(strchr(got, '\n') == got + strlen(got) - 1);
 	if (harness_current_failed)
 		fprintf(stderr, "  got [%s]\n", got);

@@ -1,7 +1,8 @@
 /*
  * test_span.c -- unit tests for spans: trim, split, comparisons, the one
  * number parser (span_to_u64 / str_to_u64: empty, signs, junk, spaces,
- * overflow, bounds, the 20-digit maximum) and span_copy.
+ * overflow, bounds, the 20-digit maximum), span_copy and the one number
+ * printer (span_format_i64: zero, signs, both extremes, no write past the NUL).
  */
 #include "span.h"
 
@@ -264,6 +265,28 @@ TEST(trim_ws_drops_every_ascii_space_and_line_ending_at_both_ends_only)
 	CHECK(span_trim_ws(span_make("", 0)).len == 0);
 }
 
+TEST(format_i64_prints_every_range_in_decimal_with_a_nul)
+{
+	static const struct {
+		int64_t v;
+		const char *want;
+	} cases[] = {
+		{ 0, "0" }, { 7, "7" }, { 10, "10" }, { -42, "-42" }, { 86388, "86388" },
+		{ INT64_MAX, "9223372036854775807" }, { INT64_MIN, "-9223372036854775808" },
+	};
+	char out[SPAN_I64_SIZE + 1];
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		memset(out, 'X', sizeof(out));
+		CHECK(span_format_i64(cases[i].v, out) == strlen(cases[i].want));
+		CHECK_STR(out, cases[i].want);
+	}
+	/* the longest fills the buffer exactly: nothing past the NUL */
+	memset(out, 'X', sizeof(out));
+	CHECK(span_format_i64(INT64_MIN, out) == SPAN_I64_SIZE - 1);
+	CHECK(out[SPAN_I64_SIZE] == 'X');
+}
+
 int main(void)
 {
 	RUN(cstr_span_covers_the_whole_string);
@@ -289,5 +312,6 @@ int main(void)
 	RUN(copy_writes_span_and_nul_when_it_fits);
 	RUN(copy_too_small_fails_with_e2big_and_leaves_dst);
 	RUN(trim_ws_drops_every_ascii_space_and_line_ending_at_both_ends_only);
+	RUN(format_i64_prints_every_range_in_decimal_with_a_nul);
 	return harness_done();
 }
