@@ -41,31 +41,39 @@ def median(runs):
 
 
 def client_cpu(pid):
-    """(run ns, run-queue wait ns) summed over the process's threads, from schedstat."""
-    run = wait = 0
+    """(run ns, run-queue wait ns, time slices) summed over the process's
+    threads, from schedstat."""
+    run = wait = slices = 0
     try:
         for tid in os.listdir("/proc/%d/task" % pid):
             with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
                 fields = f.read().split()
-            run, wait = run + int(fields[0]), wait + int(fields[1])
+            run, wait, slices = run + int(fields[0]), wait + int(fields[1]), slices + int(fields[2])
     except (OSError, IndexError, ValueError):
         return None
-    return run, wait
+    return run, wait, slices
 
 
 def wrk(url, script=None, threads=None):
-    """One wrk run. Besides its figures, how long wrk's own threads waited for
-    a CPU (their schedstat, sampled until it exits): on a host where client and
-    server share the cores, a latency percentile includes that wait."""
+    """One wrk run. Besides its figures, how wrk's own threads got the CPU
+    (their schedstat, sampled until it exits): the share of their runnable
+    time spent waiting for one, and the mean time slice they ran in. On a host
+    where client and server share the cores a latency percentile includes
+    that wait, and a client that runs in whole scheduler ticks (4 ms at
+    HZ=250) rather than short slices between sleeps holds its answers that
+    long."""
     argv = ["wrk", "-t%d" % (threads or THREADS), "-c%d" % CONNECTIONS, "-d%s" % DURATION,
             "--latency"]
     if script:
         argv += ["-s", script]
     proc = subprocess.Popen(argv + [url], stdout=subprocess.PIPE, text=True)
-    cpu, deadline = None, time.monotonic() + 300
+    first, cpu, deadline = None, None, time.monotonic() + 300
     while proc.poll() is None and time.monotonic() < deadline:
         cpu = client_cpu(proc.pid) or cpu
+        first = first or cpu
         time.sleep(0.1)
+    if first and cpu:
+        cpu = tuple(b - a for a, b in zip(first, cpu))
     out = proc.communicate(timeout=max(deadline - time.monotonic(), 1))[0]
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
@@ -77,8 +85,10 @@ def wrk(url, script=None, threads=None):
     return {"rps": rps, "p50_ms": pct(50), "p90_ms": pct(90), "p99_ms": pct(99),
             "requests": int(re.search(r"(\d+) requests in", out).group(1)),
             "non2xx": int(errors.group(1)) if errors else 0,
-            # The share of its runnable time the client spent waiting for a CPU.
-            "client_wait": cpu[1] / max(cpu[0] + cpu[1], 1) if cpu else 0.0}
+            # The share of its runnable time the client spent waiting for a
+            # CPU, and the mean slice it ran in (ms).
+            "client_wait": cpu[1] / max(cpu[0] + cpu[1], 1) if cpu else 0.0,
+            "client_slice_ms": cpu[0] / max(cpu[2], 1) / 1e6 if cpu else 0.0}
 
 
 def start_nginx(body):
@@ -161,8 +171,8 @@ def fill_cache(path, n):
 
 
 def show(name, r, base=None):
-    print("  %-40s %9.0f req/s   p50 %7.3f ms   p99 %7.3f ms   client waited %4.1f%%%s%s"
-          % (name, r["rps"], r["p50_ms"], r["p99_ms"], 100 * r["client_wait"],
+    print("  %-40s %9.0f req/s   p50 %7.3f ms   p99 %7.3f ms%s%s"
+          % (name, r["rps"], r["p50_ms"], r["p99_ms"],
              "   x%.2f" % (r["rps"] / base["rps"]) if base else "",
              "   (%d non-2xx!)" % r["non2xx"] if r["non2xx"] else ""), flush=True)
 
@@ -288,16 +298,18 @@ def main():
 
 
 def bench_tail(targets, saturated):
-    """p99 at CONNECTIONS connections, when the client is not the one waiting.
+    """p99 at CONNECTIONS connections, saturated and not.
 
-    Saturated, with client and servers on the same cores, the client (wrk's
-    own threads) is CPU-bound against a fast server and waits for a CPU in
-    scheduler ticks (4 ms at HZ=250): its latency percentiles then measure
-    that wait, which "client waited" shows. Two ways to take it out, each
-    run on every target alike: one client thread (it cannot be preempted by
-    its sibling), and the same two threads pacing every connection with a 1 ms
-    pause after each answer, so every server sees the same offered load below
-    its capacity.
+    Saturated, wrk and the servers share the cores: four busy threads on two
+    cores with THREADS=2. Against a server faster than the client nobody
+    sleeps, every thread runs in whole scheduler ticks (4 ms at HZ=250,
+    "slice" below), and a request waits for the tick of whoever holds the
+    core: p99 comes in multiples of it. Against a slower server (nginx
+    here) the client sleeps between answers and runs in short slices. Two
+    runs take that out, each on every target alike: one client thread
+    (three busy threads on two cores), and the same THREADS client threads
+    pausing 1 ms on every connection after each answer, so every server
+    sees the same offered load below its capacity.
     """
     paced = os.path.join(tmpdir(), "paced.lua")
     with open(paced, "w") as f:
@@ -313,10 +325,11 @@ def bench_tail(targets, saturated):
         print("   %s" % mode)
         for name, _ in targets:
             r = res[name]
-            print("    %-38s %9.0f req/s   p50 %6.3f   p90 %6.3f   p99 %6.3f ms   "
-                  "p99 / nginx %.2f   client waited %4.1f%%"
+            print("    %-34s %7.0f req/s  p50 %5.3f  p90 %5.3f  p99 %5.3f ms  "
+                  "p99/nginx %.2f  client: waited %2.0f%%, slice %.3f ms"
                   % (name, r["rps"], r["p50_ms"], r["p90_ms"], r["p99_ms"],
-                     r["p99_ms"] / res[nginx]["p99_ms"], 100 * r["client_wait"]))
+                     r["p99_ms"] / res[nginx]["p99_ms"], 100 * r["client_wait"],
+                     r["client_slice_ms"]))
     print("", flush=True)
 
 
