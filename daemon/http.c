@@ -28,10 +28,12 @@
 #include <openssl/rand.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -59,6 +61,18 @@
  * LIMIT_QUERY_ARGS_MAX arguments and about 8 KiB of headers.
  */
 #define HTTP_CONNECTION_MEMORY_BYTES (24 * 1024)
+
+/*
+ * A worker that has not slept for HTTP_BUSY_YIELD_US offers its core to
+ * whoever waits for it (sched_yield()). The callers of a local daemon share
+ * its cores: a worker that always has work otherwise keeps the core for a
+ * whole scheduler tick (4 ms at HZ=250) while a caller's answers sit
+ * unread, and that is the p99 callers see (DESIGN.md, "the tail"). Checked
+ * every HTTP_BUSY_CHECK_EVERY answers: one getrusage() for its count of
+ * sleeps. A worker that sleeps between requests never yields.
+ */
+#define HTTP_BUSY_CHECK_EVERY 16
+#define HTTP_BUSY_YIELD_US 500
 
 /* A connection, for the request-head deadline (slow clients). */
 struct http_conn {
@@ -1132,6 +1146,36 @@ static void log_access(struct http_request *hr, enum MHD_RequestTerminationCode 
 	log_line_commit(&l);
 }
 
+/* This worker's busy run, for HTTP_BUSY_YIELD_US. */
+struct busy_run {
+	unsigned answers;       /* since the last check */
+	long sleeps;            /* ru_nvcsw at the last check */
+	int64_t since_us;       /* when it last slept (or yielded), as far as known */
+};
+
+static _Thread_local struct busy_run busy;
+
+static void yield_if_busy(void)
+{
+	struct rusage ru;
+	int64_t now_us;
+
+	if (++busy.answers < HTTP_BUSY_CHECK_EVERY)
+		return;
+	busy.answers = 0;
+	now_us = clock_mono_us();
+	if (getrusage(RUSAGE_THREAD, &ru) < 0)
+		return;
+	if (ru.ru_nvcsw != busy.sleeps) {
+		busy.sleeps = ru.ru_nvcsw;
+		busy.since_us = now_us;
+	} else if (now_us - busy.since_us >= HTTP_BUSY_YIELD_US) {
+		/* A yield is an involuntary switch: ru_nvcsw counts sleeps only. */
+		sched_yield();
+		busy.since_us = clock_mono_us();
+	}
+}
+
 static void on_completed(void *cls, struct MHD_Connection *connection, void **con_cls,
 			 enum MHD_RequestTerminationCode toe)
 {
@@ -1149,6 +1193,7 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **co
 	if (!hr)
 		return;
 	*con_cls = NULL;
+	yield_if_busy();
 	metrics_count(METRICS_HTTP_REQUESTS);
 	count_outcome(hr->preq.call.answer.outcome);
 	if (hr->route == ROUTE_KEY || hr->route == ROUTE_SDK)
