@@ -6,7 +6,8 @@ server of tests/bench/bare_mhd.c (camskeyd's flags, a constant answer with the
 same header names) and nginx (Debian's package, on loopback, serving the
 identical JSON body as a static file); drives each in turn with wrk at the
 same connections, threads and duration, ROUNDS times; prints the median run's
-requests per second, p50/p99 latency and the ratios. Then
+requests per second, p50/p99 latency and the ratios; then the tail at 64
+connections three ways (saturated, one client thread, paced: bench_tail). Then
 fills a cache with 1,000,000 entries and prints the hit figures again (one hot
 key, and keys drawn at random from all of them). Not a pass/fail test.
 """
@@ -304,8 +305,9 @@ def bench_tail(targets, saturated):
     cores with THREADS=2. Against a server faster than the client nobody
     sleeps, every thread runs in whole scheduler ticks (4 ms at HZ=250,
     "slice" below), and a request waits for the tick of whoever holds the
-    core: p99 comes in multiples of it. Against a slower server (nginx
-    here) the client sleeps between answers and runs in short slices. Two
+    core: p99 comes in multiples of it (the bare server shows it; camskeyd's
+    busy workers yield, DESIGN.md). Against a slower server (nginx here)
+    the client sleeps between answers and runs in short slices. Two
     runs take that out, each on every target alike: one client thread
     (three busy threads on two cores), and the same THREADS client threads
     pausing 1 ms on every connection after each answer, so every server
