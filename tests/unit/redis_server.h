@@ -373,6 +373,22 @@ static inline struct redis *subscriber(const char *path, const char *channel, un
 	return subscriber_url(url, NULL, channel, cmd_ms, fn, cookie);
 }
 
+/* The messages a subscriber received (the first 16), for on_message_cb. */
+struct inbox {
+	int n;
+	char msg[16][256];
+};
+
+static inline void on_message_cb(void *cookie, const char *data, size_t len)
+{
+	struct inbox *in = cookie;
+
+	if (in->n < 16) {
+		snprintf(in->msg[in->n], sizeof(in->msg[0]), "%.*s", (int)len, data);
+		in->n++;
+	}
+}
+
 /*
  * Find redis-server, make the temporary directory (name from prefix, e.g.
  * "/tmp/camskeyd-redis-XXXXXX"), install the atexit and signal handlers.

@@ -788,21 +788,6 @@ TEST(a_stopped_server_times_out_each_pending_plain_command_exactly_once)
 
 /* ---- the subscriber connection ---- */
 
-struct inbox {
-	int n;
-	char msg[16][128];
-};
-
-static void on_message_cb(void *cookie, const char *data, size_t len)
-{
-	struct inbox *in = cookie;
-
-	if (in->n < 16) {
-		snprintf(in->msg[in->n], sizeof(in->msg[0]), "%.*s", (int)len, data);
-		in->n++;
-	}
-}
-
 /* PUBLISH through a control connection; the receivers count, or -1. */
 static long long publish(const char *path, const char *channel, const char *msg)
 {

@@ -414,21 +414,6 @@ static void on_done(void *cookie, int error, const char *text)
 	snprintf(a->text, sizeof(a->text), "%s", text ? text : "");
 }
 
-struct inbox {
-	int n;
-	char msg[16][256];
-};
-
-static void on_message_cb(void *cookie, const char *data, size_t len)
-{
-	struct inbox *in = cookie;
-
-	if (in->n < 16) {
-		snprintf(in->msg[in->n], sizeof(in->msg[0]), "%.*s", (int)len, data);
-		in->n++;
-	}
-}
-
 /* The command connection and a subscriber on scope's channel, both READY. */
 struct pair {
 	struct redis *rs[2]; /* [0] commands, [1] subscriber */
