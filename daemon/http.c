@@ -110,6 +110,20 @@ struct http {
 };
 
 /* One per request; allocated after the headers, freed on completion. */
+/*
+ * The request headers the daemon reads, each whole (with its length).
+ * value NULL: absent. Pointers into libmicrohttpd's pool, valid for the
+ * request.
+ */
+struct http_header {
+	const char *value;
+	size_t len;
+};
+
+struct key_headers {
+	struct http_header authorization, client_id, cache_control, if_none_match;
+};
+
 struct http_request {
 	struct http *h;
 	struct MHD_Connection *connection;
@@ -129,26 +143,12 @@ struct http_request {
 	char client_name[LIMIT_CLIENT_NAME_MAX + 1];
 	unsigned client_id;             /* when client_known */
 	bool client_known;              /* a configured client: by token or by name */
-	char if_none_match[160];        /* "" if absent or too long to match */
+	struct key_headers kh;          /* read with the head (read_head) */
 	char code[LIMIT_CODE_MAX + 1];  /* the answer's envelope Code, for the access log; "" none */
 	/* ROUTE_SDK: the request body, read whole before anything else */
 	struct buf body;
 	bool body_started;
 	bool body_too_large;
-};
-
-/*
- * The request headers the daemon reads, each whole (with its length).
- * value NULL: absent. Pointers into libmicrohttpd's pool, valid for the
- * request.
- */
-struct http_header {
-	const char *value;
-	size_t len;
-};
-
-struct key_headers {
-	struct http_header authorization, client_id, cache_control, if_none_match;
 };
 
 /* ---- responses ----------------------------------------------------------------- */
@@ -292,12 +292,13 @@ static enum MHD_Result queue_proxy_answer(struct http_request *hr)
 		bool not_modified = false;
 
 		memcpy(hr->code, e->code, sizeof(hr->code));
-		if (e->etag[0] && hr->if_none_match[0]) {
+		/* The header holds no NUL (refused before): a C string, whole. */
+		if (e->etag[0] && hr->kh.if_none_match.len) {
+			const char *inm = hr->kh.if_none_match.value;
 			char quoted[LIMIT_SHA256_HEX + 2];
 
 			snprintf(quoted, sizeof(quoted), "\"%s\"", e->etag);
-			not_modified = strstr(hr->if_none_match, quoted) != NULL ||
-				       strcmp(hr->if_none_match, "*") == 0;
+			not_modified = strstr(inm, quoted) != NULL || strcmp(inm, "*") == 0;
 		}
 		if (not_modified && status == 200) {
 			status = MHD_HTTP_NOT_MODIFIED;
@@ -520,33 +521,63 @@ static enum MHD_Result collect_key_arg(void *cls, enum MHD_ValueKind kind, const
 	return MHD_YES;
 }
 
-/* Read one header whole. -EINVAL (and err) when it holds a NUL byte. */
-static int read_header(struct MHD_Connection *c, const char *name, struct http_header *ret,
-		       struct route_error *err)
+/*
+ * One pass over the request head: its size, and the first of each header
+ * the key endpoint reads (libmicrohttpd's lookup also takes the first).
+ * Names compare without case; the length first, as most do not match.
+ */
+struct head {
+	struct key_headers *kh;
+	size_t bytes;
+};
+
+static void keep_header(struct http_header *h, const char *value, size_t len)
 {
-	ret->value = NULL;
-	ret->len = 0;
-	if (MHD_lookup_connection_value_n(c, MHD_HEADER_KIND, name, strlen(name), &ret->value,
-					  &ret->len) != MHD_YES || !ret->value) {
-		ret->value = NULL;
-		return 0;
+	if (!h->value) {
+		h->value = value;
+		h->len = len;
 	}
-	if (memchr(ret->value, '\0', ret->len)) {
-		err->code = "Proxy.InvalidHeader";
-		snprintf(err->message, sizeof(err->message),
-			 "the %s header contains a NUL byte", name);
-		return -EINVAL;
-	}
-	return 0;
 }
 
-static int read_key_headers(struct MHD_Connection *c, struct key_headers *kh,
-			    struct route_error *err)
+static enum MHD_Result read_head(void *cls, enum MHD_ValueKind kind, const char *key,
+				 size_t key_size, const char *value, size_t value_size)
 {
-	if (read_header(c, MHD_HTTP_HEADER_AUTHORIZATION, &kh->authorization, err) < 0 ||
-	    read_header(c, "X-Client-Id", &kh->client_id, err) < 0 ||
-	    read_header(c, MHD_HTTP_HEADER_CACHE_CONTROL, &kh->cache_control, err) < 0 ||
-	    read_header(c, MHD_HTTP_HEADER_IF_NONE_MATCH, &kh->if_none_match, err) < 0)
+	struct head *hd = cls;
+	struct key_headers *kh = hd->kh;
+
+	hd->bytes += key_size + value_size + 4; /* ": " and CRLF */
+	if (!value)
+		return MHD_YES;
+	if (key_size == strlen(MHD_HTTP_HEADER_AUTHORIZATION) &&
+	    strcasecmp(key, MHD_HTTP_HEADER_AUTHORIZATION) == 0)
+		keep_header(&kh->authorization, value, value_size);
+	else if (key_size == strlen("X-Client-Id") && strcasecmp(key, "X-Client-Id") == 0)
+		keep_header(&kh->client_id, value, value_size);
+	else if (key_size == strlen(MHD_HTTP_HEADER_CACHE_CONTROL) &&
+		 strcasecmp(key, MHD_HTTP_HEADER_CACHE_CONTROL) == 0)
+		keep_header(&kh->cache_control, value, value_size);
+	else if (key_size == strlen(MHD_HTTP_HEADER_IF_NONE_MATCH) &&
+		 strcasecmp(key, MHD_HTTP_HEADER_IF_NONE_MATCH) == 0)
+		keep_header(&kh->if_none_match, value, value_size);
+	return MHD_YES;
+}
+
+/* A header read is whole: -EINVAL (and err) when it holds a NUL byte. */
+static int check_header(const struct http_header *h, const char *name, struct route_error *err)
+{
+	if (!h->value || !memchr(h->value, '\0', h->len))
+		return 0;
+	err->code = "Proxy.InvalidHeader";
+	snprintf(err->message, sizeof(err->message), "the %s header contains a NUL byte", name);
+	return -EINVAL;
+}
+
+static int check_key_headers(const struct key_headers *kh, struct route_error *err)
+{
+	if (check_header(&kh->authorization, MHD_HTTP_HEADER_AUTHORIZATION, err) < 0 ||
+	    check_header(&kh->client_id, "X-Client-Id", err) < 0 ||
+	    check_header(&kh->cache_control, MHD_HTTP_HEADER_CACHE_CONTROL, err) < 0 ||
+	    check_header(&kh->if_none_match, MHD_HTTP_HEADER_IF_NONE_MATCH, err) < 0)
 		return -EINVAL;
 	return 0;
 }
@@ -588,7 +619,7 @@ static enum MHD_Result handle_key(struct http_request *hr, const struct http_sna
 	struct route_error err;
 	struct route_cache_control cc;
 	struct key_args ka;
-	struct key_headers kh;
+	const struct key_headers *kh = &hr->kh;
 	uint32_t max_wait_ms = s->default_max_wait_ms;
 	const struct clients_snapshot *cs = clients_current();
 
@@ -601,7 +632,7 @@ static enum MHD_Result handle_key(struct http_request *hr, const struct http_sna
 	MHD_get_connection_values_n(c, MHD_GET_ARGUMENT_KIND, collect_key_arg, &ka);
 	if (ka.rc < 0)
 		return bad_request(hr, &ka.err);
-	if (read_key_headers(c, &kh, &err) < 0)
+	if (check_key_headers(kh, &err) < 0)
 		return bad_request(hr, &err);
 	if (ka.value[ROUTE_PARAM_CUST_SPACE_ID] &&
 	    route_set_cust_space_id(ka.value[ROUTE_PARAM_CUST_SPACE_ID],
@@ -611,7 +642,7 @@ static enum MHD_Result handle_key(struct http_request *hr, const struct http_sna
 		int rc;
 
 		/* The admin token is not a client token: check it first. */
-		if (!is_admin(s, &kh))
+		if (!is_admin(s, kh))
 			return queue_error(hr, MHD_HTTP_FORBIDDEN, "Proxy.Forbidden",
 					   "purging a key needs the admin token");
 		snprintf(hr->client_name, sizeof(hr->client_name), "admin");
@@ -624,7 +655,7 @@ static enum MHD_Result handle_key(struct http_request *hr, const struct http_sna
 					   "the key was not in the cache");
 		return queue_error(hr, MHD_HTTP_OK, "OK", "the key was purged from the cache");
 	}
-	if (identify(hr, cs, &kh) < 0) {
+	if (identify(hr, cs, kh) < 0) {
 		hr->preq.call.answer.outcome = ENGINE_OUTCOME_UNAUTHORIZED;
 		return queue_error(hr, MHD_HTTP_UNAUTHORIZED, "Proxy.Unauthorized",
 				   "a valid bearer token is required");
@@ -645,12 +676,7 @@ static enum MHD_Result handle_key(struct http_request *hr, const struct http_sna
 		if (asked < max_wait_ms)
 			max_wait_ms = asked;
 	}
-	route_parse_cache_control(kh.cache_control.value, kh.cache_control.len, &cc);
-	/* Too long to hold: left empty, so no 304 (a 200 is always a right answer). */
-	if (kh.if_none_match.value && kh.if_none_match.len < sizeof(hr->if_none_match)) {
-		memcpy(hr->if_none_match, kh.if_none_match.value, kh.if_none_match.len);
-		hr->if_none_match[kh.if_none_match.len] = '\0';
-	}
+	route_parse_cache_control(kh->cache_control.value, kh->cache_control.len, &cc);
 	pr->call.max_wait_ms = max_wait_ms;
 	/* max-age=0: no stored answer will do; revalidate (coalesced) as no-cache does. */
 	pr->no_cache = cc.no_cache || cc.max_age_s == 0;
@@ -799,15 +825,15 @@ static enum MHD_Result handle_text(struct http_request *hr, int status, const ch
 static enum MHD_Result route_request(struct http_request *hr, const struct http_snapshot *s,
 				     const char *url, const char *method);
 
-static size_t count_query_args(const char *uri)
+/* The query's arguments, counted on the raw text from its '?': one and one per '&'. */
+static size_t count_query_args(const char *query, size_t *ret_len)
 {
-	const char *q = strchr(uri, '?');
-	size_t n = 0;
+	const char *q = query;
+	size_t n = 1;
 
-	if (!q)
-		return 0;
-	for (n = 1; *q; q++)
+	for (; *q; q++)
 		n += *q == '&';
+	*ret_len = (size_t)(q - query);
 	return n;
 }
 
@@ -832,6 +858,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *connectio
 	struct http *h = cls;
 	/* malloc, not calloc: glibc's calloc skips the thread cache. */
 	struct http_request *hr = xmalloc(sizeof(*hr));
+	size_t raw_len, query_len = 0, query_args = 0;
 
 	memset(hr, 0, sizeof(*hr));
 	hr->h = h;
@@ -839,7 +866,10 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *connectio
 	hr->started_us = clock_mono_us();
 	hr->method = "-";
 	hr->preq.fd = -1;
-	hr->uri_too_long = strlen(uri) > LIMIT_URI_MAX_BYTES;
+	raw_len = strcspn(uri, "?");
+	if (uri[raw_len])
+		query_args = count_query_args(uri + raw_len, &query_len);
+	hr->uri_too_long = raw_len + query_len > LIMIT_URI_MAX_BYTES;
 	if (!hr->uri_too_long) {
 		/*
 		 * Route here, on the raw URI: the `url` on_request gets later is
@@ -848,7 +878,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *connectio
 		 * rather than the bad phone number it is.
 		 */
 		char path[LIMIT_URI_MAX_BYTES + 1];
-		size_t raw_len = strcspn(uri, "?"), len = 0;
+		size_t len = 0;
 
 		if (route_decode_path(uri, raw_len, path, sizeof(path), &len) == 0) {
 			hr->path_rc = route_parse_path(path, len, &hr->route, &hr->preq.call.key,
@@ -856,7 +886,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *connectio
 			hr->path_routed = true;
 		}
 	}
-	if (count_query_args(uri) > LIMIT_QUERY_ARGS_MAX) {
+	if (query_args > LIMIT_QUERY_ARGS_MAX) {
 		const union MHD_ConnectionInfo *ci =
 			MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
 
@@ -871,15 +901,6 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *connectio
 	}
 	request_id_next(h, hr->preq.call.request_id);
 	return hr;
-}
-
-static enum MHD_Result add_header_size(void *cls, enum MHD_ValueKind kind, const char *key,
-				       const char *value)
-{
-	size_t *total = cls;
-
-	*total += strlen(key) + (value ? strlen(value) : 0) + 4; /* ": " and CRLF */
-	return MHD_YES;
 }
 
 static void mark_head_done(struct MHD_Connection *connection)
@@ -917,13 +938,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
 		 * connection after a response queued before that, and
 		 * keep-alive matters for callers and the hit path.
 		 */
-		size_t header_bytes = 0;
+		struct head hd = { .kh = &hr->kh };
 
 		hr->headers_seen = true;
 		hr->method = method;
-		MHD_get_connection_values(connection, MHD_HEADER_KIND, add_header_size,
-					  &header_bytes);
-		hr->headers_too_large = header_bytes > LIMIT_HEADERS_MAX_BYTES;
+		MHD_get_connection_values_n(connection, MHD_HEADER_KIND, read_head, &hd);
+		hr->headers_too_large = hd.bytes > LIMIT_HEADERS_MAX_BYTES;
 		if (hr->route != ROUTE_SDK) {
 			mark_head_done(connection);
 			return MHD_YES;
@@ -1155,15 +1175,13 @@ struct busy_run {
 
 static _Thread_local struct busy_run busy;
 
-static void yield_if_busy(void)
+static void yield_if_busy(int64_t now_us)
 {
 	struct rusage ru;
-	int64_t now_us;
 
 	if (++busy.answers < HTTP_BUSY_CHECK_EVERY)
 		return;
 	busy.answers = 0;
-	now_us = clock_mono_us();
 	if (getrusage(RUSAGE_THREAD, &ru) < 0)
 		return;
 	if (ru.ru_nvcsw != busy.sleeps) {
@@ -1185,19 +1203,26 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **co
 		MHD_get_connection_info(connection, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
 	struct http_conn *hc = ci ? ci->socket_context : NULL;
 
+	int64_t now_us = clock_mono_us();
+
 	if (hc) {
-		/* The next request's head has its own deadline. */
-		atomic_store(&hc->head_deadline_us, clock_mono_us() + h->head_timeout_us);
-		atomic_store(&hc->head_done, false);
+		/*
+		 * The next request's head has its own deadline. Release: the
+		 * sweeper that reads head_done false (acquire) reads this
+		 * deadline, not the last one.
+		 */
+		atomic_store_explicit(&hc->head_deadline_us, now_us + h->head_timeout_us,
+				      memory_order_relaxed);
+		atomic_store_explicit(&hc->head_done, false, memory_order_release);
 	}
 	if (!hr)
 		return;
 	*con_cls = NULL;
-	yield_if_busy();
+	yield_if_busy(now_us);
 	metrics_count(METRICS_HTTP_REQUESTS);
 	count_outcome(hr->preq.call.answer.outcome);
 	if (hr->route == ROUTE_KEY || hr->route == ROUTE_SDK)
-		metrics_observe_us(METRICS_HIST_REQUEST, clock_mono_us() - hr->started_us);
+		metrics_observe_us(METRICS_HIST_REQUEST, now_us - hr->started_us);
 	if (access_wanted(hr))
 		log_access(hr, toe);
 	proxy_request_clear(&hr->preq);
@@ -1242,8 +1267,9 @@ void http_sweep(struct http *h)
 
 	pthread_mutex_lock(&h->conns_mu);
 	for (struct http_conn *hc = h->conns.next; hc != &h->conns; hc = hc->next) {
-		if (hc->shut || hc->fd < 0 || atomic_load(&hc->head_done) ||
-		    now_us < atomic_load(&hc->head_deadline_us))
+		if (hc->shut || hc->fd < 0 ||
+		    atomic_load_explicit(&hc->head_done, memory_order_acquire) ||
+		    now_us < atomic_load_explicit(&hc->head_deadline_us, memory_order_relaxed))
 			continue;
 		/*
 		 * The request head is late (a slow client or one libmicrohttpd
@@ -1266,7 +1292,9 @@ static size_t unescape(void *cls, struct MHD_Connection *c, char *s)
 {
 	(void)cls;
 	(void)c;
-	return strchr(s, '%') ? MHD_http_unescape(s) : strlen(s);
+	const char *end = strchrnul(s, '%');
+
+	return *end ? MHD_http_unescape(s) : (size_t)(end - s);
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)

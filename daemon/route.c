@@ -67,39 +67,33 @@ int route_parse_path(const char *path, size_t len, enum route_kind *ret_kind,
 {
 	struct span p = span_make(path, len), phone, rest;
 
-	if (span_eq(p, "/healthz")) {
-		*ret_kind = ROUTE_HEALTHZ;
-		return 0;
-	}
-	if (span_eq(p, "/readyz")) {
-		*ret_kind = ROUTE_READYZ;
-		return 0;
-	}
-	if (span_eq(p, "/metrics")) {
-		*ret_kind = ROUTE_METRICS;
-		return 0;
-	}
-	if (span_eq(p, "/")) {
-		*ret_kind = ROUTE_SDK;
-		return 0;
-	}
-	*ret_kind = ROUTE_NOT_FOUND;
-	if (!span_starts_with(p, ROUTE_KEY_PREFIX))
-		return 0;
-	rest = span_make(p.p + strlen(ROUTE_KEY_PREFIX), p.len - strlen(ROUTE_KEY_PREFIX));
-	/* The phone segment ends at the first '/'; what follows is the suffix, exactly. */
-	if (!span_split(rest, '/', &phone, &rest) || !span_eq(rest, ROUTE_KEY_SUFFIX + 1))
-		return 0;
-	*ret_kind = ROUTE_KEY;
-	{
+	/* The key route first: it is nearly every request. */
+	if (span_starts_with(p, ROUTE_KEY_PREFIX)) {
 		struct cams_key key;
 
+		*ret_kind = ROUTE_NOT_FOUND;
+		rest = span_make(p.p + strlen(ROUTE_KEY_PREFIX), p.len - strlen(ROUTE_KEY_PREFIX));
+		/* The phone segment ends at the first '/'; what follows is the suffix, exactly. */
+		if (!span_split(rest, '/', &phone, &rest) || !span_eq(rest, ROUTE_KEY_SUFFIX + 1))
+			return 0;
+		*ret_kind = ROUTE_KEY;
 		/* ret_key stays untouched unless the phone is valid. */
 		memset(&key, 0, sizeof(key));
 		if (route_set_phone(phone.p, phone.len, &key, ret_err) < 0)
 			return -EINVAL;
 		*ret_key = key;
+		return 0;
 	}
+	if (span_eq(p, "/healthz"))
+		*ret_kind = ROUTE_HEALTHZ;
+	else if (span_eq(p, "/readyz"))
+		*ret_kind = ROUTE_READYZ;
+	else if (span_eq(p, "/metrics"))
+		*ret_kind = ROUTE_METRICS;
+	else if (span_eq(p, "/"))
+		*ret_kind = ROUTE_SDK;
+	else
+		*ret_kind = ROUTE_NOT_FOUND;
 	return 0;
 }
 

@@ -12,25 +12,11 @@ struct span span_cstr(const char *s)
 	return span_make(s, strlen(s));
 }
 
-bool span_eq(struct span a, const char *s)
-{
-	size_t n = strlen(s);
-
-	return a.len == n && memcmp(a.p, s, n) == 0;
-}
-
 bool span_eq_nocase(struct span a, const char *s)
 {
 	size_t n = strlen(s);
 
 	return a.len == n && strncasecmp(a.p, s, n) == 0;
-}
-
-bool span_starts_with(struct span a, const char *prefix)
-{
-	size_t n = strlen(prefix);
-
-	return a.len >= n && memcmp(a.p, prefix, n) == 0;
 }
 
 struct span span_trim(struct span s)

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 struct span {
 	const char *p;
@@ -23,9 +24,26 @@ static inline struct span span_make(const char *p, size_t len)
 	return s;
 }
 struct span span_cstr(const char *s);
-bool span_eq(struct span a, const char *s);
+
+/*
+ * Inline, so that a literal's strlen folds to a constant: the router
+ * compares every request's path with these.
+ */
+static inline bool span_eq(struct span a, const char *s)
+{
+	size_t n = strlen(s);
+
+	return a.len == n && memcmp(a.p, s, n) == 0;
+}
+
+static inline bool span_starts_with(struct span a, const char *prefix)
+{
+	size_t n = strlen(prefix);
+
+	return a.len >= n && memcmp(a.p, prefix, n) == 0;
+}
+
 bool span_eq_nocase(struct span a, const char *s);
-bool span_starts_with(struct span a, const char *prefix);
 /* Drop leading and trailing spaces and tabs. */
 struct span span_trim(struct span s);
 /* Drop ASCII white space, line endings included, at both ends. */

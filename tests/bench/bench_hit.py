@@ -5,7 +5,8 @@ Starts, in the same run, camskeyd with a warm cache in each logging setting
 server of tests/bench/bare_mhd.c (camskeyd's flags, a constant answer with the
 same header names) and nginx (Debian's package, on loopback, serving the
 identical JSON body as a static file); drives each in turn with wrk at the
-same connections, threads and duration, ROUNDS times; prints the median run's
+same connections, threads and duration, with the same request line (the key's
+path: the bare server parses it too, nginx keeps its file there), ROUNDS times; prints the median run's
 requests per second, p50/p99 latency and the ratios; then the tail at 64
 connections three ways (saturated, one client thread, paced: bench_tail). Then
 fills a cache with 1,000,000 entries and prints the hit figures again (one hot
@@ -95,7 +96,10 @@ def wrk(url, script=None, threads=None):
 def start_nginx(body):
     d = tmpdir()
     os.chmod(d, 0o755)
-    with open(os.path.join(d, "key.json"), "wb") as f:
+    # The file sits at the key's own path: every server gets the same request.
+    path = os.path.join(d, "html") + key_path(PHONE)
+    os.makedirs(os.path.dirname(path))
+    with open(path, "wb") as f:
         f.write(body)
     port = camtest.free_port()
     conf = os.path.join(d, "nginx.conf")
@@ -112,7 +116,7 @@ http {
   keepalive_requests 1000000;
   server {
     listen 127.0.0.1:%d;
-    location / { root %s; default_type application/json; etag on; }
+    location / { root %s/html; default_type application/json; etag on; }
   }
 }
 """ % ((THREADS,) + (d,) * 7 + (port, d)))
@@ -125,7 +129,7 @@ http {
 
 def _up(port):
     try:
-        return camtest.request(port, "/key.json", timeout=2)[0] == 200
+        return camtest.request(port, key_path(PHONE), timeout=2)[0] == 200
     except OSError:
         return False
 
@@ -263,15 +267,19 @@ def main():
         assert len(b) == len(body), "bodies of the same size"
         daemons.append((name, "http://127.0.0.1:%d%s" % (d.port, key_path(PHONE))))
     nginx_port = start_nginx(body)
-    assert camtest.request(nginx_port, "/key.json")[2] == body, "identical bodies"
+    # The same request line for every server: the bare one parses the
+    # same path (and ignores it), nginx finds its file there.
+    assert camtest.request(nginx_port, key_path(PHONE))[2] == body, "identical bodies"
     bare_port = start_bare(body)
-    assert camtest.request(bare_port, "/")[2] == body, "identical bodies"
-    targets = daemons + [("bare libmicrohttpd (same flags)", "http://127.0.0.1:%d/" % bare_port),
-                         ("nginx (static file)", "http://127.0.0.1:%d/key.json" % nginx_port)]
+    assert camtest.request(bare_port, key_path(PHONE))[2] == body, "identical bodies"
+    targets = daemons + [("bare libmicrohttpd (same flags)",
+                          "http://127.0.0.1:%d%s" % (bare_port, key_path(PHONE))),
+                         ("nginx (static file)",
+                          "http://127.0.0.1:%d%s" % (nginx_port, key_path(PHONE)))]
     if EPOLL:
         # The tail question: the same bare server with MHD_USE_EPOLL.
         targets.append(("bare libmicrohttpd, epoll",
-                        "http://127.0.0.1:%d/" % start_bare(body, epoll=True)))
+                        "http://127.0.0.1:%d%s" % (start_bare(body, epoll=True), key_path(PHONE))))
     print("body %d bytes" % len(body))
     res = alternate(targets)
     quiet = res["camskeyd, --no-access-log"]
