@@ -189,10 +189,10 @@ def cpu_s(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def wrk_cpu(pid, url, script=None):
-    """wrk, plus the daemon's CPU microseconds per request during it."""
+def wrk_cpu(pid, url, script=None, threads=None):
+    """wrk, plus the server's CPU microseconds per request during it."""
     c0 = cpu_s(pid)
-    r = wrk(url, script)
+    r = wrk(url, script, threads)
     r["cpu_us"] = (cpu_s(pid) - c0) / max(r["requests"], 1) * 1e6
     return r
 
@@ -220,7 +220,7 @@ def start_bare(body, epoll=False):
                             stderr=subprocess.DEVNULL, text=True)
     camtest._cleanups.append(lambda: (proc.terminate(), proc.wait(timeout=10)))
     assert proc.stdout.readline().strip() == "ready", "bare_mhd did not start"
-    return port
+    return port, proc.pid
 
 
 def supports(flag_text):
@@ -228,18 +228,40 @@ def supports(flag_text):
     return flag_text in out
 
 
-def alternate(targets, script=None, threads=None, warm=True):
-    """Warm every target up, then ROUNDS rounds in turn; the median run of each."""
+def alternate(targets, script=None, threads=None, warm=True, pids=None):
+    """Warm every target up, then ROUNDS rounds in turn; the median run of
+    each, which also holds every run of it ("all", in round order) for
+    paired(). With pids (name: server pid), each run also measures the
+    server's CPU microseconds per request ("cpu_us")."""
+    pids = pids or {}
     for _, url in targets if warm else []:
         wrk(url)
     runs = {name: [] for name, _ in targets}
     for _ in range(ROUNDS):
         for name, url in targets:
-            runs[name].append(wrk(url, script, threads))
+            runs[name].append(wrk_cpu(pids[name], url, script, threads) if name in pids
+                              else wrk(url, script, threads))
     print("  (median of %d alternating runs each; req/s of every run:)" % ROUNDS)
     for name, _ in targets:
         print("    %-38s %s" % (name, " ".join("%.0f" % r["rps"] for r in runs[name])))
-    return {name: median(r) for name, r in runs.items()}
+    res = {}
+    for name, r in runs.items():
+        res[name] = dict(median(r), all=r)
+    return res
+
+
+def paired(a, b, key="rps"):
+    """The median over rounds of a's figure divided by b's in the same round.
+    Runs next to each other share the host's load of the moment, which
+    moves rates by a fifth here from one minute to the next; a ratio of
+    neighbours is steadier than a ratio of medians."""
+    ratios = sorted(x[key] / y[key] for x, y in zip(a["all"], b["all"]) if y[key])
+    return ratios[len(ratios) // 2] if ratios else float("nan")
+
+
+def median_of(res, key):
+    values = sorted(r[key] for r in res["all"])
+    return values[len(values) // 2]
 
 
 def main():
@@ -257,7 +279,7 @@ def main():
     if supports("--access-log misses|all|off"):
         variants.append(("camskeyd, --access-log all", ["--access-log", "all"]))
     variants.append(("camskeyd, --no-access-log", ["--no-access-log"]))
-    daemons, body = [], None
+    daemons, body, pids = [], None, {}
     for name, args in variants:
         d = Daemon(sim.url, args + common)
         status, _, b = d.get(key_path(PHONE))
@@ -266,11 +288,12 @@ def main():
             body = b
         assert len(b) == len(body), "bodies of the same size"
         daemons.append((name, "http://127.0.0.1:%d%s" % (d.port, key_path(PHONE))))
+        pids[name] = d.proc.pid
     nginx_port = start_nginx(body)
     # The same request line for every server: the bare one parses the
     # same path (and ignores it), nginx finds its file there.
     assert camtest.request(nginx_port, key_path(PHONE))[2] == body, "identical bodies"
-    bare_port = start_bare(body)
+    bare_port, pids["bare libmicrohttpd (same flags)"] = start_bare(body)
     assert camtest.request(bare_port, key_path(PHONE))[2] == body, "identical bodies"
     targets = daemons + [("bare libmicrohttpd (same flags)",
                           "http://127.0.0.1:%d%s" % (bare_port, key_path(PHONE))),
@@ -279,18 +302,24 @@ def main():
     if EPOLL:
         # The tail question: the same bare server with MHD_USE_EPOLL.
         targets.append(("bare libmicrohttpd, epoll",
-                        "http://127.0.0.1:%d%s" % (start_bare(body, epoll=True), key_path(PHONE))))
+                        "http://127.0.0.1:%d%s" % (start_bare(body, epoll=True)[0], key_path(PHONE))))
     print("body %d bytes" % len(body))
-    res = alternate(targets)
+    res = alternate(targets, pids=pids)
     quiet = res["camskeyd, --no-access-log"]
     for name, _ in targets:
         show(name, res[name])
     bare, nginx = res["bare libmicrohttpd (same flags)"], res["nginx (static file)"]
-    print("  ratios:")
+    print("  ratios of req/s, the median of each round's (of the medians in brackets):")
     for name, _ in daemons:
-        print("    %-38s / --no-access-log %.2f   / bare MHD %.2f   / nginx %.2f"
-              % (name, res[name]["rps"] / quiet["rps"], res[name]["rps"] / bare["rps"],
-                 res[name]["rps"] / nginx["rps"]))
+        r = res[name]
+        print("    %-38s / --no-access-log %.2f (%.2f)   / bare MHD %.2f (%.2f)   / nginx %.2f (%.2f)"
+              % (name, paired(r, quiet), r["rps"] / quiet["rps"], paired(r, bare),
+                 r["rps"] / bare["rps"], paired(r, nginx), r["rps"] / nginx["rps"]))
+    print("  server CPU per request (user + system, median run), and the bare server's / it:")
+    for name in pids:
+        print("    %-38s %6.2f us   x%.2f"
+              % (name, median_of(res[name], "cpu_us"),
+                 median_of(bare, "cpu_us") / median_of(res[name], "cpu_us")))
     print("    p99: camskeyd (default) %.2f ms, bare MHD %.2f ms, nginx %.2f ms%s"
           % (res[daemons[0][0]]["p99_ms"], bare["p99_ms"], nginx["p99_ms"],
              ", bare MHD with epoll %.2f ms" % res["bare libmicrohttpd, epoll"]["p99_ms"]
@@ -301,9 +330,10 @@ def main():
         bench_tail(tail, res)
     camtest.cleanup()
     bench_entries(common, quiet)
-    print("summary: default %.0f req/s (x%.2f of --no-access-log, x%.2f of bare MHD), "
-          "nginx %.0f req/s" % (res[daemons[0][0]]["rps"], res[daemons[0][0]]["rps"] / quiet["rps"],
-                                res[daemons[0][0]]["rps"] / bare["rps"], nginx["rps"]))
+    default = res[daemons[0][0]]
+    print("summary: default %.0f req/s (x%.2f of --no-access-log, x%.2f of bare MHD, "
+          "medians of each round's ratio), nginx %.0f req/s"
+          % (default["rps"], paired(default, quiet), paired(default, bare), nginx["rps"]))
 
 
 def bench_tail(targets, saturated):
