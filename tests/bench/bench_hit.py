@@ -5,10 +5,11 @@ Starts, in the same run, camskeyd with a warm cache in each logging setting
 server of tests/bench/bare_mhd.c (camskeyd's flags, a constant answer with the
 same header names) and nginx (Debian's package, on loopback, serving the
 identical JSON body as a static file); drives each in turn with wrk at the
-same connections, threads and duration, with the same request line (the key's
-path: the bare server parses it too, nginx keeps its file there), ROUNDS times; prints the median run's
-requests per second, p50/p99 latency and the ratios; then the tail at 64
-connections three ways (saturated, one client thread, paced: bench_tail). Then
+same connections, threads and duration, with the same request line (the
+key's path: the bare server parses it too, nginx keeps its file there),
+ROUNDS times; prints the median run's requests per second, p50/p99 latency,
+CPU per request and the ratios (the median of each round's: paired); then
+the tail at 64 connections three ways (saturated, one client thread, paced: bench_tail). Then
 fills a cache with 1,000,000 entries and prints the hit figures again (one hot
 key, and keys drawn at random from all of them). Not a pass/fail test.
 """
@@ -412,8 +413,10 @@ def bench_entries(common, quiet):
         show("1M entries, random keys", r2, r1)
         print("  1M entries: ready in %.2f s, RSS %.0f MiB at ready, %.0f MiB after the runs"
               % (ready_s, rss_ready, rss_mib(d.proc.pid)))
-        print("  random / hot key: %.2f%s" % (r2["rps"] / r1["rps"],
-              "; hot key 1M entries / 1 entry: %.2f" % (r1["rps"] / quiet["rps"]) if quiet else ""))
+        print("  random / hot key: %.2f, the median of each round's (%.2f of the medians)%s"
+              % (paired({"all": rnd}, {"all": hot}), r2["rps"] / r1["rps"],
+                 "; hot key 1M entries / 1 entry: %.2f" % (r1["rps"] / quiet["rps"])
+                 if quiet else ""))
         # CPU per request does not move with what else runs on the host.
         cpu_hot = sorted(r["cpu_us"] for r in hot)[len(hot) // 2]
         cpu_rnd = sorted(r["cpu_us"] for r in rnd)[len(rnd) // 2]
