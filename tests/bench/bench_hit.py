@@ -9,8 +9,8 @@ same connections, threads and duration, with the same request line (the
 key's path: the bare server parses it too, nginx keeps its file there),
 ROUNDS times; prints the median run's requests per second, p50/p99 latency,
 CPU per request and the ratios (the median of each round's: paired); then
-the tail at 64 connections three ways (saturated, one client thread, paced: bench_tail). Then
-fills a cache with 1,000,000 entries and prints the hit figures again (one hot
+the tail at 64 connections three ways (saturated, one client thread,
+paced: bench_tail). Then fills a cache with 1,000,000 entries and prints the hit figures again (one hot
 key, and keys drawn at random from all of them). Not a pass/fail test.
 """
 import os
