@@ -109,7 +109,6 @@ struct http {
 	struct verify_nonces *nonces;
 };
 
-/* One per request; allocated after the headers, freed on completion. */
 /*
  * The request headers the daemon reads, each whole (with its length).
  * value NULL: absent. Pointers into libmicrohttpd's pool, valid for the
@@ -124,6 +123,7 @@ struct key_headers {
 	struct http_header authorization, client_id, cache_control, if_none_match;
 };
 
+/* One per request; allocated after the headers, freed on completion. */
 struct http_request {
 	struct http *h;
 	struct MHD_Connection *connection;
@@ -1202,7 +1202,6 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **co
 	const union MHD_ConnectionInfo *ci =
 		MHD_get_connection_info(connection, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
 	struct http_conn *hc = ci ? ci->socket_context : NULL;
-
 	int64_t now_us = clock_mono_us();
 
 	if (hc) {
@@ -1290,10 +1289,10 @@ void http_sweep(struct http *h)
  */
 static size_t unescape(void *cls, struct MHD_Connection *c, char *s)
 {
-	(void)cls;
-	(void)c;
 	const char *end = strchrnul(s, '%');
 
+	(void)cls;
+	(void)c;
 	return *end ? MHD_http_unescape(s) : (size_t)(end - s);
 }
 
