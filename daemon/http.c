@@ -599,10 +599,11 @@ static enum MHD_Result start_lookup(struct http_request *hr)
 
 	pr->on_done = on_proxy_done;
 	pr->cls = hr;
-	ci = MHD_get_connection_info(hr->connection, MHD_CONNECTION_INFO_CONNECTION_FD);
-	pr->fd = ci ? ci->connect_fd : -1;
 	if (proxy_lookup(hr->h->proxy, pr, clock_mono_us(), (int64_t)time(NULL)) == PROXY_ANSWERED)
 		return queue_proxy_answer(hr);
+	/* The engine watches the socket of a waiting caller only: a hit needs no fd. */
+	ci = MHD_get_connection_info(hr->connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+	pr->fd = ci ? ci->connect_fd : -1;
 	client_name_fill(hr);
 	pr->call.client = hr->client_known ? hr->client_id : clients_id(hr->client_name);
 	hr->state = HR_SUSPENDED;

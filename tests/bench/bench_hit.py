@@ -10,8 +10,9 @@ key's path: the bare server parses it too, nginx keeps its file there),
 ROUNDS times; prints the median run's requests per second, p50/p99 latency,
 CPU per request and the ratios (the median of each round's: paired); then
 the tail at 64 connections three ways (saturated, one client thread,
-paced: bench_tail). Then fills a cache with 1,000,000 entries and prints the hit figures again (one hot
-key, and keys drawn at random from all of them). Not a pass/fail test.
+paced: bench_tail). Then fills a cache with 1,000,000 entries and prints
+the hit figures again (one hot key, and keys drawn at random from all of
+them). Not a pass/fail test.
 """
 import os
 import re
@@ -261,6 +262,7 @@ def paired(a, b, key="rps"):
 
 
 def median_of(res, key):
+    """The median of one figure over every run of res (alternate's "all")."""
     values = sorted(r[key] for r in res["all"])
     return values[len(values) // 2]
 
@@ -303,7 +305,8 @@ def main():
     if EPOLL:
         # The tail question: the same bare server with MHD_USE_EPOLL.
         targets.append(("bare libmicrohttpd, epoll",
-                        "http://127.0.0.1:%d%s" % (start_bare(body, epoll=True)[0], key_path(PHONE))))
+                        "http://127.0.0.1:%d%s"
+                        % (start_bare(body, epoll=True)[0], key_path(PHONE))))
     print("body %d bytes" % len(body))
     res = alternate(targets, pids=pids)
     quiet = res["camskeyd, --no-access-log"]
@@ -418,8 +421,7 @@ def bench_entries(common, quiet):
                  "; hot key 1M entries / 1 entry: %.2f" % (r1["rps"] / quiet["rps"])
                  if quiet else ""))
         # CPU per request does not move with what else runs on the host.
-        cpu_hot = sorted(r["cpu_us"] for r in hot)[len(hot) // 2]
-        cpu_rnd = sorted(r["cpu_us"] for r in rnd)[len(rnd) // 2]
+        cpu_hot, cpu_rnd = median_of({"all": hot}, "cpu_us"), median_of({"all": rnd}, "cpu_us")
         print("  daemon CPU per request (median): hot key %.2f us, random keys %.2f us; "
               "hot / random cost %.2f" % (cpu_hot, cpu_rnd, cpu_hot / cpu_rnd))
         assert sim.stats()["calls"] == 0, "every request was a hit"
