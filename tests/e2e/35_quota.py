@@ -240,18 +240,31 @@ def test_a_caller_that_disconnects_leaves_the_queue_and_its_key_is_still_fetched
     # Enough fillers ahead (1 call/s) that Y is still queued after the waits below.
     fillers = cold_phones("86133", 8)
     gone_x, gone_y = "8613390000001", "8613390000002"
-    results = []
-    t = threading.Thread(target=lambda: results.extend(fetch_all(d, fillers, timeout=60)),
+    results, answered = [], []
+
+    def filler(i):
+        r = request(d.port, key_path(fillers[i], max_wait_ms=LONG_WAIT_MS), timeout=60)
+        answered.append(r[0])
+        return r
+    t = threading.Thread(target=lambda: results.extend(parallel(len(fillers), filler, 70)),
                          daemon=True)
     t.start()
     wait_until(lambda: (d.metric("camskeyd_queue_depth") or 0) >= 2, 10, what="queued fillers")
 
+    # A filler's answer lowers the gauge as a new caller raises it, so the answers the
+    # fillers have had are added back. The daemon lowers the gauge before an answer
+    # leaves, so reading len(answered) first can only undercount; and the baseline is
+    # read just after an answer, when the next is a second away (1 call/s).
+    def waiting_or_answered():
+        return len(answered) + d.metric("camskeyd_waiting_callers")
+
     socks = []
     for phone in (gone_x, gone_y):
-        before = d.metric("camskeyd_waiting_callers")
+        n = len(answered)
+        wait_until(lambda: len(answered) > n, 10, what="a filler answered")
+        before = waiting_or_answered()
         socks.append(open_waiting_request(d.port, key_path(phone, max_wait_ms=LONG_WAIT_MS)))
-        wait_until(lambda: d.metric("camskeyd_waiting_callers") >= before + 1, 5,
-                   what="the caller to wait")
+        wait_until(lambda: waiting_or_answered() >= before + 1, 5, what="the caller to wait")
     waiting_with_them = d.metric("camskeyd_waiting_callers")
     assert d.metric("camskeyd_client_gone_total") == 0
     for s in socks:
