@@ -21,6 +21,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <grp.h>
+#include <linux/filter.h>
 #include <inttypes.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
@@ -98,6 +99,7 @@ struct http {
 	char listen_address[128];
 	char unix_path[108];       /* removed on exit when we created it */
 	mode_t unix_mode;
+	bool activated;            /* the socket is systemd's (socket activation) */
 	uint64_t id_seed;
 	atomic_uint_fast64_t id_counter;
 	int64_t head_timeout_us;        /* connection-timeout */
@@ -1370,6 +1372,7 @@ int http_new(const struct config *cfg, struct proxy *proxy, struct http **ret, c
 	atomic_store(&h->snapshot, snapshot_new(cfg));
 
 	fd = activated_socket();
+	h->activated = fd >= 0;
 	if (fd >= 0) {
 		snprintf(h->listen_address, sizeof(h->listen_address), "socket activation (fd 3)");
 	} else {
@@ -1512,6 +1515,8 @@ struct queued_conn {
 
 #define QUEUED_AT_STOP_MAX 1024
 #define QUEUED_AT_STOP_WAIT_MS 500
+#define QUEUED_AT_STOP_QUIET_MS 20   /* no handshake landed for that long: close */
+#define QUEUED_AT_STOP_SETTLE_MS 200 /* and never wait longer than that */
 
 static bool head_complete(struct queued_conn *q, const char *p, size_t n)
 {
@@ -1584,26 +1589,70 @@ static void answer_queued_at_stop(struct http *h, struct queued_conn *qs, size_t
 	free(pfds);
 }
 
+/*
+ * A TCP listening socket's filter that drops a handshake's first segment
+ * (SYN without ACK) and keeps every other: no new handshake starts, and
+ * those under way finish. The client of a dropped SYN sends it again a
+ * second later and is refused then, the socket closed.
+ */
+static bool drop_new_handshakes(int fd)
+{
+	struct sock_filter code[] = {
+		BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 13),               /* the TCP flags */
+		BPF_STMT(BPF_ALU | BPF_AND | BPF_K, 0x12),            /* SYN and ACK */
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0x02, 0, 1),      /* SYN alone */
+		BPF_STMT(BPF_RET | BPF_K, 0),                         /* dropped */
+		BPF_STMT(BPF_RET | BPF_K, 0xffffffff),                /* kept */
+	};
+	struct sock_fprog prog = { .len = sizeof(code) / sizeof(code[0]), .filter = code };
+
+	return setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog)) == 0;
+}
+
+/* Accept what the kernel has queued, up to QUEUED_AT_STOP_MAX in all. */
+static size_t take_queued(int listen_fd, struct queued_conn *qs, size_t n)
+{
+	while (n < QUEUED_AT_STOP_MAX) {
+		int fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (fd < 0)
+			break;
+		qs[n].fd = fd;
+		n++;
+	}
+	return n;
+}
+
 void http_quiesce(struct http *h)
 {
 	struct queued_conn *qs;
+	bool settling;
+	int64_t deadline;
 	size_t n = 0;
 
 	if (!h || !h->mhd || h->listen_fd < 0)
 		return;
 	MHD_quiesce_daemon(h->mhd);
 	/*
-	 * Take what the kernel queued, then close the socket at once, so new
-	 * connections are refused rather than queued and reset at exit.
+	 * Take what the kernel queued, then close the socket, so new
+	 * connections are refused rather than queued and reset at exit. A
+	 * handshake the client already counts as done may still be on its
+	 * way into the queue (its last ACK not yet processed, on a busy
+	 * host), and closing would reset it: on a TCP socket of our own, new
+	 * handshakes are stopped first and those under way are let in until
+	 * the queue stays empty for QUEUED_AT_STOP_QUIET_MS. systemd's socket
+	 * stays open for the next start and keeps its queue; it is left as is.
 	 */
+	settling = !h->activated && !h->unix_path[0] && drop_new_handshakes(h->listen_fd);
+	deadline = clock_mono_us() + QUEUED_AT_STOP_SETTLE_MS * 1000;
 	qs = xcalloc(QUEUED_AT_STOP_MAX, sizeof(*qs));
-	while (n < QUEUED_AT_STOP_MAX) {
-		int fd = accept4(h->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	n = take_queued(h->listen_fd, qs, n);
+	while (settling && n < QUEUED_AT_STOP_MAX && clock_mono_us() < deadline) {
+		struct pollfd pfd = { .fd = h->listen_fd, .events = POLLIN };
 
-		if (fd < 0)
+		if (poll(&pfd, 1, QUEUED_AT_STOP_QUIET_MS) <= 0)
 			break;
-		qs[n].fd = fd;
-		n++;
+		n = take_queued(h->listen_fd, qs, n);
 	}
 	close(h->listen_fd);
 	h->listen_fd = -1;
