@@ -51,24 +51,45 @@ def mean_spacing_ms(arrivals):
     return (steady[-1] - steady[0]) / (len(steady) - 1)
 
 
-def test_processing_time_does_not_widen_the_send_spacing():
-    fast_arrivals, fast, fast_margin = backlog((0, 0), "86136")
-    slow_arrivals, slow, slow_margin = backlog((100, 400), "86137")
+def compare(attempt):
+    """One pair of runs; returns the timing faults found (empty: none).
+
+    What does not depend on the machine's speed is asserted here; what
+    does (the spacing ratio, a throttled call when scheduling delays on a
+    loaded machine outgrow the margin) is returned for the caller."""
+    fast_arrivals, fast, fast_margin = backlog((0, 0), "8613%d6" % attempt)
+    slow_arrivals, slow, slow_margin = backlog((100, 400), "8613%d7" % attempt)
     fast_ms, slow_ms = mean_spacing_ms(fast_arrivals), mean_spacing_ms(slow_arrivals)
-    print("# mean spacing %.1f ms answering at once, %.1f ms answering in 100-400 ms "
-          "(ratio %.3f); margin %.1f ms vs %.1f ms"
-          % (fast_ms, slow_ms, slow_ms / fast_ms, 1000 * fast_margin, 1000 * slow_margin))
-    for s in (fast, slow):
-        assert s["calls"] == KEYS, s["calls"]
-        assert s["throttled"] == 0, s
-        assert s["max_in_sliding_second"] <= 5, s["max_in_sliding_second"]
-    # Margin learned from whole call latencies made this 1.36 (and hints
-    # anchored at the answer instead of the arrival add more); a loaded
-    # machine's scheduling delays alone have moved it to 1.13, so the bound
-    # is between the two. The margin check below is the exact one.
-    assert slow_ms / fast_ms < 1.2, (fast_ms, slow_ms)
+    print("# attempt %d: mean spacing %.1f ms answering at once, %.1f ms answering in "
+          "100-400 ms (ratio %.3f); margin %.1f ms vs %.1f ms; throttled %d and %d"
+          % (attempt, fast_ms, slow_ms, slow_ms / fast_ms, 1000 * fast_margin,
+             1000 * slow_margin, fast["throttled"], slow["throttled"]))
     # The margin itself moved by less than half its configured part.
     assert slow_margin - fast_margin < MARGIN_MS / 2000.0, (fast_margin, slow_margin)
+    faults = []
+    for name, s in (("fast", fast), ("slow", slow)):
+        # Each key called once, and once more for each throttled call only.
+        assert s["calls"] == KEYS + s["throttled"], s
+        if s["throttled"]:
+            faults.append("%s run: %d throttled, %d in a sliding second"
+                          % (name, s["throttled"], s["max_in_sliding_second"]))
+    # Margin learned from whole call latencies made this 1.36 (and hints
+    # anchored at the answer instead of the arrival add more); a loaded
+    # machine's scheduling delays alone have moved it to 1.13 and 1.22.
+    if slow_ms / fast_ms >= 1.2:
+        faults.append("spacing ratio %.3f" % (slow_ms / fast_ms))
+    return faults
+
+
+def test_processing_time_does_not_widen_the_send_spacing():
+    # A timing fault is looked at twice: a loaded machine (CI under ASan
+    # has throttled one call and reached 1.22) seldom hits two pairs of
+    # runs, a daemon that widens the spacing or overruns the quota always.
+    faults = compare(1)
+    if faults:
+        print("# attempt 1 on a noisy machine? %s; once more" % "; ".join(faults))
+        faults = compare(2)
+    assert not faults, faults
 
 
 camtest.main(globals())
