@@ -149,7 +149,9 @@ def test_reload_rotates_a_teams_secret():
 def test_quota_waits_and_camskeyds_own_credential_failures_read_right_in_the_sdk():
     if not sdk_present():
         camtest.skip("tests/sdk/node_modules missing (make deps installs it)")
-    sim, d, _, secret_file, _ = setup(args=["--rate", "1", "--max-wait-ms", "100"])
+    # One token every 10 s: two node processes one after the other took over a
+    # second under ASan in CI, and at rate 1 the second call found a new token.
+    sim, d, _, secret_file, _ = setup(args=["--rate", "0.1", "--max-wait-ms", "100"])
     assert sdk(d.port, "--phone", "8613800008001", secret_file=secret_file)["ok"]
     got = sdk(d.port, "--phone", "8613800008002", secret_file=secret_file)
     assert got["code"] == "Proxy.QuotaWait" and got["statusCode"] == 503, got
